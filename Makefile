@@ -1,0 +1,37 @@
+# memx — `make` builds the library and runs the demo; `make test` runs every
+# test (what .ci/run calls); `make bench` compares allocators.
+
+LIB    := $(CURDIR)/target/release/libmemx.so
+# The real interpreter, not a pyenv shim script, so LD_PRELOAD reaches it.
+PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
+
+.PHONY: all build demo test lint unit cdylib-tests real-programs bench callgrind clean
+
+all: build demo
+
+build:
+	cargo build --release
+
+demo: build
+	LD_PRELOAD=$(LIB) MEMX_STATS_AT_EXIT=1 $(PYTHON) scripts/demo.py
+
+test: lint unit build cdylib-tests real-programs
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+unit:
+	cargo test --lib
+
+cdylib-tests: build
+	scripts/cdylib-tests.sh $(LIB)
+
+real-programs: build
+	scripts/real-programs.sh $(LIB)
+
+bench:
+	scripts/bench.sh
+
+clean:
+	cargo clean

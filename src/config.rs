@@ -1,0 +1,286 @@
+//! The one table of `MEMX_*` options: name, form, default and meaning, parsed
+//! once at initialisation.
+//!
+//! Owns: `Config` and its global instance. Must never: allocate, abort, or
+//! let a bad value through. A bad value prints one line to stderr naming the
+//! variable and the accepted form, and the default is used.
+
+use crate::util::fmt::FixedBuf;
+use core::cell::UnsafeCell;
+
+/// Every tunable of the allocator, with its default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// MiB per second of free memory returned to the OS (0: only on malloc_trim).
+    pub release_rate_mib: u64,
+    /// Budget in bytes for all thread caches together.
+    pub thread_cache_bytes: u64,
+    /// Print `malloc_stats` to stderr at exit.
+    pub stats_at_exit: bool,
+}
+
+impl Config {
+    pub const DEFAULT: Config = Config {
+        release_rate_mib: 64,
+        thread_cache_bytes: 32 << 20,
+        stats_at_exit: false,
+    };
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Bytes, with an optional K, M, G or T suffix (powers of 1024).
+    Size,
+    /// A whole number.
+    Count,
+    /// 0/1, true/false, yes/no, on/off.
+    Bool,
+}
+
+impl Form {
+    fn describe(self) -> &'static str {
+        match self {
+            Form::Size => "a size in bytes with an optional K/M/G suffix, e.g. 512K or 4M",
+            Form::Count => "a whole number",
+            Form::Bool => "0 or 1",
+        }
+    }
+}
+
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub form: Form,
+    pub min: u64,
+    pub max: u64,
+    pub default: &'static str,
+    pub doc: &'static str,
+    apply: fn(&mut Config, u64),
+}
+
+/// The table. The README's configuration section documents the same rows.
+pub static OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        name: "MEMX_RELEASE_RATE",
+        form: Form::Count,
+        min: 0,
+        max: 1 << 20,
+        default: "64",
+        doc:
+            "MiB per second of free pages returned to the OS with madvise; 0 = only on malloc_trim",
+        apply: |c, v| c.release_rate_mib = v,
+    },
+    OptionSpec {
+        name: "MEMX_THREAD_CACHE_BYTES",
+        form: Form::Size,
+        min: 0,
+        max: 1 << 40,
+        default: "32M",
+        doc: "budget for all per-thread caches together (each thread takes at most 4M of it)",
+        apply: |c, v| c.thread_cache_bytes = v,
+    },
+    OptionSpec {
+        name: "MEMX_STATS_AT_EXIT",
+        form: Form::Bool,
+        min: 0,
+        max: 1,
+        default: "0",
+        doc: "1 = print the malloc_stats report to stderr when the process exits",
+        apply: |c, v| c.stats_at_exit = v != 0,
+    },
+];
+
+/// Parses `value` in `form`; `None` when it is not of that form or overflows.
+pub fn parse(form: Form, value: &[u8]) -> Option<u64> {
+    match form {
+        Form::Bool => match value {
+            b"1" | b"true" | b"yes" | b"on" | b"TRUE" | b"YES" | b"ON" => Some(1),
+            b"0" | b"false" | b"no" | b"off" | b"FALSE" | b"NO" | b"OFF" => Some(0),
+            _ => None,
+        },
+        Form::Count => parse_digits(value),
+        Form::Size => {
+            let (digits, shift) = match value.last().map(u8::to_ascii_uppercase) {
+                Some(b'K') => (&value[..value.len() - 1], 10),
+                Some(b'M') => (&value[..value.len() - 1], 20),
+                Some(b'G') => (&value[..value.len() - 1], 30),
+                Some(b'T') => (&value[..value.len() - 1], 40),
+                _ => (value, 0),
+            };
+            let n = parse_digits(digits)?;
+            n.checked_mul(1u64 << shift)
+        }
+    }
+}
+
+fn parse_digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+    }
+    Some(v)
+}
+
+/// Builds a config from `(name, value)` pairs, reporting each problem through
+/// `warn` as one line. Unknown `MEMX_*` names are reported too (a typo would
+/// otherwise be silently ignored).
+pub fn from_vars(
+    mut each_var: impl FnMut(&mut dyn FnMut(&[u8], &[u8])),
+    warn: &mut dyn FnMut(&[u8]),
+) -> Config {
+    let mut cfg = Config::DEFAULT;
+    each_var(&mut |name, value| {
+        let Some(spec) = OPTIONS.iter().find(|o| o.name.as_bytes() == name) else {
+            if !is_known_elsewhere(name) {
+                let mut line = FixedBuf::<256>::new();
+                line.str("memx: unknown variable ")
+                    .bytes(name)
+                    .str(" ignored (see the README for MEMX_* options)\n");
+                warn(line.as_bytes());
+            }
+            return;
+        };
+        match parse(spec.form, value) {
+            Some(v) if v >= spec.min && v <= spec.max => (spec.apply)(&mut cfg, v),
+            _ => {
+                let mut line = FixedBuf::<320>::new();
+                line.str("memx: ignoring ")
+                    .str(spec.name)
+                    .str("=")
+                    .bytes(&value[..value.len().min(40)])
+                    .str(": expected ")
+                    .str(spec.form.describe());
+                if spec.max < u64::MAX {
+                    line.str(" (at most ").u64(spec.max).str(")");
+                }
+                line.str("; using the default ").str(spec.default).str("\n");
+                warn(line.as_bytes());
+            }
+        }
+    });
+    cfg
+}
+
+/// Variables read by other parts of memx (the `memx` command, test
+/// harnesses) that the library itself ignores on purpose.
+fn is_known_elsewhere(name: &[u8]) -> bool {
+    matches!(name, b"MEMX_LIB" | b"MEMX_TEST_LIB")
+}
+
+struct Global(UnsafeCell<Config>);
+// SAFETY: written only by `install`, during initialisation, before any other
+// thread can observe the allocator as ready (init publishes with Release).
+unsafe impl Sync for Global {}
+
+static CONFIG: Global = Global(UnsafeCell::new(Config::DEFAULT));
+
+/// The configuration in force.
+#[inline]
+pub fn get() -> &'static Config {
+    // SAFETY: see `Global`: no writes happen after initialisation.
+    unsafe { &*CONFIG.0.get() }
+}
+
+/// Reads the environment into the global config (once, from init).
+///
+/// # Safety
+/// Must be called only during initialisation, by the initialising thread.
+pub unsafe fn install() {
+    let cfg = if crate::sys::secure_mode() {
+        // As glibc ignores MALLOC_* in setuid programs: no env-driven behaviour.
+        Config::DEFAULT
+    } else {
+        from_vars(|f| crate::sys::for_each_memx_var(f), &mut |l| {
+            crate::sys::write_stderr(l)
+        })
+    };
+    // SAFETY: the caller is the only thread running initialisation.
+    unsafe { *CONFIG.0.get() = cfg };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(vars: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let mut lines = Vec::new();
+        let cfg = from_vars(
+            |f| {
+                for (n, v) in vars {
+                    f(n.as_bytes(), v.as_bytes())
+                }
+            },
+            &mut |l| lines.push(String::from_utf8(l.to_vec()).unwrap()),
+        );
+        (cfg, lines)
+    }
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse(Form::Size, b"512"), Some(512));
+        assert_eq!(parse(Form::Size, b"4k"), Some(4096));
+        assert_eq!(parse(Form::Size, b"2M"), Some(2 << 20));
+        assert_eq!(parse(Form::Size, b"1G"), Some(1 << 30));
+        assert_eq!(parse(Form::Size, b""), None);
+        assert_eq!(parse(Form::Size, b"M"), None);
+        assert_eq!(parse(Form::Size, b"-1"), None);
+        assert_eq!(parse(Form::Size, b"12Q"), None);
+        assert_eq!(parse(Form::Size, b"99999999999999999999999"), None);
+        assert_eq!(parse(Form::Size, b"17179869184G"), None);
+    }
+
+    #[test]
+    fn good_values_apply_silently() {
+        let (cfg, lines) = run(&[
+            ("MEMX_RELEASE_RATE", "0"),
+            ("MEMX_THREAD_CACHE_BYTES", "4M"),
+            ("MEMX_STATS_AT_EXIT", "1"),
+        ]);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(cfg.release_rate_mib, 0);
+        assert_eq!(cfg.thread_cache_bytes, 4 << 20);
+        assert!(cfg.stats_at_exit);
+    }
+
+    #[test]
+    fn each_bad_value_gives_one_line_and_the_default() {
+        for (name, bad) in [
+            ("MEMX_RELEASE_RATE", "abc"),
+            ("MEMX_RELEASE_RATE", "-5"),
+            ("MEMX_RELEASE_RATE", ""),
+            ("MEMX_RELEASE_RATE", "99999999"),
+            ("MEMX_THREAD_CACHE_BYTES", "12Q"),
+            ("MEMX_THREAD_CACHE_BYTES", "99999999999999999999999"),
+            ("MEMX_STATS_AT_EXIT", "maybe"),
+        ] {
+            let (cfg, lines) = run(&[(name, bad)]);
+            assert_eq!(cfg, Config::DEFAULT, "{name}={bad}");
+            assert_eq!(lines.len(), 1, "{name}={bad}: {lines:?}");
+            assert!(lines[0].contains(name) && lines[0].ends_with('\n'));
+            assert_eq!(lines[0].matches('\n').count(), 1);
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_reported() {
+        let (_, lines) = run(&[("MEMX_RELASE_RATE", "1"), ("MEMX_LIB", "x")]);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("MEMX_RELASE_RATE"));
+    }
+
+    #[test]
+    fn table_defaults_parse_to_config_default() {
+        let mut cfg = Config::DEFAULT;
+        for o in OPTIONS {
+            let v = parse(o.form, o.default.as_bytes()).unwrap();
+            assert!(v >= o.min && v <= o.max, "{}", o.name);
+            (o.apply)(&mut cfg, v);
+        }
+        assert_eq!(cfg, Config::DEFAULT);
+    }
+}

@@ -1,0 +1,144 @@
+//! Lazy initialisation, the thread-exit hook and fork handling.
+//!
+//! ld.so calls malloc before any constructor of ours could run, so the
+//! allocator initialises on first use: an atomic state machine (UNINIT →
+//! BUSY → READY). The core step (configuration, the thread-exit key) calls
+//! nothing that allocates; the fork handlers are registered after READY is
+//! published, because `pthread_atfork` itself may call malloc. Another
+//! thread arriving during BUSY waits; the initialising thread re-entering
+//! (impossible by construction, but cheap to survive) is served without a
+//! thread cache.
+//!
+//! Fork: `prepare` takes every allocator lock in the global order (registry,
+//! central lists by class, page heap, metadata) so the child inherits
+//! consistent structures; `parent` releases them; `child` resets them and
+//! reclaims the caches of threads that do not exist in the child. A
+//! single-threaded process skips the locking (as glibc does), so fork from a
+//! signal handler that interrupted malloc cannot deadlock.
+//!
+//! Owns: the init state, the thread-exit key. Must never: allocate during
+//! the core step, or take a lock out of the global order.
+
+use crate::central::CENTRAL;
+use crate::config;
+use crate::meta::META;
+use crate::page_heap::HEAP;
+use crate::sys;
+use crate::thread_cache;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU8, Ordering};
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static INIT_TID: AtomicI64 = AtomicI64::new(0);
+static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
+static EXIT_KEY_OK: AtomicBool = AtomicBool::new(false);
+static FORK_LOCKED: AtomicBool = AtomicBool::new(false);
+
+/// Initialises the allocator if needed. False only when called recursively
+/// by the initialising thread before initialisation finished.
+#[inline]
+pub fn ensure() -> bool {
+    STATE.load(Ordering::Acquire) == READY || ensure_slow()
+}
+
+#[cold]
+#[inline(never)]
+fn ensure_slow() -> bool {
+    loop {
+        match STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                INIT_TID.store(sys::gettid(), Ordering::Relaxed);
+                core_init();
+                STATE.store(READY, Ordering::Release);
+                late_init();
+                return true;
+            }
+            Err(READY) => return true,
+            Err(_) => {
+                if INIT_TID.load(Ordering::Relaxed) == sys::gettid() {
+                    return false;
+                }
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+        }
+    }
+}
+
+fn core_init() {
+    // SAFETY: we are the only thread in initialisation (state BUSY).
+    unsafe { config::install() };
+    let cfg = config::get();
+    HEAP.lock().set_release_rate(cfg.release_rate_mib);
+    thread_cache::set_budget(cfg.thread_cache_bytes);
+    if let Some(key) = sys::create_thread_key(thread_exit_destructor) {
+        EXIT_KEY.store(key, Ordering::Relaxed);
+        EXIT_KEY_OK.store(true, Ordering::Release);
+    }
+}
+
+fn late_init() {
+    sys::at_fork(fork_prepare, fork_parent, fork_child);
+}
+
+/// Arms the thread-exit destructor for the calling thread.
+pub fn arm_thread_exit(value: *mut u8) {
+    if EXIT_KEY_OK.load(Ordering::Acquire) {
+        sys::set_thread_key(EXIT_KEY.load(Ordering::Relaxed), value);
+    }
+}
+
+unsafe extern "C" fn thread_exit_destructor(_value: *mut libc::c_void) {
+    thread_cache::on_thread_exit();
+}
+
+/// Every allocator lock, in the global order.
+fn for_each_lock(mut f: impl FnMut(&sys::lock::Lock)) {
+    f(thread_cache::registry_lock());
+    for c in CENTRAL.iter() {
+        f(c.raw());
+    }
+    f(HEAP.raw());
+    f(META.lock());
+}
+
+unsafe extern "C" fn fork_prepare() {
+    if sys::single_threaded() {
+        FORK_LOCKED.store(false, Ordering::Relaxed);
+        return;
+    }
+    for_each_lock(|l| l.lock_forever());
+    FORK_LOCKED.store(true, Ordering::Relaxed);
+}
+
+unsafe extern "C" fn fork_parent() {
+    if FORK_LOCKED.load(Ordering::Relaxed) {
+        // SAFETY: `fork_prepare` took every lock on this thread.
+        for_each_lock(|l| unsafe { l.unlock_raw() });
+    }
+}
+
+unsafe extern "C" fn fork_child() {
+    // SAFETY: the child has one thread; whoever held a lock is gone (or is
+    // this thread, which took them all in prepare).
+    for_each_lock(|l| unsafe { l.reset() });
+    // SAFETY: single-threaded with every lock free.
+    unsafe { thread_cache::reclaim_after_fork() };
+}
+
+/// `MEMX_STATS_AT_EXIT=1`: the report, from the library's destructor, which
+/// runs after the program's atexit handlers.
+#[cfg(all(feature = "export", not(test)))]
+unsafe extern "C" fn at_exit() {
+    if STATE.load(Ordering::Acquire) == READY && config::get().stats_at_exit {
+        crate::stats::write_report(2);
+    }
+}
+
+#[cfg(all(feature = "export", not(test)))]
+#[used]
+#[link_section = ".fini_array"]
+static AT_EXIT: unsafe extern "C" fn() = at_exit;

@@ -1,0 +1,79 @@
+//! Large objects: requests above the largest size class (and aligned
+//! requests no class can serve) get a span of their own from the page heap.
+//!
+//! Owns: nothing; policy over `PageHeap`. Must never: be called with a
+//! central lock held (it takes the page heap lock).
+
+use crate::diag;
+use crate::page_heap::HEAP;
+use crate::pagemap::PAGEMAP;
+use crate::size_class::{PAGE_SHIFT, PAGE_SIZE};
+use crate::span::SpanState;
+use crate::sys;
+use crate::util::div_ceil;
+
+/// The largest request glibc accepts: PTRDIFF_MAX.
+pub const MAX_REQUEST: usize = isize::MAX as usize;
+
+/// A span of at least `size` bytes whose start is aligned to `align_pages`
+/// pages. Null with errno ENOMEM on overflow or exhaustion.
+#[cold]
+#[inline(never)]
+pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
+    if size > MAX_REQUEST - PAGE_SIZE {
+        sys::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    }
+    crate::init::ensure();
+    let npages = div_ceil(size.max(1), PAGE_SIZE);
+    let s = HEAP.lock().alloc_aligned(npages, align_pages, 0);
+    if s.is_null() {
+        sys::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    }
+    // SAFETY: a fresh Large span, ours until its address is returned.
+    unsafe {
+        (*s).requested = size;
+        ((*s).start << PAGE_SHIFT) as *mut u8
+    }
+}
+
+/// Frees a large object, aborting on a pointer that is not the start of a
+/// live large object (including a second free of the same one).
+pub fn free(p: *mut u8, call: &str) {
+    let mut heap = HEAP.lock();
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    // SAFETY: a non-null entry points at a span struct (perhaps Dead); the
+    // heap lock keeps it from changing while we look.
+    let ok = !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
+    if !ok {
+        drop(heap);
+        diag::invalid_pointer(
+            call,
+            p as usize,
+            "double free, or not the start of an allocation",
+        );
+    }
+    // SAFETY: validated above as the live large object the caller frees.
+    unsafe { heap.free(s) };
+}
+
+/// Usable bytes of the large object at `p` (aborts if it is not one).
+pub fn usable_size(p: *mut u8, call: &str) -> usize {
+    let _heap = HEAP.lock();
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    // SAFETY: as in `free`.
+    if !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize } {
+        // SAFETY: checked live above, under the lock.
+        return unsafe { (*s).bytes() };
+    }
+    drop(_heap);
+    diag::invalid_pointer(call, p as usize, "not the start of an allocation")
+}
+
+/// Whether the large object at `p` is known to be all zero (fresh pages).
+pub fn is_zeroed(p: *mut u8) -> bool {
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    // SAFETY: the caller has just allocated `p`, so its span is live.
+    !s.is_null() && unsafe { (*s).zeroed }
+}

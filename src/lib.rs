@@ -1,0 +1,83 @@
+//! memx: a tcmalloc-style drop-in `malloc` for `LD_PRELOAD`.
+//!
+//! ```text
+//!   export.rs        #[no_mangle] malloc/free/... one line each
+//!   api.rs           C semantics: errno, overflow, alignment, realloc rules
+//!   thread_cache.rs  FAST PATH: per-thread free lists, no lock  ──┐
+//!   central.rs       per-class central lists + transfer caches    │ objects
+//!   large.rs         one span per large object                    │
+//!   page_heap.rs     spans of 8 KiB pages, coalescing, madvise  ◄─┘ spans
+//!   pagemap.rs       address → span (+ size class), lock-free reads
+//!   span.rs, size_class.rs, sampler.rs, stats.rs, config.rs, init.rs
+//!   meta.rs          metadata arena (never the user heap)
+//!   sys/             the only code that calls libc / the kernel
+//!   util/            bit tricks, free-list links, no-alloc formatting
+//! ```
+//! Each module may use only those below it (init and stats excepted: they
+//! tie the layers together).
+//!
+//! # SYNCHRONIZATION
+//! | lock                         | guards                                   |
+//! |------------------------------|------------------------------------------|
+//! | `thread_cache::REGISTRY`     | list of live thread caches, their pool   |
+//! | `central::CENTRAL[c]` (x96)  | class c's spans with free objects, its transfer cache |
+//! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Large span state |
+//! | `meta::META`                 | the metadata arena's bump pointer        |
+//!
+//! Order: REGISTRY → CENTRAL[c] (at most one at a time) → HEAP → META.
+//! A thread cache is touched only by its own thread, except after its owner
+//! is gone (thread exit, fork child). Page-map reads take no lock; its
+//! writers hold HEAP. Nothing reachable from malloc allocates: the crate is
+//! `no_std` and has no allocator at all.
+
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+pub mod api;
+pub mod central;
+pub mod config;
+pub mod diag;
+#[cfg(all(feature = "export", not(test)))]
+pub mod export;
+pub mod init;
+pub mod large;
+pub mod meta;
+pub mod page_heap;
+pub mod pagemap;
+pub mod sampler;
+pub mod size_class;
+pub mod span;
+pub mod stats;
+pub mod sys;
+pub mod thread_cache;
+pub mod util;
+
+/// A panic inside the allocator cannot unwind through C callers, and the
+/// default hook would allocate: print one line from the stack and abort.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    use core::fmt::Write;
+    let mut line = util::fmt::FixedBuf::<512>::new();
+    let _ = write!(line, "memx: internal error: {}", info.message());
+    if let Some(loc) = info.location() {
+        let _ = write!(line, " at {}:{}", loc.file(), loc.line());
+    }
+    line.str("\n");
+    sys::write_stderr(line.as_bytes());
+    sys::abort()
+}
+
+// The precompiled `core` refers to the unwinding personality routine even
+// though this crate aborts on panic and never unwinds. A hidden definition
+// satisfies the linker without exporting anything; it is never called.
+#[cfg(all(not(test), target_arch = "x86_64"))]
+core::arch::global_asm!(
+    ".pushsection .text.rust_eh_personality,\"ax\",@progbits",
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality,@function",
+    "rust_eh_personality:",
+    "ud2",
+    ".popsection",
+);

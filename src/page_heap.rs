@@ -1,0 +1,515 @@
+//! `PageHeap`: runs of 8 KiB pages. Hands out spans, takes them back,
+//! coalesces free neighbours, and gives free pages back to the OS.
+//!
+//! Free spans sit in per-length lists (1..=128 pages) or, longer, in one
+//! list searched best-fit; resident ("normal") and released spans are kept
+//! apart so the heap prefers memory that is already resident, and only spans
+//! of the same kind are merged (merging would otherwise cost a madvise or
+//! lose track of which pages read as zero).
+//!
+//! Release: a token bucket of `MEMX_RELEASE_RATE` MiB per second (one
+//! second's worth of burst) pays for `madvise(MADV_DONTNEED)` of the largest
+//! resident free spans, checked whenever a span is freed; `release_all`
+//! (malloc_trim) releases everything at once.
+//!
+//! Owns: free lists, the span pool, heap statistics. Must never: be used
+//! without its lock (the global `HEAP`), or call into central lists.
+
+use crate::meta::Pool;
+use crate::pagemap::{Entry, PAGEMAP};
+use crate::size_class::{PAGE_SHIFT, PAGE_SIZE};
+use crate::span::{Span, SpanList, SpanState};
+use crate::sys;
+use crate::sys::lock::Locked;
+
+const MAX_LIST: usize = 128;
+/// The heap grows by at least this much at a time (address space only:
+/// pages cost memory when first touched).
+const MIN_GROW_PAGES: usize = (2 << 20) >> PAGE_SHIFT;
+
+#[derive(Clone, Copy, Default, Debug)]
+pub struct HeapStats {
+    /// Bytes mapped from the OS for the heap.
+    pub mapped: usize,
+    /// Free bytes still resident.
+    pub free_normal: usize,
+    /// Free bytes given back to the OS.
+    pub free_released: usize,
+    /// Bytes in small-object spans.
+    pub small_span_bytes: usize,
+    /// Bytes in large spans, and their count.
+    pub large_bytes: usize,
+    pub large_count: usize,
+    /// Number of free spans.
+    pub free_spans: usize,
+    /// Total bytes ever released to the OS, and madvise calls.
+    pub released_total: u64,
+    pub release_calls: u64,
+}
+
+pub struct PageHeap {
+    normal: [SpanList; MAX_LIST + 1],
+    released: [SpanList; MAX_LIST + 1],
+    large_normal: SpanList,
+    large_released: SpanList,
+    spans: Pool<Span>,
+    pub stats: HeapStats,
+    /// Release budget in bytes (may go negative: a large span is released
+    /// whole and paid for afterwards).
+    tokens: i64,
+    last_refill_ns: u64,
+    rate_bytes_per_s: u64,
+}
+
+// SAFETY: raw span pointers are only followed with the heap's lock held.
+unsafe impl Send for PageHeap {}
+
+pub static HEAP: Locked<PageHeap> = Locked::new(PageHeap::new());
+
+impl Default for PageHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PageHeap {
+    pub const fn new() -> Self {
+        PageHeap {
+            normal: [const { SpanList::new() }; MAX_LIST + 1],
+            released: [const { SpanList::new() }; MAX_LIST + 1],
+            large_normal: SpanList::new(),
+            large_released: SpanList::new(),
+            spans: Pool::new(),
+            stats: HeapStats {
+                mapped: 0,
+                free_normal: 0,
+                free_released: 0,
+                small_span_bytes: 0,
+                large_bytes: 0,
+                large_count: 0,
+                free_spans: 0,
+                released_total: 0,
+                release_calls: 0,
+            },
+            tokens: 0,
+            last_refill_ns: 0,
+            rate_bytes_per_s: 64 << 20,
+        }
+    }
+
+    pub fn set_release_rate(&mut self, mib_per_s: u64) {
+        self.rate_bytes_per_s = mib_per_s.saturating_mul(1 << 20);
+    }
+
+    /// A span of `npages` pages in state `Small` of `class` (class > 0) or
+    /// `Large` (class == 0), with every page mapped to it. Null when the OS
+    /// refuses memory.
+    pub fn alloc(&mut self, npages: usize, class: usize) -> *mut Span {
+        let s = self.take_free(npages);
+        if s.is_null() {
+            return s;
+        }
+        self.mark_in_use(s, class);
+        s
+    }
+
+    /// Like `alloc`, with the span's first byte aligned to `align_pages`
+    /// pages (a power of two).
+    pub fn alloc_aligned(&mut self, npages: usize, align_pages: usize, class: usize) -> *mut Span {
+        if align_pages <= 1 {
+            return self.alloc(npages, class);
+        }
+        let Some(total) = npages.checked_add(align_pages - 1) else {
+            return core::ptr::null_mut();
+        };
+        let s = self.take_free(total);
+        if s.is_null() {
+            return s;
+        }
+        // SAFETY: `s` is a live span just taken from the free lists.
+        let start = unsafe { (*s).start };
+        let aligned = (start + align_pages - 1) & !(align_pages - 1);
+        let mut s = s;
+        if aligned > start {
+            let rest = self.split(s, aligned - start);
+            self.free_span_inner(s, false);
+            s = rest;
+        }
+        // SAFETY: `s` is live.
+        if unsafe { (*s).npages } > npages {
+            let tail = self.split(s, npages);
+            self.free_span_inner(tail, false);
+        }
+        self.mark_in_use(s, class);
+        s
+    }
+
+    fn mark_in_use(&mut self, s: *mut Span, class: usize) {
+        // SAFETY: `s` is live and owned by this (locked) heap.
+        let span = unsafe { &mut *s };
+        span.state = if class == 0 {
+            SpanState::Large
+        } else {
+            SpanState::Small
+        };
+        span.class = class as u8;
+        span.zeroed = span.released;
+        span.released = false;
+        span.sampled = false;
+        span.sample = core::ptr::null_mut();
+        if class == 0 {
+            self.stats.large_bytes += span.bytes();
+            self.stats.large_count += 1;
+        } else {
+            self.stats.small_span_bytes += span.bytes();
+        }
+        PAGEMAP.set_range(span.start, span.npages, Entry::new(s, class));
+    }
+
+    /// Takes a free span of at least `npages` pages off the free lists
+    /// (growing the heap if needed) and trims it to exactly `npages`.
+    fn take_free(&mut self, npages: usize) -> *mut Span {
+        if npages == 0 || npages > (1usize << (47 - PAGE_SHIFT)) {
+            return core::ptr::null_mut();
+        }
+        let mut s = self.find(npages);
+        if s.is_null() {
+            if !self.grow(npages) {
+                return core::ptr::null_mut();
+            }
+            s = self.find(npages);
+            if s.is_null() {
+                return s;
+            }
+        }
+        self.unlink_free(s);
+        // Off the free lists it must stop looking Free, or a neighbour's
+        // coalescing could grab it (or a piece split from it) while it is on
+        // no list. `mark_in_use` sets the final state.
+        // SAFETY: `s` is live and now owned by the caller.
+        unsafe { (*s).state = SpanState::Large };
+        // SAFETY: `s` is live.
+        if unsafe { (*s).npages } > npages {
+            let rest = self.split(s, npages);
+            self.insert_free(rest);
+        }
+        s
+    }
+
+    /// Smallest-fitting free span, resident before released at each length.
+    fn find(&self, npages: usize) -> *mut Span {
+        for len in npages..=MAX_LIST {
+            if !self.normal[len].is_empty() {
+                return self.normal[len].first();
+            }
+            if !self.released[len].is_empty() {
+                return self.released[len].first();
+            }
+        }
+        let mut best: *mut Span = core::ptr::null_mut();
+        for list in [&self.large_normal, &self.large_released] {
+            for s in list.iter() {
+                // SAFETY: members of the heap's lists are live.
+                let (n, start) = unsafe { ((*s).npages, (*s).start) };
+                if n >= npages {
+                    // SAFETY: `best` is a live member when non-null.
+                    let better = best.is_null()
+                        || unsafe {
+                            n < (*best).npages || (n == (*best).npages && start < (*best).start)
+                        };
+                    if better {
+                        best = s;
+                    }
+                }
+            }
+            if !best.is_null() {
+                break;
+            }
+        }
+        best
+    }
+
+    /// Splits `s` after its first `n` pages; returns the new second part,
+    /// in the same state and release status, on no list.
+    fn split(&mut self, s: *mut Span, n: usize) -> *mut Span {
+        let rest = self.new_span(0, 0);
+        // SAFETY: `s` and `rest` are live; `rest` is fresh.
+        unsafe {
+            (*rest).start = (*s).start + n;
+            (*rest).npages = (*s).npages - n;
+            (*rest).state = (*s).state;
+            (*rest).released = (*s).released;
+            (*rest).freed_at = (*s).freed_at;
+            (*s).npages = n;
+        }
+        rest
+    }
+
+    fn new_span(&mut self, start: usize, npages: usize) -> *mut Span {
+        let s = self.spans.take();
+        if s.is_null() {
+            // Metadata exhausted: nothing sane is left to do.
+            crate::diag::fatal(b"out of memory for span metadata");
+        }
+        // SAFETY: `s` is a free slot from the pool.
+        unsafe { s.write(Span::new(start, npages)) };
+        s
+    }
+
+    fn delete_span(&mut self, s: *mut Span) {
+        // SAFETY: `s` is live and on no list; marking it Dead lets a stale
+        // page-map entry be recognised.
+        unsafe {
+            (*s).state = SpanState::Dead;
+            self.spans.give(s);
+        }
+    }
+
+    fn list_for(&mut self, npages: usize, released: bool) -> &mut SpanList {
+        match (npages <= MAX_LIST, released) {
+            (true, false) => &mut self.normal[npages],
+            (true, true) => &mut self.released[npages],
+            (false, false) => &mut self.large_normal,
+            (false, true) => &mut self.large_released,
+        }
+    }
+
+    /// Puts a Free span on its list and maps its first and last pages.
+    fn insert_free(&mut self, s: *mut Span) {
+        // SAFETY: `s` is live and on no list.
+        let (npages, released, start) = unsafe { ((*s).npages, (*s).released, (*s).start) };
+        // SAFETY: as above.
+        unsafe { (*s).state = SpanState::Free };
+        // SAFETY: `s` is on no list.
+        unsafe { self.list_for(npages, released).push_front(s) };
+        let bytes = npages << PAGE_SHIFT;
+        if released {
+            self.stats.free_released += bytes;
+        } else {
+            self.stats.free_normal += bytes;
+        }
+        self.stats.free_spans += 1;
+        PAGEMAP.set(start, Entry::new(s, 0));
+        PAGEMAP.set(start + npages - 1, Entry::new(s, 0));
+    }
+
+    fn unlink_free(&mut self, s: *mut Span) {
+        // SAFETY: `s` is a live Free span on its list.
+        let (npages, released) = unsafe { ((*s).npages, (*s).released) };
+        // SAFETY: as above.
+        unsafe { self.list_for(npages, released).remove(s) };
+        let bytes = npages << PAGE_SHIFT;
+        if released {
+            self.stats.free_released -= bytes;
+        } else {
+            self.stats.free_normal -= bytes;
+        }
+        self.stats.free_spans -= 1;
+    }
+
+    /// Returns an in-use span to the heap.
+    ///
+    /// # Safety
+    /// `s` is a live Small or Large span that nothing uses any more.
+    pub unsafe fn free(&mut self, s: *mut Span) {
+        // SAFETY: `s` is a live Small or Large span owned by the caller.
+        let span = unsafe { &mut *s };
+        debug_assert!(matches!(span.state, SpanState::Small | SpanState::Large));
+        if span.state == SpanState::Large {
+            self.stats.large_bytes -= span.bytes();
+            self.stats.large_count -= 1;
+        } else {
+            self.stats.small_span_bytes -= span.bytes();
+        }
+        // Interior pages must stop naming a class: a stale pointer then
+        // reaches the slow path instead of a thread cache.
+        PAGEMAP.set_range(span.start, span.npages, Entry::new(s, 0));
+        span.released = false;
+        span.freed_at = if self.rate_bytes_per_s > 0 {
+            sys::now_ns()
+        } else {
+            0
+        };
+        self.free_span_inner(s, true);
+    }
+
+    /// Marks `s` Free, merges it with free neighbours of the same release
+    /// status, and files it.
+    fn free_span_inner(&mut self, s: *mut Span, may_release: bool) {
+        // SAFETY: `s` is live and on no list.
+        unsafe { (*s).state = SpanState::Free };
+        let s = self.coalesce(s);
+        self.insert_free(s);
+        if may_release && self.rate_bytes_per_s > 0 {
+            // SAFETY: `s` is live.
+            let now = unsafe { (*s).freed_at };
+            self.release_at_rate(now);
+        }
+    }
+
+    fn coalesce(&mut self, s: *mut Span) -> *mut Span {
+        // SAFETY: `s` is live; neighbours found through the page map are
+        // checked to be Free spans that really adjoin `s` before use.
+        unsafe {
+            let released = (*s).released;
+            if (*s).start > 0 {
+                let prev = PAGEMAP.get((*s).start - 1).span();
+                if !prev.is_null()
+                    && (*prev).state == SpanState::Free
+                    && (*prev).released == released
+                    && (*prev).end_page() == (*s).start
+                {
+                    self.unlink_free(prev);
+                    (*s).start = (*prev).start;
+                    (*s).npages += (*prev).npages;
+                    self.delete_span(prev);
+                }
+            }
+            let next = PAGEMAP.get((*s).end_page()).span();
+            if !next.is_null()
+                && (*next).state == SpanState::Free
+                && (*next).released == released
+                && (*next).start == (*s).end_page()
+            {
+                self.unlink_free(next);
+                (*s).npages += (*next).npages;
+                self.delete_span(next);
+            }
+        }
+        s
+    }
+
+    /// Maps more memory for at least `npages` pages.
+    fn grow(&mut self, npages: usize) -> bool {
+        let pages = npages.max(MIN_GROW_PAGES);
+        let bytes = pages << PAGE_SHIFT;
+        let p = sys::map_aligned(bytes, PAGE_SIZE);
+        if p.is_null() {
+            return false;
+        }
+        let start = p as usize >> PAGE_SHIFT;
+        if !PAGEMAP.ensure(start, pages) {
+            sys::unmap(p, bytes);
+            return false;
+        }
+        self.stats.mapped += bytes;
+        let s = self.new_span(start, pages);
+        // SAFETY: `s` is fresh; new anonymous memory reads as zero and is not
+        // resident, exactly what "released" means.
+        unsafe { (*s).released = true };
+        let s = self.coalesce(s);
+        self.insert_free(s);
+        true
+    }
+
+    fn refill_tokens(&mut self, now: u64) {
+        let elapsed = now.saturating_sub(self.last_refill_ns).min(1_000_000_000);
+        self.last_refill_ns = now;
+        let add = (elapsed as u128 * self.rate_bytes_per_s as u128 / 1_000_000_000) as i64;
+        self.tokens = (self.tokens + add).min(self.rate_bytes_per_s as i64);
+    }
+
+    fn release_at_rate(&mut self, now: u64) {
+        self.refill_tokens(now);
+        while self.tokens > 0 && self.stats.free_normal > 0 {
+            let victim = self.largest_normal();
+            if victim.is_null() {
+                break;
+            }
+            let bytes = self.release_span(victim);
+            self.tokens -= bytes as i64;
+        }
+    }
+
+    fn largest_normal(&self) -> *mut Span {
+        let mut best: *mut Span = core::ptr::null_mut();
+        for s in self.large_normal.iter() {
+            // SAFETY: list members are live.
+            if best.is_null() || unsafe { (*s).npages > (*best).npages } {
+                best = s;
+            }
+        }
+        if !best.is_null() {
+            return best;
+        }
+        (1..=MAX_LIST)
+            .rev()
+            .find(|&n| !self.normal[n].is_empty())
+            .map_or(core::ptr::null_mut(), |n| self.normal[n].first())
+    }
+
+    /// Gives a resident free span's pages to the OS; returns its bytes.
+    fn release_span(&mut self, s: *mut Span) -> usize {
+        self.unlink_free(s);
+        // SAFETY: `s` is a live Free span, now on no list.
+        let (addr, bytes) = unsafe { ((*s).addr(), (*s).bytes()) };
+        let ok = sys::release(addr as *mut u8, bytes);
+        self.stats.release_calls += 1;
+        if ok {
+            self.stats.released_total += bytes as u64;
+            // SAFETY: as above.
+            unsafe { (*s).released = true };
+        }
+        let s = self.coalesce(s);
+        self.insert_free(s);
+        if ok {
+            bytes
+        } else {
+            0
+        }
+    }
+
+    /// Releases every resident free span (malloc_trim). Returns the bytes.
+    pub fn release_all(&mut self) -> usize {
+        let mut total = 0;
+        loop {
+            let s = self.largest_normal();
+            if s.is_null() {
+                break;
+            }
+            let n = self.release_span(s);
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    }
+
+    /// Checks the heap's invariants (tests and debug builds).
+    pub fn check_invariants(&self) {
+        let mut normal = 0;
+        let mut released = 0;
+        let mut count = 0;
+        let lists = self
+            .normal
+            .iter()
+            .chain(self.released.iter())
+            .chain([&self.large_normal, &self.large_released]);
+        for list in lists {
+            for s in list.iter() {
+                // SAFETY: list members are live.
+                let span = unsafe { &*s };
+                assert_eq!(span.state, SpanState::Free);
+                assert_eq!(PAGEMAP.get(span.start).span(), s);
+                assert_eq!(PAGEMAP.get(span.end_page() - 1).span(), s);
+                if span.released {
+                    released += span.bytes();
+                } else {
+                    normal += span.bytes();
+                }
+                count += 1;
+            }
+        }
+        assert_eq!(normal, self.stats.free_normal);
+        assert_eq!(released, self.stats.free_released);
+        assert_eq!(count, self.stats.free_spans);
+        assert_eq!(
+            self.stats.mapped,
+            normal + released + self.stats.small_span_bytes + self.stats.large_bytes
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

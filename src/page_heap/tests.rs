@@ -1,0 +1,171 @@
+//! Page heap against a model: random allocations and frees of spans, with
+//! the heap's invariants and the model's (no overlap, every page mapped to
+//! its span, memory reused) checked after every step.
+
+use super::*;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn check_live(live: &[(*mut Span, usize)]) {
+    let mut ranges: Vec<(usize, usize)> = live
+        .iter()
+        // SAFETY: live spans are owned by the test.
+        .map(|&(s, _)| unsafe { ((*s).start, (*s).end_page()) })
+        .collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "live spans overlap: {w:?}");
+    }
+    for &(s, n) in live {
+        // SAFETY: as above.
+        let span = unsafe { &*s };
+        assert_eq!(span.npages, n);
+        assert!(matches!(span.state, SpanState::Large | SpanState::Small));
+        for p in [span.start, span.start + n / 2, span.end_page() - 1] {
+            assert_eq!(PAGEMAP.get(p).span(), s);
+        }
+    }
+}
+
+#[test]
+fn random_against_model() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut live: Vec<(*mut Span, usize)> = Vec::new();
+    for step in 0..20000 {
+        if live.is_empty() || rng.below(100) < 55 {
+            let n = match rng.below(10) {
+                0 => 129 + rng.below(400) as usize,
+                1..=3 => 1 + rng.below(128) as usize,
+                _ => 1 + rng.below(8) as usize,
+            };
+            let class = if rng.below(2) == 0 {
+                0
+            } else {
+                1 + rng.below(96) as usize
+            };
+            let s = if rng.below(8) == 0 {
+                let align = 1usize << rng.below(6);
+                let s = heap.alloc_aligned(n, align, class);
+                // SAFETY: fresh span.
+                assert_eq!(unsafe { (*s).start } % align, 0);
+                s
+            } else {
+                heap.alloc(n, class)
+            };
+            assert!(!s.is_null());
+            // SAFETY: fresh span.
+            assert_eq!(PAGEMAP.get(unsafe { (*s).start }).class(), class);
+            live.push((s, n));
+        } else {
+            let i = rng.below(live.len() as u64) as usize;
+            let (s, _) = live.swap_remove(i);
+            // SAFETY: a live span of this heap that the test no longer uses.
+            unsafe { heap.free(s) };
+        }
+        if step % 97 == 0 {
+            heap.check_invariants();
+            check_live(&live);
+        }
+    }
+    heap.check_invariants();
+    check_live(&live);
+    for (s, _) in live.drain(..) {
+        // SAFETY: a live span of this heap that the test no longer uses.
+        unsafe { heap.free(s) };
+    }
+    heap.check_invariants();
+    // Everything is free: all mapped memory sits in the free lists, and
+    // coalescing has rebuilt large spans.
+    assert_eq!(
+        heap.stats.free_normal + heap.stats.free_released,
+        heap.stats.mapped
+    );
+    let mapped = heap.stats.mapped;
+    let s = heap.alloc(200, 0);
+    assert_eq!(
+        heap.stats.mapped, mapped,
+        "a free 200-page run should exist after coalescing"
+    );
+    // SAFETY: a live span of this heap that the test no longer uses.
+    unsafe { heap.free(s) };
+    heap.check_invariants();
+}
+
+#[test]
+fn reuse_instead_of_growth() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans.push(heap.alloc(16, 0));
+    }
+    let mapped = heap.stats.mapped;
+    for s in spans.drain(..) {
+        // SAFETY: a live span of this heap that the test no longer uses.
+        unsafe { heap.free(s) };
+    }
+    for _ in 0..100 {
+        spans.push(heap.alloc(16, 0));
+    }
+    assert_eq!(heap.stats.mapped, mapped);
+    for s in spans.drain(..) {
+        // SAFETY: a live span of this heap that the test no longer uses.
+        unsafe { heap.free(s) };
+    }
+    heap.check_invariants();
+}
+
+#[test]
+fn release_all_gives_back_and_memory_reads_zero() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    let s = heap.alloc(64, 0);
+    // SAFETY: the span's 64 pages are mapped and owned by the test.
+    let mem = unsafe { core::slice::from_raw_parts_mut((*s).addr() as *mut u8, 64 * PAGE_SIZE) };
+    mem.fill(0xAB);
+    // SAFETY: a live span of this heap that the test no longer uses.
+    unsafe { heap.free(s) };
+    assert!(heap.stats.free_normal >= 64 * PAGE_SIZE);
+    let released = heap.release_all();
+    assert!(released >= 64 * PAGE_SIZE);
+    assert_eq!(heap.stats.free_normal, 0);
+    assert_eq!(heap.release_all(), 0);
+    heap.check_invariants();
+    let s2 = heap.alloc(64, 0);
+    // SAFETY: as above.
+    let span = unsafe { &*s2 };
+    assert!(span.zeroed);
+    // SAFETY: the span's pages are mapped.
+    let mem = unsafe { core::slice::from_raw_parts(span.addr() as *const u8, 64 * PAGE_SIZE) };
+    assert!(mem.iter().all(|&b| b == 0));
+    // SAFETY: a live span of this heap that the test no longer uses.
+    unsafe { heap.free(s2) };
+}
+
+#[test]
+fn rate_limited_release_happens_on_free() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(1024);
+    let s = heap.alloc(256, 0);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // SAFETY: a live span of this heap that the test no longer uses.
+    unsafe { heap.free(s) };
+    assert!(
+        heap.stats.released_total > 0,
+        "a free with tokens available releases"
+    );
+    heap.check_invariants();
+}

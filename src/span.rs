@@ -1,0 +1,233 @@
+//! `Span`: a run of pages and what it holds, and `SpanList`, an intrusive
+//! doubly linked list of spans.
+//!
+//! A span is in exactly one state:
+//! - `Free`: in the page heap's free lists; its first and last pages map to it.
+//!   `released` iff its pages were given back to the OS (they read as zero).
+//! - `Small`: carved into objects of `class`; every page maps to it. Objects
+//!   are either out (`allocated` counts them: in thread caches, transfer
+//!   caches or the program), on `freelist`, or never used yet in
+//!   `[bump, limit)`. `allocated == 0` iff the span can go back to the heap.
+//! - `Large`: one object (a large or sampled allocation) starting at the
+//!   span's first byte; every page maps to it with class 0.
+//! - `Dead`: the struct is in the span pool, describing nothing.
+//!
+//! Owns: no global state. Must never: be touched without the lock of the
+//! structure that holds it (page heap for Free/Large, central list for Small).
+
+use crate::size_class::PAGE_SHIFT;
+use crate::util::FreeObject;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum SpanState {
+    Free,
+    Small,
+    Large,
+    Dead,
+}
+
+#[repr(C)]
+pub struct Span {
+    pub next: *mut Span,
+    pub prev: *mut Span,
+    /// First page number (address >> PAGE_SHIFT).
+    pub start: usize,
+    pub npages: usize,
+    pub state: SpanState,
+    pub class: u8,
+    /// Free spans: pages were given back to the OS and read as zero.
+    pub released: bool,
+    /// Large spans: memory known to be zero when handed out (for calloc).
+    pub zeroed: bool,
+    /// Large spans holding one sampled object (the profiler tracks it).
+    pub sampled: bool,
+    /// Small spans: on the central list's list of spans with free objects.
+    pub in_list: bool,
+    /// Small spans: objects currently out of the span.
+    pub allocated: u32,
+    /// Small spans: objects returned to the span.
+    pub freelist: *mut FreeObject,
+    /// Small spans: the never-used tail `[bump, limit)`.
+    pub bump: usize,
+    pub limit: usize,
+    /// Free spans: when they were freed (ns), for release ordering.
+    pub freed_at: u64,
+    /// Sampled spans: the profiler's record.
+    pub sample: *mut u8,
+    /// Large spans: bytes the program asked for (the profiler reports these).
+    pub requested: usize,
+}
+
+impl Span {
+    pub const fn new(start: usize, npages: usize) -> Span {
+        Span {
+            next: core::ptr::null_mut(),
+            prev: core::ptr::null_mut(),
+            start,
+            npages,
+            state: SpanState::Free,
+            class: 0,
+            released: false,
+            zeroed: false,
+            sampled: false,
+            in_list: false,
+            allocated: 0,
+            freelist: core::ptr::null_mut(),
+            bump: 0,
+            limit: 0,
+            freed_at: 0,
+            sample: core::ptr::null_mut(),
+            requested: 0,
+        }
+    }
+
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self.start << PAGE_SHIFT
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> usize {
+        self.npages << PAGE_SHIFT
+    }
+
+    /// One past the last page.
+    #[inline]
+    pub fn end_page(&self) -> usize {
+        self.start + self.npages
+    }
+
+    #[inline]
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.addr() && addr < self.addr() + self.bytes()
+    }
+}
+
+/// A doubly linked list of spans through their `next`/`prev` fields.
+pub struct SpanList {
+    head: *mut Span,
+    len: usize,
+}
+
+impl Default for SpanList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpanList {
+    pub const fn new() -> Self {
+        SpanList {
+            head: core::ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn first(&self) -> *mut Span {
+        self.head
+    }
+
+    /// # Safety
+    /// `s` is a live span on no list.
+    pub unsafe fn push_front(&mut self, s: *mut Span) {
+        // SAFETY: `s` is live and unlinked (caller); `head` is a live member.
+        unsafe {
+            (*s).prev = core::ptr::null_mut();
+            (*s).next = self.head;
+            if !self.head.is_null() {
+                (*self.head).prev = s;
+            }
+        }
+        self.head = s;
+        self.len += 1;
+    }
+
+    /// # Safety
+    /// `s` is a member of this list.
+    pub unsafe fn remove(&mut self, s: *mut Span) {
+        // SAFETY: `s` and its neighbours are live members of this list.
+        unsafe {
+            let (prev, next) = ((*s).prev, (*s).next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*s).next = core::ptr::null_mut();
+            (*s).prev = core::ptr::null_mut();
+        }
+        self.len -= 1;
+    }
+
+    /// Removes and returns the first span, or null.
+    pub fn pop_front(&mut self) -> *mut Span {
+        let s = self.head;
+        if !s.is_null() {
+            // SAFETY: `s` is the head, hence a member.
+            unsafe { self.remove(s) };
+        }
+        s
+    }
+
+    /// Iterates the members (the list must not change meanwhile).
+    pub fn iter(&self) -> impl Iterator<Item = *mut Span> + '_ {
+        let mut cur = self.head;
+        core::iter::from_fn(move || {
+            if cur.is_null() {
+                return None;
+            }
+            let s = cur;
+            // SAFETY: members are live while the list is borrowed.
+            cur = unsafe { (*s).next };
+            Some(s)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_push_remove_pop() {
+        let mut spans: Vec<Span> = (0..4).map(|i| Span::new(i * 10, 1)).collect();
+        let p: Vec<*mut Span> = spans.iter_mut().map(|s| s as *mut Span).collect();
+        let mut l = SpanList::new();
+        for &s in &p {
+            // SAFETY: fresh spans on no list.
+            unsafe { l.push_front(s) };
+        }
+        assert_eq!(l.len(), 4);
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![p[3], p[2], p[1], p[0]]);
+        // SAFETY: p[2] is a member.
+        unsafe { l.remove(p[2]) };
+        // SAFETY: p[0] is a member (the tail).
+        unsafe { l.remove(p[0]) };
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec![p[3], p[1]]);
+        assert_eq!(l.pop_front(), p[3]);
+        assert_eq!(l.pop_front(), p[1]);
+        assert!(l.pop_front().is_null());
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn geometry() {
+        let s = Span::new(3, 2);
+        assert_eq!(s.addr(), 3 << PAGE_SHIFT);
+        assert_eq!(s.bytes(), 2 << PAGE_SHIFT);
+        assert!(s.contains((4 << PAGE_SHIFT) + 100));
+        assert!(!s.contains(5 << PAGE_SHIFT));
+    }
+}
