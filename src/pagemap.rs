@@ -73,7 +73,20 @@ impl PageMap {
     /// The entry for the page holding address `addr` (EMPTY if unmapped).
     #[inline(always)]
     pub fn lookup_addr(&self, addr: usize) -> Entry {
-        self.get(addr >> PAGE_SHIFT)
+        // One shift and one compare cover both "above 48 bits" and "root
+        // index in range" (the free fast path runs this).
+        let i = addr >> (PAGE_SHIFT + LEAF_BITS);
+        if i >= ROOT_LEN {
+            return Entry::EMPTY;
+        }
+        let leaf = self.root[i].load(Ordering::Acquire);
+        if leaf.is_null() {
+            return Entry::EMPTY;
+        }
+        // SAFETY: leaves are never freed once published; the index is masked.
+        Entry(unsafe {
+            (*leaf).entries[(addr >> PAGE_SHIFT) & (LEAF_LEN - 1)].load(Ordering::Relaxed)
+        })
     }
 
     /// The entry for page number `page` (EMPTY if unmapped).

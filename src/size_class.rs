@@ -161,6 +161,16 @@ pub fn class_of(n: usize) -> usize {
     }
 }
 
+/// The class for requests of at most 1 KiB (never 0), else `None`.
+#[inline(always)]
+pub fn class_of_tiny(n: usize) -> Option<usize> {
+    if n <= SMALL_LIMIT {
+        Some(SMALL_LUT[(n + 15) >> 4] as usize)
+    } else {
+        None
+    }
+}
+
 /// Object size of class `c` (1..NUM_CLASSES).
 #[inline(always)]
 pub fn size_of(c: usize) -> usize {

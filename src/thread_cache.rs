@@ -31,7 +31,7 @@ use crate::large;
 use crate::meta::Pool;
 use crate::pagemap::PAGEMAP;
 use crate::sampler;
-use crate::size_class::{class_of, size_of, CLASSES, NUM_CLASSES};
+use crate::size_class::{class_of, class_of_tiny, size_of, CLASSES, NUM_CLASSES};
 use crate::sys::lock::Locked;
 use crate::sys::tls;
 use crate::util::{chain_tail, FreeObject};
@@ -90,10 +90,11 @@ struct Cold {
     sampler: sampler::Sampler,
 }
 
+// Lists first: the fast paths address `lists[class]` with no extra offset.
 #[repr(C, align(64))]
 pub struct ThreadCache {
-    until_sample: AtomicIsize,
     lists: [FreeList; NUM_CLASSES],
+    until_sample: AtomicIsize,
     cold: UnsafeCell<Cold>,
 }
 
@@ -105,8 +106,8 @@ unsafe impl Sync for ThreadCache {}
 impl ThreadCache {
     const fn new() -> Self {
         ThreadCache {
-            until_sample: AtomicIsize::new(0),
             lists: [const { FreeList::new() }; NUM_CLASSES],
+            until_sample: AtomicIsize::new(0),
             cold: UnsafeCell::new(Cold {
                 capacity: 0,
                 limit: 0,
@@ -139,14 +140,29 @@ fn is_static(tc: *const ThreadCache) -> bool {
 
 // ---------------------------------------------------------------- fast paths
 
-/// `malloc` for every size; small sizes never leave this function unless a
-/// list is empty or the sampling countdown expires.
+/// `malloc` for every size. Requests up to 1 KiB (most of them) take the
+/// shortest path; others go through `malloc_medium`, which is the same pop
+/// after a second table lookup.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
+    match class_of_tiny(size) {
+        Some(class) => alloc_class(size, class),
+        None => malloc_medium(size),
+    }
+}
+
+#[inline(never)]
+fn malloc_medium(size: usize) -> *mut u8 {
     let class = class_of(size);
     if class == 0 {
         return large::alloc(size, 1);
     }
+    alloc_class(size, class)
+}
+
+/// Pops an object of `class` (1..NUM_CLASSES) for a request of `size`.
+#[inline(always)]
+fn alloc_class(size: usize, class: usize) -> *mut u8 {
     let tc = tls::get();
     // SAFETY: the slot holds a static cache or this thread's live cache, and
     // `class` < NUM_CLASSES by construction of the class table.
