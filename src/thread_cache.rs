@@ -509,7 +509,16 @@ unsafe fn drain(tc: *mut ThreadCache) {
     // SAFETY: exclusive use (caller).
     let t = unsafe { &*tc };
     for class in 1..NUM_CLASSES {
-        let n = t.lists[class].len();
+        // Count the chain itself: in a fork child, the owner may have been
+        // stopped between a pop and its `avail` update, so the counters can
+        // be one off. The chain is always null-terminated.
+        let mut n = 0;
+        let mut p = t.lists[class].head.load(Relaxed);
+        while !p.is_null() {
+            n += 1;
+            // SAFETY: list members are free objects holding a link.
+            p = unsafe { (*p).next };
+        }
         flush(t, class, n);
     }
     // SAFETY: exclusive use (caller).
