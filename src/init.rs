@@ -129,6 +129,19 @@ unsafe extern "C" fn fork_child() {
     unsafe { thread_cache::reclaim_after_fork() };
 }
 
+/// Also initialise from the library's constructor, so configuration is
+/// checked (and reported) even in a program that never allocates. Lazy
+/// initialisation stays the rule: ld.so may call malloc before this runs.
+#[cfg(all(feature = "export", not(test)))]
+unsafe extern "C" fn at_load() {
+    ensure();
+}
+
+#[cfg(all(feature = "export", not(test)))]
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: unsafe extern "C" fn() = at_load;
+
 /// `MEMX_STATS_AT_EXIT=1`: the report, from the library's destructor, which
 /// runs after the program's atexit handlers.
 #[cfg(all(feature = "export", not(test)))]
