@@ -93,6 +93,9 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     {
         return p;
     }
+    if class == 0 && old > crate::size_class::MAX_SMALL && large::resize_in_place(p, size) {
+        return p;
+    }
     let q = malloc(size);
     if q.is_null() {
         return q;

@@ -20,7 +20,10 @@ use crate::sys::lock::Locked;
 use crate::util::FreeObject;
 
 const TRANSFER_SLOTS: usize = 64;
-const TRANSFER_BYTES: usize = 512 << 10;
+/// Bytes of whole batches one class may park in its transfer cache: enough
+/// for a producer/consumer pair to trade batches without touching spans,
+/// small enough that 96 classes hold little memory.
+const TRANSFER_BYTES: usize = 128 << 10;
 
 pub struct CentralFreeList {
     /// Spans of this class with at least one free or never-used object.

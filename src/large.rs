@@ -71,6 +71,24 @@ pub fn usable_size(p: *mut u8, call: &str) -> usize {
     diag::invalid_pointer(call, p as usize, "not the start of an allocation")
 }
 
+/// Resizes the large object at `p` in place to hold `size` bytes, if the
+/// pages after it are free (growth) or always (shrinking). The caller has
+/// validated `p` as a live large object.
+pub fn resize_in_place(p: *mut u8, size: usize) -> bool {
+    let npages = div_ceil(size, PAGE_SIZE);
+    let mut heap = HEAP.lock();
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    // SAFETY: the caller owns the live large object at `p`, whose span `s`
+    // is; the heap lock is held.
+    unsafe {
+        let ok = heap.resize_large(s, npages);
+        if ok {
+            (*s).requested = size;
+        }
+        ok
+    }
+}
+
 /// Whether the large object at `p` is known to be all zero (fresh pages).
 pub fn is_zeroed(p: *mut u8) -> bool {
     let s = PAGEMAP.lookup_addr(p as usize).span();

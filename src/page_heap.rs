@@ -17,12 +17,22 @@
 
 use crate::meta::Pool;
 use crate::pagemap::{Entry, PAGEMAP};
-use crate::size_class::{PAGE_SHIFT, PAGE_SIZE};
+use crate::size_class::PAGE_SHIFT;
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys;
 use crate::sys::lock::Locked;
 
 const MAX_LIST: usize = 128;
+/// A free span is released only after staying free this long: memory that
+/// is freed and soon reused (the common case) never pays for a madvise and
+/// the page faults that follow it.
+const RELEASE_AGE_NS: u64 = 1_000_000_000;
+/// Release is considered at most this often (it scans the free lists).
+const RELEASE_CHECK_NS: u64 = 10_000_000;
+/// Address space is reserved in regions this large (untouched pages cost no
+/// memory) so that successive growths are contiguous and coalesce; smaller
+/// reservations are tried if the OS refuses.
+const REGION_BYTES: usize = 1 << 30;
 /// The heap grows by at least this much at a time (address space only:
 /// pages cost memory when first touched).
 const MIN_GROW_PAGES: usize = (2 << 20) >> PAGE_SHIFT;
@@ -59,6 +69,10 @@ pub struct PageHeap {
     tokens: i64,
     last_refill_ns: u64,
     rate_bytes_per_s: u64,
+    /// The current address-space region: pages `[region_next, region_end)`
+    /// are reserved and not yet handed to the free lists.
+    region_next: usize,
+    region_end: usize,
 }
 
 // SAFETY: raw span pointers are only followed with the heap's lock held.
@@ -94,6 +108,8 @@ impl PageHeap {
             tokens: 0,
             last_refill_ns: 0,
             rate_bytes_per_s: 64 << 20,
+            region_next: 0,
+            region_end: 0,
         }
     }
 
@@ -132,13 +148,13 @@ impl PageHeap {
         let mut s = s;
         if aligned > start {
             let rest = self.split(s, aligned - start);
-            self.free_span_inner(s, false);
+            self.free_span_inner(s, None);
             s = rest;
         }
         // SAFETY: `s` is live.
         if unsafe { (*s).npages } > npages {
             let tail = self.split(s, npages);
-            self.free_span_inner(tail, false);
+            self.free_span_inner(tail, None);
         }
         self.mark_in_use(s, class);
         s
@@ -307,6 +323,56 @@ impl PageHeap {
         self.stats.free_spans -= 1;
     }
 
+    /// Resizes a Large span in place to `npages`: grows into the free span
+    /// right after it, or gives back its tail. False if it cannot grow.
+    ///
+    /// # Safety
+    /// `s` is a live Large span owned by the caller.
+    pub unsafe fn resize_large(&mut self, s: *mut Span, npages: usize) -> bool {
+        // SAFETY: caller's promise.
+        let (start, old) = unsafe { ((*s).start, (*s).npages) };
+        if npages == old {
+            return true;
+        }
+        if npages < old {
+            let tail = self.split(s, npages);
+            self.stats.large_bytes -= (old - npages) << PAGE_SHIFT;
+            // SAFETY: `tail` was split off `s`; its pages are ours.
+            unsafe { (*tail).released = false };
+            PAGEMAP.set_range(start + npages, old - npages, Entry::new(tail, 0));
+            self.free_span_inner(tail, Some(sys::now_ns()));
+            return true;
+        }
+        let next = PAGEMAP.get(start + old).span();
+        // SAFETY: a non-null entry points at a span struct; it is used only
+        // if it is a Free span that starts right after `s`.
+        let fits = !next.is_null()
+            && unsafe { (*next).state == SpanState::Free && (*next).start == start + old }
+            // SAFETY: as above.
+            && unsafe { (*next).npages } >= npages - old;
+        if !fits {
+            return false;
+        }
+        self.unlink_free(next);
+        // SAFETY: `next` is live, now on no list.
+        unsafe { (*next).state = SpanState::Large };
+        let want = npages - old;
+        // SAFETY: as above.
+        if unsafe { (*next).npages } > want {
+            let rest = self.split(next, want);
+            self.insert_free(rest);
+        }
+        // SAFETY: `s` is the caller's; `next` is ours and absorbed into it.
+        unsafe {
+            (*s).npages = npages;
+            (*s).zeroed = false;
+        }
+        self.delete_span(next);
+        self.stats.large_bytes += want << PAGE_SHIFT;
+        PAGEMAP.set_range(start + old, want, Entry::new(s, 0));
+        true
+    }
+
     /// Returns an in-use span to the heap.
     ///
     /// # Safety
@@ -325,25 +391,27 @@ impl PageHeap {
         // reaches the slow path instead of a thread cache.
         PAGEMAP.set_range(span.start, span.npages, Entry::new(s, 0));
         span.released = false;
-        span.freed_at = if self.rate_bytes_per_s > 0 {
+        let now = if self.rate_bytes_per_s > 0 {
             sys::now_ns()
         } else {
             0
         };
-        self.free_span_inner(s, true);
+        span.freed_at = now;
+        self.free_span_inner(s, Some(now));
     }
 
     /// Marks `s` Free, merges it with free neighbours of the same release
     /// status, and files it.
-    fn free_span_inner(&mut self, s: *mut Span, may_release: bool) {
+    /// `now` (when given) lets the release policy run.
+    fn free_span_inner(&mut self, s: *mut Span, now: Option<u64>) {
         // SAFETY: `s` is live and on no list.
         unsafe { (*s).state = SpanState::Free };
         let s = self.coalesce(s);
         self.insert_free(s);
-        if may_release && self.rate_bytes_per_s > 0 {
-            // SAFETY: `s` is live.
-            let now = unsafe { (*s).freed_at };
-            self.release_at_rate(now);
+        if let Some(now) = now {
+            if self.rate_bytes_per_s > 0 {
+                self.release_at_rate(now);
+            }
         }
     }
 
@@ -362,6 +430,9 @@ impl PageHeap {
                     self.unlink_free(prev);
                     (*s).start = (*prev).start;
                     (*s).npages += (*prev).npages;
+                    // The merged span counts as old as its oldest part, so a
+                    // small fresh neighbour does not keep old pages resident.
+                    (*s).freed_at = (*s).freed_at.min((*prev).freed_at);
                     self.delete_span(prev);
                 }
             }
@@ -373,33 +444,65 @@ impl PageHeap {
             {
                 self.unlink_free(next);
                 (*s).npages += (*next).npages;
+                (*s).freed_at = (*s).freed_at.min((*next).freed_at);
                 self.delete_span(next);
             }
         }
         s
     }
 
-    /// Maps more memory for at least `npages` pages.
+    /// Adds at least `npages` pages to the free lists, carved from the
+    /// current address-space region (reserving a new one when it runs out).
     fn grow(&mut self, npages: usize) -> bool {
         let pages = npages.max(MIN_GROW_PAGES);
-        let bytes = pages << PAGE_SHIFT;
-        let p = sys::map_aligned(bytes, PAGE_SIZE);
-        if p.is_null() {
+        if self.region_end - self.region_next < pages && !self.reserve_region(pages) {
             return false;
         }
+        let start = self.region_next;
+        self.region_next += pages;
+        self.add_fresh(start, pages);
+        true
+    }
+
+    /// Reserves a new region of at least `pages` pages; what is left of the
+    /// old one joins the free lists.
+    fn reserve_region(&mut self, pages: usize) -> bool {
+        let want = (pages << PAGE_SHIFT).max(REGION_BYTES);
+        let mut bytes = want;
+        let p = loop {
+            let p = sys::map_aligned(bytes, 2 << 20);
+            if !p.is_null() {
+                break p;
+            }
+            if bytes <= pages << PAGE_SHIFT {
+                return false;
+            }
+            bytes = (bytes / 4).max(pages << PAGE_SHIFT);
+        };
         let start = p as usize >> PAGE_SHIFT;
-        if !PAGEMAP.ensure(start, pages) {
+        let npages = bytes >> PAGE_SHIFT;
+        if !PAGEMAP.ensure(start, npages) {
             sys::unmap(p, bytes);
             return false;
         }
-        self.stats.mapped += bytes;
+        if self.region_end > self.region_next {
+            let (s, n) = (self.region_next, self.region_end - self.region_next);
+            self.add_fresh(s, n);
+        }
+        self.region_next = start;
+        self.region_end = start + npages;
+        true
+    }
+
+    /// Files never-touched pages as a released free span.
+    fn add_fresh(&mut self, start: usize, pages: usize) {
+        self.stats.mapped += pages << PAGE_SHIFT;
         let s = self.new_span(start, pages);
-        // SAFETY: `s` is fresh; new anonymous memory reads as zero and is not
-        // resident, exactly what "released" means.
+        // SAFETY: `s` is fresh; untouched anonymous memory reads as zero and
+        // is not resident, exactly what "released" means.
         unsafe { (*s).released = true };
         let s = self.coalesce(s);
         self.insert_free(s);
-        true
     }
 
     fn refill_tokens(&mut self, now: u64) {
@@ -409,10 +512,14 @@ impl PageHeap {
         self.tokens = (self.tokens + add).min(self.rate_bytes_per_s as i64);
     }
 
+    /// Spends release tokens on resident spans free for RELEASE_AGE_NS.
     fn release_at_rate(&mut self, now: u64) {
+        if now.saturating_sub(self.last_refill_ns) < RELEASE_CHECK_NS {
+            return;
+        }
         self.refill_tokens(now);
         while self.tokens > 0 && self.stats.free_normal > 0 {
-            let victim = self.largest_normal();
+            let victim = self.oldest_normal(now.saturating_sub(RELEASE_AGE_NS));
             if victim.is_null() {
                 break;
             }
@@ -421,21 +528,27 @@ impl PageHeap {
         }
     }
 
-    fn largest_normal(&self) -> *mut Span {
+    /// The largest resident free span freed no later than `before`, or null.
+    fn oldest_normal(&self, before: u64) -> *mut Span {
         let mut best: *mut Span = core::ptr::null_mut();
-        for s in self.large_normal.iter() {
+        let lists = self
+            .normal
+            .iter()
+            .chain(core::iter::once(&self.large_normal));
+        for s in lists.flat_map(|l| l.iter()) {
             // SAFETY: list members are live.
-            if best.is_null() || unsafe { (*s).npages > (*best).npages } {
+            let (freed, n) = unsafe { ((*s).freed_at, (*s).npages) };
+            // SAFETY: `best` is a live member when non-null.
+            if freed <= before && (best.is_null() || n > unsafe { (*best).npages }) {
                 best = s;
             }
         }
-        if !best.is_null() {
-            return best;
-        }
-        (1..=MAX_LIST)
-            .rev()
-            .find(|&n| !self.normal[n].is_empty())
-            .map_or(core::ptr::null_mut(), |n| self.normal[n].first())
+        best
+    }
+
+    /// The largest resident free span, or null.
+    fn largest_normal(&self) -> *mut Span {
+        self.oldest_normal(u64::MAX)
     }
 
     /// Gives a resident free span's pages to the OS; returns its bytes.

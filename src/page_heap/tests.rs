@@ -3,6 +3,7 @@
 //! its span, memory reused) checked after every step.
 
 use super::*;
+use crate::size_class::PAGE_SIZE;
 
 struct Rng(u64);
 impl Rng {
@@ -156,16 +157,73 @@ fn release_all_gives_back_and_memory_reads_zero() {
 }
 
 #[test]
-fn rate_limited_release_happens_on_free() {
+fn release_waits_for_age_then_happens_at_rate() {
     let mut heap = PageHeap::new();
     heap.set_release_rate(1024);
-    let s = heap.alloc(256, 0);
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    // SAFETY: a live span of this heap that the test no longer uses.
-    unsafe { heap.free(s) };
-    assert!(
-        heap.stats.released_total > 0,
-        "a free with tokens available releases"
+    let a = heap.alloc(256, 0);
+    let b = heap.alloc(1, 0);
+    // SAFETY: live spans of this heap that the test no longer uses.
+    unsafe { heap.free(a) };
+    assert_eq!(
+        heap.stats.released_total, 0,
+        "freshly freed memory stays resident"
     );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // SAFETY: as above.
+    unsafe { heap.free(b) };
+    assert!(
+        heap.stats.released_total >= 256 * PAGE_SIZE as u64,
+        "the old span went back"
+    );
+    heap.check_invariants();
+}
+
+#[test]
+fn growth_is_contiguous_and_coalesces() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    let spans: Vec<_> = (0..8).map(|_| heap.alloc(300, 0)).collect();
+    for &s in &spans {
+        // SAFETY: live spans that the test no longer uses.
+        unsafe { heap.free(s) };
+    }
+    let mapped = heap.stats.mapped;
+    // Everything freed coalesces into runs long enough for one big span.
+    let big = heap.alloc(2000, 0);
+    assert_eq!(
+        heap.stats.mapped, mapped,
+        "8 x 300 pages freed must serve 2000 pages"
+    );
+    // SAFETY: as above.
+    unsafe { heap.free(big) };
+    heap.check_invariants();
+}
+
+#[test]
+fn large_spans_resize_in_place() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    // A fresh heap carves `a` from the front of its first mapping, so the
+    // pages right after it are free.
+    let a = heap.alloc(10, 0);
+    // SAFETY: `a` is a live Large span of this heap.
+    unsafe {
+        assert!(heap.resize_large(a, 15));
+        assert_eq!((*a).npages, 15);
+        assert_eq!(PAGEMAP.get((*a).start + 14).span(), a);
+        assert_eq!(heap.stats.large_bytes, 15 * PAGE_SIZE);
+        heap.check_invariants();
+        assert!(heap.resize_large(a, 4));
+        assert_eq!((*a).npages, 4);
+        assert_eq!(heap.stats.large_bytes, 4 * PAGE_SIZE);
+        heap.check_invariants();
+        let b = heap.alloc(300, 0);
+        assert!(
+            !heap.resize_large(a, 100_000),
+            "cannot grow past the mapping"
+        );
+        heap.free(b);
+        heap.free(a);
+    }
     heap.check_invariants();
 }
