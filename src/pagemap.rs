@@ -25,6 +25,8 @@ const ROOT_BITS: usize = ADDR_BITS - PAGE_SHIFT - LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const CLASS_SHIFT: usize = 56;
+/// Address bits no heap pointer has (the page map covers 48 bits).
+pub const HIGH_BITS: usize = !((1usize << ADDR_BITS) - 1);
 
 #[repr(C)]
 struct Leaf {
@@ -59,6 +61,13 @@ impl Entry {
         self.0 >> CLASS_SHIFT
     }
 
+    /// 16 × class: the byte offset of the class's list in a thread cache
+    /// (class << 56 is (16 × class) << 52, so this is one shift).
+    #[inline(always)]
+    pub fn list_offset(self) -> usize {
+        self.0 >> (CLASS_SHIFT - 4)
+    }
+
     #[inline(always)]
     pub fn span(self) -> *mut Span {
         (self.0 & ((1 << CLASS_SHIFT) - 1)) as *mut Span
@@ -80,6 +89,23 @@ impl PageMap {
             return Entry::EMPTY;
         }
         let leaf = self.root[i].load(Ordering::Acquire);
+        if leaf.is_null() {
+            return Entry::EMPTY;
+        }
+        // SAFETY: leaves are never freed once published; the index is masked.
+        Entry(unsafe {
+            (*leaf).entries[(addr >> PAGE_SHIFT) & (LEAF_LEN - 1)].load(Ordering::Relaxed)
+        })
+    }
+
+    /// The entry for `addr`, which the caller has checked to lie below
+    /// 2^48 (`addr & HIGH_BITS == 0`): the free fast path, one compare less.
+    #[inline(always)]
+    pub fn lookup_low_addr(&self, addr: usize) -> Entry {
+        debug_assert_eq!(addr & HIGH_BITS, 0);
+        // SAFETY: addr < 2^48, so the root index is below ROOT_LEN.
+        let leaf = unsafe { self.root.get_unchecked(addr >> (PAGE_SHIFT + LEAF_BITS)) }
+            .load(Ordering::Acquire);
         if leaf.is_null() {
             return Entry::EMPTY;
         }

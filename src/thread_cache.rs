@@ -29,16 +29,14 @@ use crate::central::CENTRAL;
 use crate::diag;
 use crate::large;
 use crate::meta::Pool;
-use crate::pagemap::PAGEMAP;
+use crate::pagemap::{HIGH_BITS, PAGEMAP};
 use crate::sampler;
-use crate::size_class::{class_of, class_of_tiny, size_of, CLASSES, NUM_CLASSES};
+use crate::size_class::{class_of, size_of, tiny_offset, CLASSES, NUM_CLASSES};
 use crate::sys::lock::Locked;
 use crate::sys::tls;
 use crate::util::{chain_tail, FreeObject};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{
-    AtomicI32, AtomicI64, AtomicIsize, AtomicPtr, AtomicU32, Ordering::Relaxed,
-};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering::Relaxed};
 
 /// Longest a list may grow, in objects.
 const MAX_LEN: u32 = 8192;
@@ -58,10 +56,10 @@ pub struct FreeList {
 }
 
 impl FreeList {
-    const fn new() -> Self {
+    const fn with_avail(avail: i32) -> Self {
         FreeList {
             head: AtomicPtr::new(core::ptr::null_mut()),
-            avail: AtomicI32::new(0),
+            avail: AtomicI32::new(avail),
             max_len: AtomicU32::new(0),
         }
     }
@@ -94,20 +92,33 @@ struct Cold {
 #[repr(C, align(64))]
 pub struct ThreadCache {
     lists: [FreeList; NUM_CLASSES],
-    until_sample: AtomicIsize,
+    /// Bytes left before the next sample point; owner-only, and updated in
+    /// place by the fast path (hence not atomic).
+    until_sample: UnsafeCell<isize>,
     cold: UnsafeCell<Cold>,
 }
 
-// SAFETY: `cold` is touched only by the owning thread (or by the fork child
-// and the registry under its lock after the owner is gone); everything other
-// threads read is atomic. The static caches are never written.
+// SAFETY: `cold` and `until_sample` are touched only by the owning thread
+// (or by the fork child and the registry under its lock after the owner is
+// gone); everything other threads read is atomic. Of the static caches only
+// `avail` is ever written (by the free fast path, atomically).
 unsafe impl Sync for ThreadCache {}
 
 impl ThreadCache {
     const fn new() -> Self {
+        Self::with_avail::<0>()
+    }
+
+    /// A static cache: no objects, and `avail` so far below zero that the
+    /// free fast path's decrement-then-check never sees it non-negative.
+    const fn new_static() -> Self {
+        Self::with_avail::<{ i32::MIN / 2 }>()
+    }
+
+    const fn with_avail<const AVAIL: i32>() -> Self {
         ThreadCache {
-            lists: [const { FreeList::new() }; NUM_CLASSES],
-            until_sample: AtomicIsize::new(0),
+            lists: [const { FreeList::with_avail(AVAIL) }; NUM_CLASSES],
+            until_sample: UnsafeCell::new(0),
             cold: UnsafeCell::new(Cold {
                 capacity: 0,
                 limit: 0,
@@ -130,9 +141,9 @@ impl ThreadCache {
 }
 
 /// The cache of threads that have none yet. Never written.
-pub static EMPTY_CACHE: ThreadCache = ThreadCache::new();
-/// The cache of threads past their thread-exit flush. Never written.
-pub static EXITED_CACHE: ThreadCache = ThreadCache::new();
+pub static EMPTY_CACHE: ThreadCache = ThreadCache::new_static();
+/// The cache of threads past their thread-exit flush.
+pub static EXITED_CACHE: ThreadCache = ThreadCache::new_static();
 
 fn is_static(tc: *const ThreadCache) -> bool {
     core::ptr::eq(tc, &EMPTY_CACHE) || core::ptr::eq(tc, &EXITED_CACHE)
@@ -140,39 +151,63 @@ fn is_static(tc: *const ThreadCache) -> bool {
 
 // ---------------------------------------------------------------- fast paths
 
-/// `malloc` for every size. Requests up to 1 KiB (most of them) take the
-/// shortest path; others go through `malloc_medium`, which is the same pop
-/// after a second table lookup.
+/// `malloc` for every size. Requests up to 1 KiB (most of them) find their
+/// list at offset `(size + 15) & !15` with no table; larger ones go through
+/// `malloc_medium`, which is the same pop after a table lookup.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
-    match class_of_tiny(size) {
-        Some(class) => alloc_class(size, class),
+    match tiny_offset(size) {
+        Some(offset) => alloc_at(size, offset),
         None => malloc_medium(size),
     }
 }
 
-#[inline(never)]
+#[inline(always)]
 fn malloc_medium(size: usize) -> *mut u8 {
     let class = class_of(size);
     if class == 0 {
         return large::alloc(size, 1);
     }
-    alloc_class(size, class)
+    alloc_at(size, class * LIST_STRIDE)
 }
 
-/// Pops an object of `class` (1..NUM_CLASSES) for a request of `size`.
+const LIST_STRIDE: usize = core::mem::size_of::<FreeList>();
+const _: () = assert!(LIST_STRIDE == 16, "list offsets are 16 x class");
+
+/// The list at byte `offset` (16 × class) of cache `tc`.
+///
+/// # Safety
+/// `offset` is 16 × c for a class c < NUM_CLASSES; `tc` is a live cache.
 #[inline(always)]
-fn alloc_class(size: usize, class: usize) -> *mut u8 {
+unsafe fn list_at<'a>(tc: *const ThreadCache, offset: usize) -> &'a FreeList {
+    // SAFETY: `lists` is the first field (repr(C)) and an array of 16-byte
+    // lists, so the offset lands on list c (caller).
+    unsafe { &*((tc as *const u8).add(offset) as *const FreeList) }
+}
+
+/// Pops an object from the list at `offset` for a request of `size`.
+#[inline(always)]
+fn alloc_at(size: usize, offset: usize) -> *mut u8 {
     let tc = tls::get();
     // SAFETY: the slot holds a static cache or this thread's live cache, and
-    // `class` < NUM_CLASSES by construction of the class table.
-    let (list, countdown) = unsafe { ((*tc).lists.get_unchecked(class), &(*tc).until_sample) };
+    // `offset` is 16 × class with class < NUM_CLASSES.
+    let list = unsafe { list_at(tc, offset) };
     let head = list.head.load(Relaxed);
-    let left = countdown.load(Relaxed).wrapping_sub(size as isize);
-    if head.is_null() || left < 0 {
-        return malloc_slow(size, class);
+    if head.is_null() {
+        return malloc_slow(size, offset / LIST_STRIDE, false);
     }
-    countdown.store(left, Relaxed);
+    // The countdown is updated in memory first and checked after: one
+    // instruction pair. Only live caches get here (static caches have no
+    // objects), so this never writes to a shared static.
+    // SAFETY: `tc` is this thread's own live cache (its list had an object).
+    let left = unsafe {
+        let c = (*tc).until_sample.get();
+        *c = (*c).wrapping_sub(size as isize);
+        *c
+    };
+    if left < 0 {
+        return malloc_slow(size, offset / LIST_STRIDE, true);
+    }
     // SAFETY: `head` is a free object owned by this list; its first word is
     // the link.
     list.head.store(unsafe { (*head).next }, Relaxed);
@@ -184,22 +219,28 @@ fn alloc_class(size: usize, class: usize) -> *mut u8 {
 /// their list is full.
 #[inline(always)]
 pub fn free(p: *mut u8) {
-    let entry = PAGEMAP.lookup_addr(p as usize);
-    let class = entry.class();
-    if class == 0 || (p as usize) & 15 != 0 {
+    let addr = p as usize;
+    // One test for both "not 16-byte aligned" (a cheap misuse check) and
+    // "above the page map's 48 bits".
+    if addr & (HIGH_BITS | 15) != 0 {
+        return free_slow(p);
+    }
+    let offset = PAGEMAP.lookup_low_addr(addr).list_offset();
+    if offset == 0 {
         return free_slow(p);
     }
     let tc = tls::get();
-    // SAFETY: as in `malloc`; class < NUM_CLASSES since it came from a
-    // page-map entry written by the page heap.
-    let list = unsafe { (*tc).lists.get_unchecked(class) };
+    // SAFETY: the entry's class came from the page heap (< NUM_CLASSES).
+    let list = unsafe { list_at(tc, offset) };
+    // Decrement first, check after; the slow path knows it was decremented.
+    // Static caches start near i32::MIN, so their decrements stay negative.
     let avail = list.avail.load(Relaxed) - 1;
-    if avail < 0 {
-        return free_overflow(p, class);
-    }
     list.avail.store(avail, Relaxed);
+    if avail < 0 {
+        return free_overflow(p, offset / LIST_STRIDE);
+    }
     let obj = p as *mut FreeObject;
-    // SAFETY: `p` is the start of an object of `class` that the program
+    // SAFETY: `p` is the start of an object of this class that the program
     // gives back; it becomes a list member holding the link.
     unsafe { (*obj).next = list.head.load(Relaxed) };
     list.head.store(obj, Relaxed);
@@ -209,24 +250,28 @@ pub fn free(p: *mut u8) {
 
 #[cold]
 #[inline(never)]
-fn malloc_slow(size: usize, class: usize) -> *mut u8 {
+/// `counted`: the fast path already took `size` off the countdown.
+fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
+    // A zero-byte request reaches here through the always-empty list 0.
+    let class = class.max(1);
     let tc = match current_or_create() {
         Some(tc) => tc,
         None => return central_alloc_one(class),
     };
     // SAFETY: a live cache owned by this thread.
     let t = unsafe { &*tc };
-    let left = t.until_sample.load(Relaxed).wrapping_sub(size as isize);
-    if left < 0 {
+    // SAFETY: owner-only state of this thread's cache.
+    let countdown = unsafe { &mut *t.until_sample.get() };
+    if !counted {
+        *countdown = countdown.wrapping_sub(size as isize);
+    }
+    if *countdown < 0 {
         // SAFETY: owner-only state of this thread's cache.
         let cold = unsafe { &mut *t.cold.get() };
-        t.until_sample
-            .store(cold.sampler.next_interval() as isize, Relaxed);
+        *countdown = cold.sampler.next_interval() as isize;
         if let Some(p) = sampler::on_sample_point(size) {
             return p;
         }
-    } else {
-        t.until_sample.store(left, Relaxed);
     }
     let list = &t.lists[class];
     let mut head = list.head.load(Relaxed);
@@ -357,6 +402,7 @@ fn flush(t: &ThreadCache, class: usize, n: usize) {
 #[cold]
 #[inline(never)]
 fn free_overflow(p: *mut u8, class: usize) {
+    let had_cache = !is_static(tls::get());
     let tc = match current_or_create() {
         Some(tc) => tc,
         None => return central_free_one(p, class),
@@ -365,6 +411,10 @@ fn free_overflow(p: *mut u8, class: usize) {
     let t = unsafe { &*tc };
     let k = &CLASSES[class];
     let list = &t.lists[class];
+    if had_cache {
+        // Undo the fast path's decrement (it was checked after the store).
+        list.avail.store(list.avail.load(Relaxed) + 1, Relaxed);
+    }
     let max_len = list.max_len.load(Relaxed);
     if max_len == 0 {
         grow(t, class);
@@ -482,9 +532,7 @@ fn create() -> *mut ThreadCache {
             let cold = &mut *(*tc).cold.get();
             cold.tid = crate::sys::gettid();
             cold.sampler = sampler::Sampler::new(cold.tid as u64 ^ tc as u64);
-            (*tc)
-                .until_sample
-                .store(cold.sampler.next_interval() as isize, Relaxed);
+            *(*tc).until_sample.get() = cold.sampler.next_interval() as isize;
             cold.next = reg.head;
             if !reg.head.is_null() {
                 (*(*reg.head).cold.get()).prev = tc;
