@@ -23,7 +23,7 @@ const TRANSFER_SLOTS: usize = 64;
 /// Bytes of whole batches one class may park in its transfer cache: enough
 /// for a producer/consumer pair to trade batches without touching spans,
 /// small enough that 96 classes hold little memory.
-const TRANSFER_BYTES: usize = 128 << 10;
+const TRANSFER_BYTES: usize = 32 << 10;
 
 pub struct CentralFreeList {
     /// Spans of this class with at least one free or never-used object.

@@ -11,8 +11,11 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// The countdown's period when profiling is off: the slow path still runs
-/// this often so cheap periodic work has a place to go.
-pub const IDLE_INTERVAL: usize = 1 << 30;
+/// this often, and the thread cache scavenges its idle lists then.
+pub const IDLE_INTERVAL: usize = SCAVENGE_BYTES;
+
+/// Bytes a thread allocates between two scavenges of its cache.
+pub const SCAVENGE_BYTES: usize = 4 << 20;
 
 /// Mean bytes between samples; 0 while profiling is off.
 static MEAN: AtomicUsize = AtomicUsize::new(0);

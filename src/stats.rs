@@ -21,6 +21,8 @@ pub struct Stats {
     pub thread_cache: usize,
     /// Free objects in central lists (spans and transfer caches).
     pub central: usize,
+    /// Of which in transfer caches.
+    pub transfer: usize,
     pub free_resident: usize,
     pub free_released: usize,
     pub mapped: usize,
@@ -42,6 +44,7 @@ pub fn collect() -> Stats {
     for (class, central) in CENTRAL.iter().enumerate().skip(1) {
         let c = central.lock();
         s.central += (c.free_in_spans + c.transfer_objects(class)) * size_of(class);
+        s.transfer += c.transfer_objects(class) * size_of(class);
     }
     let h = HEAP.lock().stats;
     s.free_resident = h.free_normal;
@@ -81,6 +84,7 @@ pub fn write_report(fd: i32) {
     line(&mut b, "bytes in use by the program", s.in_use);
     line(&mut b, "bytes in thread caches", s.thread_cache);
     line(&mut b, "bytes in central free lists", s.central);
+    line(&mut b, "  of which in transfer caches", s.transfer);
     line(&mut b, "bytes in free pages (resident)", s.free_resident);
     line(&mut b, "bytes in free pages (released)", s.free_released);
     line(&mut b, "bytes mapped from the OS (heap)", s.mapped);

@@ -34,7 +34,7 @@ use crate::sampler;
 use crate::size_class::{class_of, size_of, tiny_offset, CLASSES, NUM_CLASSES};
 use crate::sys::lock::Locked;
 use crate::sys::tls;
-use crate::util::{chain_tail, FreeObject};
+use crate::util::{chain_len, chain_prefix, FreeObject};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering::Relaxed};
 
@@ -86,6 +86,10 @@ struct Cold {
     prev: *mut ThreadCache,
     tid: i64,
     sampler: sampler::Sampler,
+    /// Classes whose list ran empty since the last scavenge (bit per class).
+    dry: [u64; NUM_CLASSES.div_ceil(64)],
+    /// Bytes allocated since the last scavenge, counted at sample points.
+    since_scavenge: usize,
 }
 
 // Lists first: the fast paths address `lists[class]` with no extra offset.
@@ -128,6 +132,8 @@ impl ThreadCache {
                 prev: core::ptr::null_mut(),
                 tid: 0,
                 sampler: sampler::Sampler::new(0),
+                dry: [0; NUM_CLASSES.div_ceil(64)],
+                since_scavenge: 0,
             }),
         }
     }
@@ -268,7 +274,13 @@ fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
     if *countdown < 0 {
         // SAFETY: owner-only state of this thread's cache.
         let cold = unsafe { &mut *t.cold.get() };
-        *countdown = cold.sampler.next_interval() as isize;
+        let interval = cold.sampler.next_interval();
+        *countdown = interval as isize;
+        cold.since_scavenge += interval;
+        if cold.since_scavenge >= sampler::SCAVENGE_BYTES {
+            cold.since_scavenge = 0;
+            scavenge(t, cold);
+        }
         if let Some(p) = sampler::on_sample_point(size) {
             return p;
         }
@@ -291,6 +303,8 @@ fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
 fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     let k = &CLASSES[class];
     let list = &t.lists[class];
+    // SAFETY: owner-only state.
+    unsafe { (*t.cold.get()).dry[class / 64] |= 1 << (class % 64) };
     let max_len = list.max_len.load(Relaxed);
     // Growing on underflow: this class is in demand.
     if max_len < MAX_LEN {
@@ -307,18 +321,48 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     head
 }
 
-/// Raises `class`'s max_len by one batch if the thread's budget allows,
+/// Gives back what the thread did not need lately: a list that never ran
+/// empty since the last scavenge had objects to spare the whole time (the
+/// slow-path stand-in for tcmalloc's low-water mark, which would cost the
+/// fast path an instruction), so half of it goes back to the central list
+/// and its limit drops by a batch. Bursty programs (Python) otherwise keep
+/// a burst's worth of every class cached for good.
+fn scavenge(t: &ThreadCache, cold: &mut Cold) {
+    for (class, list) in t.lists.iter().enumerate().skip(1) {
+        let ran_dry = cold.dry[class / 64] & (1 << (class % 64)) != 0;
+        let len = list.len();
+        if ran_dry || len == 0 {
+            continue;
+        }
+        flush(t, class, len.div_ceil(2));
+        if list.max_len.load(Relaxed) > CLASSES[class].batch {
+            shrink(t, cold, class);
+        }
+    }
+    cold.dry = [0; NUM_CLASSES.div_ceil(64)];
+}
+
+/// Raises `class`'s max_len (by one below a batch, else by a batch) if the
+/// thread's budget allows,
 /// claiming more of the global budget or stealing from other lists.
 fn grow(t: &ThreadCache, class: usize) {
     let k = &CLASSES[class];
     // SAFETY: owner-only state.
     let cold = unsafe { &mut *t.cold.get() };
-    let cost = k.batch as usize * k.size as usize;
+    let cost = if t.lists[class].max_len.load(Relaxed) < k.batch {
+        1
+    } else {
+        k.batch as usize
+    } * k.size as usize;
     if cold.capacity + cost > cold.limit && !claim(cold, cost) && !steal(t, cold, class, cost) {
         return;
     }
     let list = &t.lists[class];
-    let add = k.batch.min(MAX_LEN - list.max_len.load(Relaxed));
+    // Slow start, as tcmalloc: a class used now and then caches a few
+    // objects, not a whole batch; a busy one reaches a batch quickly.
+    let max_len = list.max_len.load(Relaxed);
+    let step = if max_len < k.batch { 1 } else { k.batch };
+    let add = step.min(MAX_LEN - max_len);
     list.max_len
         .store(list.max_len.load(Relaxed) + add, Relaxed);
     list.avail
@@ -380,23 +424,27 @@ fn shrink(t: &ThreadCache, cold: &mut Cold, class: usize) {
 }
 
 /// Moves the first `n` objects of a list to the central list.
+///
+/// Walks the chain itself rather than trusting `n`: in a fork child whose
+/// parent was interrupted by a signal mid-push or mid-pop, the counters can
+/// be one off (the chain is always null-terminated).
 fn flush(t: &ThreadCache, class: usize, n: usize) {
-    if n == 0 {
-        return;
-    }
     let list = &t.lists[class];
     let head = list.head.load(Relaxed);
-    // SAFETY: the list holds at least `n` objects (callers pass n <= len).
-    let tail = unsafe { chain_tail(head, n) };
+    if n == 0 || head.is_null() {
+        return;
+    }
+    // SAFETY: list members form a null-terminated chain.
+    let (tail, k) = unsafe { chain_prefix(head, n) };
     // SAFETY: `tail` is a list member; cut the chain after it.
     unsafe {
         list.head.store((*tail).next, Relaxed);
         (*tail).next = core::ptr::null_mut();
     }
     list.avail
-        .store(list.avail.load(Relaxed) + n as i32, Relaxed);
-    // SAFETY: the chain holds exactly `n` free objects of `class`.
-    unsafe { CENTRAL[class].lock().insert_range(class, head, n) };
+        .store(list.avail.load(Relaxed) + k as i32, Relaxed);
+    // SAFETY: the chain holds exactly `k` free objects of `class`.
+    unsafe { CENTRAL[class].lock().insert_range(class, head, k) };
 }
 
 #[cold]
@@ -558,15 +606,9 @@ unsafe fn drain(tc: *mut ThreadCache) {
     let t = unsafe { &*tc };
     for class in 1..NUM_CLASSES {
         // Count the chain itself: in a fork child, the owner may have been
-        // stopped between a pop and its `avail` update, so the counters can
-        // be one off. The chain is always null-terminated.
-        let mut n = 0;
-        let mut p = t.lists[class].head.load(Relaxed);
-        while !p.is_null() {
-            n += 1;
-            // SAFETY: list members are free objects holding a link.
-            p = unsafe { (*p).next };
-        }
+        // stopped between a pop and its `avail` update.
+        // SAFETY: list members form a null-terminated chain.
+        let n = unsafe { chain_len(t.lists[class].head.load(Relaxed)) };
         flush(t, class, n);
     }
     // SAFETY: exclusive use (caller).
@@ -655,8 +697,17 @@ pub unsafe fn reclaim_after_fork() {
             unsafe { drain(tc) };
             unregister(&mut reg, tc);
         } else {
-            // SAFETY: our own cache; the tid changed in the child.
-            unsafe { (*(*tc).cold.get()).tid = crate::sys::gettid() };
+            // SAFETY: our own cache; the tid changed in the child. A signal
+            // handler that forked may have interrupted this thread's own
+            // fast path, so recount each list.
+            unsafe {
+                (*(*tc).cold.get()).tid = crate::sys::gettid();
+                for list in (&(*tc).lists)[1..].iter() {
+                    let len = chain_len(list.head.load(Relaxed)) as i32;
+                    list.avail
+                        .store(list.max_len.load(Relaxed) as i32 - len, Relaxed);
+                }
+            }
         }
         tc = next;
     }

@@ -26,18 +26,40 @@ pub struct FreeObject {
     pub next: *mut FreeObject,
 }
 
-/// Walks `n - 1` links from `head` and returns the last object of the chain.
+/// Walks a null-terminated chain from `head` (non-null) for at most `n >= 1`
+/// objects; returns the last one reached and how many that is (fewer than
+/// `n` if the chain ends first).
 ///
 /// # Safety
-/// `head` must start a chain of at least `n >= 1` valid free objects.
+/// `head` must start a null-terminated chain of valid free objects.
 #[inline]
-pub unsafe fn chain_tail(head: *mut FreeObject, n: usize) -> *mut FreeObject {
+pub unsafe fn chain_prefix(head: *mut FreeObject, n: usize) -> (*mut FreeObject, usize) {
     let mut p = head;
-    for _ in 1..n {
-        // SAFETY: the caller guarantees at least `n` linked objects.
-        p = unsafe { (*p).next };
+    let mut k = 1;
+    while k < n {
+        // SAFETY: `p` is a chain member (caller), so it holds a link.
+        let next = unsafe { (*p).next };
+        if next.is_null() {
+            break;
+        }
+        p = next;
+        k += 1;
     }
-    p
+    (p, k)
+}
+
+/// Length of a null-terminated chain.
+///
+/// # Safety
+/// `head` is null or starts a null-terminated chain of valid free objects.
+pub unsafe fn chain_len(mut head: *mut FreeObject) -> usize {
+    let mut n = 0;
+    while !head.is_null() {
+        n += 1;
+        // SAFETY: chain members hold a link (caller).
+        head = unsafe { (*head).next };
+    }
+    n
 }
 
 #[cfg(test)]
@@ -54,7 +76,7 @@ mod tests {
     }
 
     #[test]
-    fn chain_tail_walks_links() {
+    fn chain_prefix_walks_links_and_stops_at_the_end() {
         let mut objs: [FreeObject; 4] = core::array::from_fn(|_| FreeObject {
             next: core::ptr::null_mut(),
         });
@@ -63,9 +85,13 @@ mod tests {
             // SAFETY: indices are within the 4-element array.
             unsafe { (*base.add(i)).next = base.add(i + 1) };
         }
-        // SAFETY: the chain built above has 4 objects.
-        assert_eq!(unsafe { chain_tail(base, 4) }, unsafe { base.add(3) });
-        // SAFETY: as above.
-        assert_eq!(unsafe { chain_tail(base, 1) }, base);
+        // SAFETY: the chain built above has 4 objects, null-terminated.
+        unsafe {
+            assert_eq!(chain_prefix(base, 4), (base.add(3), 4));
+            assert_eq!(chain_prefix(base, 1), (base, 1));
+            assert_eq!(chain_prefix(base, 9), (base.add(3), 4));
+            assert_eq!(chain_len(base), 4);
+            assert_eq!(chain_len(core::ptr::null_mut()), 0);
+        }
     }
 }
