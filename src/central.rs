@@ -18,6 +18,7 @@ use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys::lock::Locked;
 use crate::util::FreeObject;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 const TRANSFER_SLOTS: usize = 64;
 /// Bytes of whole batches one class may park in its transfer cache: enough
@@ -37,6 +38,16 @@ pub struct CentralFreeList {
 
 // SAFETY: raw pointers are only followed with the list's lock held.
 unsafe impl Send for CentralFreeList {}
+
+/// Whether more than one thread caches objects. Only then can a batch freed
+/// by one thread be wanted by another, which is what transfer caches are
+/// for; in a single-threaded program they would only hold memory.
+static SHARING: AtomicBool = AtomicBool::new(false);
+
+/// Told by the thread caches whenever their number crosses one.
+pub fn set_sharing(on: bool) {
+    SHARING.store(on, Ordering::Relaxed);
+}
 
 pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] =
     [const { Locked::new(CentralFreeList::new()) }; NUM_CLASSES];
@@ -144,7 +155,10 @@ impl CentralFreeList {
     /// `head` starts a chain of exactly `n` objects of `class`, none in use.
     pub unsafe fn insert_range(&mut self, class: usize, head: *mut FreeObject, n: usize) {
         let k = &CLASSES[class];
-        if n == k.batch as usize && self.ntransfer < transfer_capacity(k) {
+        if n == k.batch as usize
+            && self.ntransfer < transfer_capacity(k)
+            && SHARING.load(Ordering::Relaxed)
+        {
             self.transfer[self.ntransfer] = head;
             self.ntransfer += 1;
             return;
@@ -234,6 +248,7 @@ mod tests {
 
     #[test]
     fn batches_round_trip_and_spans_return() {
+        set_sharing(true);
         // A private list for class 40 (the global lists serve other tests).
         let class = 40;
         let k = CLASSES[class];

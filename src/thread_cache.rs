@@ -588,6 +588,7 @@ fn create() -> *mut ThreadCache {
         }
         reg.head = tc;
         reg.count += 1;
+        crate::central::set_sharing(reg.count > 1);
         tc
     };
     // Publish before arming the exit hook: pthread_setspecific may call
@@ -631,6 +632,7 @@ fn unregister(reg: &mut Registry, tc: *mut ThreadCache) {
             (*(*cold.next).cold.get()).prev = cold.prev;
         }
         reg.count -= 1;
+        crate::central::set_sharing(reg.count > 1);
         reg.pool.give(tc);
     }
 }
