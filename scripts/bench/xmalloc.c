@@ -1,0 +1,103 @@
+/* xmalloc: producer/consumer (after xmalloc-test).
+ *
+ *   xmalloc THREADS [SCALE]
+ *
+ * THREADS/2 (at least 1) producer/consumer pairs. The producer allocates
+ * objects (24 B - 1 KiB), tags them and hands them over in batches of 256
+ * through a bounded single-producer/single-consumer ring of 16 batches; the
+ * consumer checks and frees them. Every object is freed by a thread other
+ * than the one that allocated it. (Batching keeps the cost of the queue
+ * itself, and its sensitivity to scheduling, small.)
+ */
+#include "common.h"
+
+enum { RING = 16, BATCH = 256 };
+
+typedef struct { void *p[BATCH]; unsigned n; int last; } batch_t;
+
+typedef struct {
+    _Atomic uint64_t head; char pad0[56];   /* written by the producer */
+    _Atomic uint64_t tail; char pad1[56];   /* written by the consumer */
+    batch_t slots[RING];
+    uint64_t count;
+    int id;
+    uint64_t freed;
+} pair_t;
+
+static void wait_a_bit(unsigned *spins) {
+    if (++*spins < 64) cpu_relax();
+    else { sched_yield(); *spins = 0; }
+}
+
+static void *producer(void *arg) {
+    pair_t *q = arg;
+    rng_t r;
+    rng_seed(&r, 7000 + (uint64_t)q->id);
+    uint64_t head = 0, made = 0;
+    for (;;) {
+        unsigned spins = 0;
+        while (head - atomic_load_explicit(&q->tail, memory_order_acquire) >= RING) wait_a_bit(&spins);
+        batch_t *b = &q->slots[head % RING];
+        b->n = 0;
+        while (b->n < BATCH && made < q->count) {
+            size_t sz = rng_small_size(&r, 24);
+            void *p = xmalloc(sz);
+            obj_init(p, sz);
+            b->p[b->n++] = p;
+            made++;
+        }
+        b->last = made == q->count;
+        head++;
+        atomic_store_explicit(&q->head, head, memory_order_release);
+        if (b->last) break;
+    }
+    return NULL;
+}
+
+static void *consumer(void *arg) {
+    pair_t *q = arg;
+    uint64_t tail = 0;
+    for (;;) {
+        unsigned spins = 0;
+        while (atomic_load_explicit(&q->head, memory_order_acquire) == tail) wait_a_bit(&spins);
+        batch_t *b = &q->slots[tail % RING];
+        for (unsigned i = 0; i < b->n; i++) {
+            obj_check(b->p[i], obj_size(b->p[i]));
+            free(b->p[i]);
+            q->freed++;
+        }
+        int last = b->last;
+        tail++;
+        atomic_store_explicit(&q->tail, tail, memory_order_release);
+        if (last) break;
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    bench_name = "xmalloc";
+    int threads = arg_int(argc, argv, 1, 2);
+    double scale = arg_double(argc, argv, 2, 1.0);
+    int pairs = threads / 2 < 1 ? 1 : threads / 2;
+    uint64_t total = (uint64_t)(16e6 * scale);
+    pair_t *q = NULL;
+    if (posix_memalign((void **)&q, 64, sizeof(pair_t) * (size_t)pairs)) die("posix_memalign failed");
+    memset(q, 0, sizeof(pair_t) * (size_t)pairs);
+    pthread_t *th = xmalloc(sizeof(pthread_t) * 2 * (size_t)pairs);
+    for (int i = 0; i < pairs; i++) {
+        q[i].count = total / (uint64_t)pairs;
+        q[i].id = i;
+        if (pthread_create(&th[2 * i], NULL, consumer, &q[i]) ||
+            pthread_create(&th[2 * i + 1], NULL, producer, &q[i]))
+            die("pthread_create failed");
+    }
+    uint64_t freed = 0, expect = 0;
+    for (int i = 0; i < 2 * pairs; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < pairs; i++) { freed += q[i].freed; expect += q[i].count; }
+    if (freed != expect) die("lost objects: %llu of %llu freed", (unsigned long long)freed,
+                             (unsigned long long)expect);
+    printf("xmalloc: ok pairs=%d objects=%llu\n", pairs, (unsigned long long)freed);
+    free(q);
+    free(th);
+    return 0;
+}
