@@ -133,7 +133,7 @@ fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
     if class != 0 {
         return malloc(size_of(class));
     }
-    large::alloc(size, (align / PAGE_SIZE).max(1))
+    thread_cache::alloc_large(size, (align / PAGE_SIZE).max(1))
 }
 
 /// glibc's memalign: a non-power-of-two alignment is rounded up.

@@ -17,6 +17,53 @@ pub struct Config {
     pub thread_cache_bytes: u64,
     /// Print `malloc_stats` to stderr at exit.
     pub stats_at_exit: bool,
+    /// Heap profiling: dump file prefix (empty: profiling off).
+    pub profile_prefix: Path,
+    /// Mean bytes between samples.
+    pub profile_sample: u64,
+    /// Signal that asks for a dump (0: none).
+    pub profile_signal: u64,
+    /// Dump each time this many more bytes were allocated (0: off).
+    pub profile_alloc_interval: u64,
+    /// Dump each time the in-use high-water mark grows by this much (0: off).
+    pub profile_inuse_interval: u64,
+    /// Dump every this many seconds (0: off).
+    pub profile_time_interval: u64,
+    /// Dump when the process exits.
+    pub profile_at_exit: bool,
+}
+
+/// A file-name prefix held inline (the config lives in a static).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Path {
+    bytes: [u8; Path::MAX],
+    len: usize,
+}
+
+impl Path {
+    pub const MAX: usize = 240;
+    pub const EMPTY: Path = Path {
+        bytes: [0; Path::MAX],
+        len: 0,
+    };
+
+    pub fn from_bytes(b: &[u8]) -> Option<Path> {
+        if b.is_empty() || b.len() >= Path::MAX || b.contains(&0) {
+            return None;
+        }
+        let mut p = Path::EMPTY;
+        p.bytes[..b.len()].copy_from_slice(b);
+        p.len = b.len();
+        Some(p)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 impl Config {
@@ -24,6 +71,13 @@ impl Config {
         release_rate_mib: 64,
         thread_cache_bytes: 32 << 20,
         stats_at_exit: false,
+        profile_prefix: Path::EMPTY,
+        profile_sample: 512 << 10,
+        profile_signal: libc::SIGUSR2 as u64,
+        profile_alloc_interval: 0,
+        profile_inuse_interval: 0,
+        profile_time_interval: 0,
+        profile_at_exit: true,
     };
 }
 
@@ -35,6 +89,10 @@ pub enum Form {
     Count,
     /// 0/1, true/false, yes/no, on/off.
     Bool,
+    /// A file path or prefix (non-empty, at most 239 bytes).
+    Path,
+    /// A signal name (`SIGUSR2`, `USR2`) or number; 0 = none.
+    Signal,
 }
 
 impl Form {
@@ -43,6 +101,8 @@ impl Form {
             Form::Size => "a size in bytes with an optional K/M/G suffix, e.g. 512K or 4M",
             Form::Count => "a whole number",
             Form::Bool => "0 or 1",
+            Form::Path => "a file path prefix (at most 239 bytes)",
+            Form::Signal => "a signal name such as SIGUSR2 or USR2, a number, or 0 for none",
         }
     }
 }
@@ -54,7 +114,8 @@ pub struct OptionSpec {
     pub max: u64,
     pub default: &'static str,
     pub doc: &'static str,
-    apply: fn(&mut Config, u64),
+    /// Stores a valid value: the parsed number, and the raw bytes (for paths).
+    apply: fn(&mut Config, u64, &[u8]),
 }
 
 /// The table. The README's configuration section documents the same rows.
@@ -67,7 +128,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "64",
         doc:
             "MiB per second of free pages returned to the OS with madvise; 0 = only on malloc_trim",
-        apply: |c, v| c.release_rate_mib = v,
+        apply: |c, v, _| c.release_rate_mib = v,
     },
     OptionSpec {
         name: "MEMX_THREAD_CACHE_BYTES",
@@ -76,7 +137,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         max: 1 << 40,
         default: "32M",
         doc: "budget for all per-thread caches together (each thread takes at most 4M of it)",
-        apply: |c, v| c.thread_cache_bytes = v,
+        apply: |c, v, _| c.thread_cache_bytes = v,
     },
     OptionSpec {
         name: "MEMX_STATS_AT_EXIT",
@@ -85,7 +146,70 @@ pub static OPTIONS: &[OptionSpec] = &[
         max: 1,
         default: "0",
         doc: "1 = print the malloc_stats report to stderr when the process exits",
-        apply: |c, v| c.stats_at_exit = v != 0,
+        apply: |c, v, _| c.stats_at_exit = v != 0,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE",
+        form: Form::Path,
+        min: 0,
+        max: u64::MAX,
+        default: "",
+        doc: "turns heap profiling on; dumps go to <prefix>.<pid>.<seq>.heap",
+        apply: |c, _, raw| c.profile_prefix = Path::from_bytes(raw).unwrap_or(Path::EMPTY),
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_SAMPLE",
+        form: Form::Size,
+        min: 1,
+        max: 1 << 40,
+        default: "512K",
+        doc: "mean bytes allocated between two samples",
+        apply: |c, v, _| c.profile_sample = v,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_SIGNAL",
+        form: Form::Signal,
+        min: 0,
+        max: 64,
+        default: "SIGUSR2",
+        doc: "signal that asks for a dump (0 = none)",
+        apply: |c, v, _| c.profile_signal = v,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_ALLOC_INTERVAL",
+        form: Form::Size,
+        min: 0,
+        max: 1 << 50,
+        default: "0",
+        doc: "dump each time this many more bytes have been allocated (0 = off)",
+        apply: |c, v, _| c.profile_alloc_interval = v,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_INUSE_INTERVAL",
+        form: Form::Size,
+        min: 0,
+        max: 1 << 50,
+        default: "0",
+        doc: "dump each time the in-use high-water mark grows by this much (0 = off)",
+        apply: |c, v, _| c.profile_inuse_interval = v,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_TIME_INTERVAL",
+        form: Form::Count,
+        min: 0,
+        max: 1 << 32,
+        default: "0",
+        doc: "dump every this many seconds (0 = off)",
+        apply: |c, v, _| c.profile_time_interval = v,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_AT_EXIT",
+        form: Form::Bool,
+        min: 0,
+        max: 1,
+        default: "1",
+        doc: "1 = dump when the process exits (with MEMX_PROFILE set)",
+        apply: |c, v, _| c.profile_at_exit = v != 0,
     },
 ];
 
@@ -98,6 +222,10 @@ pub fn parse(form: Form, value: &[u8]) -> Option<u64> {
             _ => None,
         },
         Form::Count => parse_digits(value),
+        Form::Path => {
+            (!value.is_empty() && value.len() < Path::MAX && !value.contains(&0)).then_some(0)
+        }
+        Form::Signal => parse_signal(value),
         Form::Size => {
             let (digits, shift) = match value.last().map(u8::to_ascii_uppercase) {
                 Some(b'K') => (&value[..value.len() - 1], 10),
@@ -110,6 +238,53 @@ pub fn parse(form: Form, value: &[u8]) -> Option<u64> {
             n.checked_mul(1u64 << shift)
         }
     }
+}
+
+/// Signal names glibc uses, without the SIG prefix, and their numbers.
+const SIGNALS: &[(&[u8], i32)] = &[
+    (b"HUP", libc::SIGHUP),
+    (b"INT", libc::SIGINT),
+    (b"QUIT", libc::SIGQUIT),
+    (b"USR1", libc::SIGUSR1),
+    (b"USR2", libc::SIGUSR2),
+    (b"PIPE", libc::SIGPIPE),
+    (b"ALRM", libc::SIGALRM),
+    (b"TERM", libc::SIGTERM),
+    (b"CHLD", libc::SIGCHLD),
+    (b"CONT", libc::SIGCONT),
+    (b"TSTP", libc::SIGTSTP),
+    (b"TTIN", libc::SIGTTIN),
+    (b"TTOU", libc::SIGTTOU),
+    (b"URG", libc::SIGURG),
+    (b"XCPU", libc::SIGXCPU),
+    (b"XFSZ", libc::SIGXFSZ),
+    (b"VTALRM", libc::SIGVTALRM),
+    (b"PROF", libc::SIGPROF),
+    (b"WINCH", libc::SIGWINCH),
+    (b"IO", libc::SIGIO),
+    (b"PWR", libc::SIGPWR),
+    (b"SYS", libc::SIGSYS),
+];
+
+/// `SIGUSR2`, `USR2` (any case) or a number up to 64; 0 means none. Signals
+/// the kernel or the runtime own (KILL, STOP, SEGV, ...) are not accepted.
+fn parse_signal(value: &[u8]) -> Option<u64> {
+    if let Some(n) = parse_digits(value) {
+        return (n <= 64).then_some(n);
+    }
+    let mut upper = [0u8; 16];
+    if value.len() > upper.len() {
+        return None;
+    }
+    for (u, c) in upper.iter_mut().zip(value) {
+        *u = c.to_ascii_uppercase();
+    }
+    let name = &upper[..value.len()];
+    let name = name.strip_prefix(b"SIG").unwrap_or(name);
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, v)| v as u64)
 }
 
 fn parse_digits(s: &[u8]) -> Option<u64> {
@@ -146,7 +321,7 @@ pub fn from_vars(
             return;
         };
         match parse(spec.form, value) {
-            Some(v) if v >= spec.min && v <= spec.max => (spec.apply)(&mut cfg, v),
+            Some(v) if v >= spec.min && v <= spec.max => (spec.apply)(&mut cfg, v, value),
             _ => {
                 let mut line = FixedBuf::<320>::new();
                 line.str("memx: ignoring ")
@@ -158,7 +333,11 @@ pub fn from_vars(
                 if spec.max < u64::MAX {
                     line.str(" (at most ").u64(spec.max).str(")");
                 }
-                line.str("; using the default ").str(spec.default).str("\n");
+                if spec.default.is_empty() {
+                    line.str("; left unset\n");
+                } else {
+                    line.str("; using the default ").str(spec.default).str("\n");
+                }
                 warn(line.as_bytes());
             }
         }
@@ -277,10 +456,50 @@ mod tests {
     fn table_defaults_parse_to_config_default() {
         let mut cfg = Config::DEFAULT;
         for o in OPTIONS {
+            if o.form == Form::Path {
+                assert_eq!(o.default, "", "a path option defaults to unset");
+                continue;
+            }
             let v = parse(o.form, o.default.as_bytes()).unwrap();
             assert!(v >= o.min && v <= o.max, "{}", o.name);
-            (o.apply)(&mut cfg, v);
+            (o.apply)(&mut cfg, v, o.default.as_bytes());
         }
         assert_eq!(cfg, Config::DEFAULT);
+    }
+
+    #[test]
+    fn profile_options() {
+        let (cfg, lines) = run(&[
+            ("MEMX_PROFILE", "/tmp/app"),
+            ("MEMX_PROFILE_SAMPLE", "4K"),
+            ("MEMX_PROFILE_SIGNAL", "usr1"),
+            ("MEMX_PROFILE_AT_EXIT", "0"),
+            ("MEMX_PROFILE_TIME_INTERVAL", "5"),
+        ]);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(cfg.profile_prefix.as_bytes(), b"/tmp/app");
+        assert_eq!(cfg.profile_sample, 4096);
+        assert_eq!(cfg.profile_signal, libc::SIGUSR1 as u64);
+        assert!(!cfg.profile_at_exit);
+        assert_eq!(cfg.profile_time_interval, 5);
+        for (v, want) in [
+            ("SIGUSR2", Some(12)),
+            ("0", Some(0)),
+            ("12", Some(12)),
+            ("SIGKILL", None),
+            ("65", None),
+            ("", None),
+        ] {
+            assert_eq!(parse(Form::Signal, v.as_bytes()), want, "{v}");
+        }
+        for (name, bad) in [
+            ("MEMX_PROFILE", ""),
+            ("MEMX_PROFILE_SAMPLE", "0"),
+            ("MEMX_PROFILE_SIGNAL", "SIGNOPE"),
+        ] {
+            let (cfg, lines) = run(&[(name, bad)]);
+            assert_eq!(cfg, Config::DEFAULT, "{name}={bad}");
+            assert_eq!(lines.len(), 1, "{name}={bad}: {lines:?}");
+        }
     }
 }

@@ -23,6 +23,7 @@ use crate::central::CENTRAL;
 use crate::config;
 use crate::meta::META;
 use crate::page_heap::HEAP;
+use crate::profile;
 use crate::sys;
 use crate::thread_cache;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU8, Ordering};
@@ -73,6 +74,7 @@ fn core_init() {
     unsafe { config::install() };
     let cfg = config::get();
     HEAP.lock().set_release_rate(cfg.release_rate_mib);
+    profile::configure(cfg);
     thread_cache::set_budget(cfg.thread_cache_bytes);
     if let Some(key) = sys::create_thread_key(thread_exit_destructor) {
         EXIT_KEY.store(key, Ordering::Relaxed);
@@ -102,6 +104,7 @@ fn for_each_lock(mut f: impl FnMut(&sys::lock::Lock)) {
         f(c.raw());
     }
     f(HEAP.raw());
+    f(profile::lock());
     f(META.lock());
 }
 
@@ -127,6 +130,7 @@ unsafe extern "C" fn fork_child() {
     for_each_lock(|l| unsafe { l.reset() });
     // SAFETY: single-threaded with every lock free.
     unsafe { thread_cache::reclaim_after_fork() };
+    profile::fork_child();
 }
 
 /// Also initialise from the library's constructor, so configuration is
@@ -135,6 +139,9 @@ unsafe extern "C" fn fork_child() {
 #[cfg(all(feature = "export", not(test)))]
 unsafe extern "C" fn at_load() {
     ensure();
+    // After libc is initialised: the profiler may install a signal handler
+    // and start its dump thread here, never from inside malloc.
+    profile::start();
 }
 
 #[cfg(all(feature = "export", not(test)))]
@@ -146,7 +153,11 @@ static AT_LOAD: unsafe extern "C" fn() = at_load;
 /// runs after the program's atexit handlers.
 #[cfg(all(feature = "export", not(test)))]
 unsafe extern "C" fn at_exit() {
-    if STATE.load(Ordering::Acquire) == READY && config::get().stats_at_exit {
+    if STATE.load(Ordering::Acquire) != READY {
+        return;
+    }
+    profile::at_exit();
+    if config::get().stats_at_exit {
         crate::stats::write_report(2);
     }
 }

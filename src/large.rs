@@ -7,6 +7,7 @@
 use crate::diag;
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
+use crate::profile;
 use crate::size_class::{PAGE_SHIFT, PAGE_SIZE};
 use crate::span::SpanState;
 use crate::sys;
@@ -38,6 +39,31 @@ pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
     }
 }
 
+/// A sampled allocation: a span of its own (whatever the size), recorded
+/// by the profiler with the current stack, and marked so that its free
+/// tells the profiler.
+#[cold]
+#[inline(never)]
+pub fn alloc_sampled(size: usize, align_pages: usize) -> *mut u8 {
+    let p = alloc(size, align_pages);
+    if p.is_null() {
+        return p;
+    }
+    // No allocator lock is held here: the profiler may take its own.
+    let record = profile::record_alloc(p as usize, size);
+    if !record.is_null() {
+        let _heap = HEAP.lock();
+        let s = PAGEMAP.lookup_addr(p as usize).span();
+        // SAFETY: `p` was just allocated, so `s` is its live Large span; the
+        // heap lock guards Large spans' fields.
+        unsafe {
+            (*s).sampled = true;
+            (*s).sample = record;
+        }
+    }
+    p
+}
+
 /// Frees a large object, aborting on a pointer that is not the start of a
 /// live large object (including a second free of the same one).
 pub fn free(p: *mut u8, call: &str) {
@@ -55,7 +81,19 @@ pub fn free(p: *mut u8, call: &str) {
         );
     }
     // SAFETY: validated above as the live large object the caller frees.
-    unsafe { heap.free(s) };
+    let record = unsafe {
+        let r = if (*s).sampled {
+            (*s).sample
+        } else {
+            core::ptr::null_mut()
+        };
+        heap.free(s);
+        r
+    };
+    drop(heap);
+    if !record.is_null() {
+        profile::record_free(record);
+    }
 }
 
 /// Usable bytes of the large object at `p` (aborts if it is not one).

@@ -22,9 +22,12 @@
 //! | `thread_cache::REGISTRY`     | list of live thread caches, their pool   |
 //! | `central::CENTRAL[c]` (x96)  | class c's spans with free objects, its transfer cache |
 //! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Large span state |
+//! | `profile::lock()`            | the profiler's stack and sample tables   |
 //! | `meta::META`                 | the metadata arena's bump pointer        |
 //!
-//! Order: REGISTRY → CENTRAL[c] (at most one at a time) → HEAP → META.
+//! Order: REGISTRY → CENTRAL[c] (at most one at a time) → HEAP → PROFILE →
+//! META. HEAP and PROFILE are never held together; the order matters to
+//! the fork handler, which takes them all.
 //! A thread cache is touched only by its own thread, except after its owner
 //! is gone (thread exit, fork child). Page-map reads take no lock; its
 //! writers hold HEAP. Nothing reachable from malloc allocates: the crate is
@@ -44,6 +47,7 @@ pub mod large;
 pub mod meta;
 pub mod page_heap;
 pub mod pagemap;
+pub mod profile;
 pub mod sampler;
 pub mod size_class;
 pub mod span;

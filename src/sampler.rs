@@ -89,13 +89,6 @@ pub fn ln(x: f64) -> f64 {
     exp as f64 * core::f64::consts::LN_2 + series
 }
 
-/// Called when a thread's countdown expires on an allocation of `size`
-/// bytes. With profiling on, the profiler takes the allocation and returns
-/// the object; otherwise the allocation proceeds normally.
-pub fn on_sample_point(_size: usize) -> Option<*mut u8> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,6 +90,8 @@ struct Cold {
     dry: [u64; NUM_CLASSES.div_ceil(64)],
     /// Bytes allocated since the last scavenge, counted at sample points.
     since_scavenge: usize,
+    /// This thread is inside the profiler (stack capture may allocate).
+    in_profiler: bool,
 }
 
 // Lists first: the fast paths address `lists[class]` with no extra offset.
@@ -134,6 +136,7 @@ impl ThreadCache {
                 sampler: sampler::Sampler::new(0),
                 dry: [0; NUM_CLASSES.div_ceil(64)],
                 since_scavenge: 0,
+                in_profiler: false,
             }),
         }
     }
@@ -172,7 +175,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 fn malloc_medium(size: usize) -> *mut u8 {
     let class = class_of(size);
     if class == 0 {
-        return large::alloc(size, 1);
+        return alloc_large(size, 1);
     }
     alloc_at(size, class * LIST_STRIDE)
 }
@@ -271,19 +274,10 @@ fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
     if !counted {
         *countdown = countdown.wrapping_sub(size as isize);
     }
-    if *countdown < 0 {
-        // SAFETY: owner-only state of this thread's cache.
-        let cold = unsafe { &mut *t.cold.get() };
-        let interval = cold.sampler.next_interval();
-        *countdown = interval as isize;
-        cold.since_scavenge += interval;
-        if cold.since_scavenge >= sampler::SCAVENGE_BYTES {
-            cold.since_scavenge = 0;
-            scavenge(t, cold);
-        }
-        if let Some(p) = sampler::on_sample_point(size) {
-            return p;
-        }
+    if *countdown < 0 && countdown_expired(t) {
+        // A sampled object gets a span of its own, marked sampled, so the
+        // ordinary free path never looks anything up.
+        return large::alloc_sampled(size, 1);
     }
     let list = &t.lists[class];
     let mut head = list.head.load(Relaxed);
@@ -297,6 +291,44 @@ fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
     list.head.store(unsafe { (*head).next }, Relaxed);
     list.avail.store(list.avail.load(Relaxed) + 1, Relaxed);
     head as *mut u8
+}
+
+/// The countdown crossed zero: draw the next interval, scavenge now and
+/// then, and say whether the allocation that crossed it is a sample.
+fn countdown_expired(t: &ThreadCache) -> bool {
+    // SAFETY: owner-only state of this thread's cache.
+    let cold = unsafe { &mut *t.cold.get() };
+    let interval = cold.sampler.next_interval();
+    // SAFETY: as above.
+    unsafe { *t.until_sample.get() = interval as isize };
+    cold.since_scavenge += interval;
+    if cold.since_scavenge >= sampler::SCAVENGE_BYTES {
+        cold.since_scavenge = 0;
+        scavenge(t, cold);
+    }
+    sampler::mean() != 0
+}
+
+/// Large objects (and aligned ones no class can serve) go through the same
+/// countdown as small ones, so they are sampled in proportion to their size.
+#[cold]
+#[inline(never)]
+pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
+    let tc = tls::get();
+    if !is_static(tc) && size <= large::MAX_REQUEST {
+        // SAFETY: this thread's own live cache.
+        let t = unsafe { &*tc };
+        // SAFETY: owner-only state.
+        let expired = unsafe {
+            let c = t.until_sample.get();
+            *c = (*c).wrapping_sub(size as isize);
+            *c < 0
+        };
+        if expired && countdown_expired(t) {
+            return large::alloc_sampled(size, align_pages);
+        }
+    }
+    large::alloc(size, align_pages)
 }
 
 /// Fills an empty list from the central list; returns the new head.
@@ -642,6 +674,28 @@ fn unregister(reg: &mut Registry, tc: *mut ThreadCache) {
         reg.count -= 1;
         crate::central::set_sharing(reg.count > 1);
         reg.pool.give(tc);
+    }
+}
+
+/// Marks the calling thread as inside the profiler. False if it already is
+/// (a re-entry: an allocation made by the profiler's own work, which must
+/// not be recorded) or has no cache (no per-thread state to mark).
+pub fn enter_profiler() -> bool {
+    let tc = tls::get();
+    if is_static(tc) {
+        return false;
+    }
+    // SAFETY: owner-only state of this thread's live cache.
+    let cold = unsafe { &mut *(*tc).cold.get() };
+    !core::mem::replace(&mut cold.in_profiler, true)
+}
+
+/// Ends what `enter_profiler` (returning true) began.
+pub fn leave_profiler() {
+    let tc = tls::get();
+    if !is_static(tc) {
+        // SAFETY: owner-only state of this thread's live cache.
+        unsafe { (*(*tc).cold.get()).in_profiler = false };
     }
 }
 
