@@ -31,26 +31,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC="$ROOT/cdylib-tests"
 BIN="$ROOT/target/cdylib-tests"
 
-if [ $# -ge 1 ]; then
-    LIB=$1
-    shift
-else
-    LIB="$ROOT/target/release/libmemx.so"
-fi
-if [ "$LIB" = none ]; then
-    LIB=""
-fi
-if [ -n "$LIB" ]; then
-    case "$LIB" in
-        /*) ;;
-        *) LIB="$PWD/$LIB" ;;
-    esac
-    if [ ! -f "$LIB" ]; then
-        echo "cdylib-tests: library not found: $LIB" >&2
-        echo "(build it with 'cargo build --release', or pass \"\" for glibc)" >&2
-        exit 2
-    fi
-fi
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+LIB=$(memx_lib cdylib-tests "$@") || exit 2
+if [ $# -ge 1 ]; then shift; fi
 LIBNAME=""
 if [ -n "$LIB" ]; then
     LIBNAME=$(basename "$LIB")

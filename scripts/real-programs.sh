@@ -487,27 +487,11 @@ fi
 
 # ---------------------------------------------------------------- runner
 
-if [ $# -ge 1 ]; then
-    LIB=$1
-    shift
-else
-    LIB="$ROOT/target/release/libmemx.so"
-fi
-if [ "$LIB" = none ]; then
-    LIB=""
-fi
-if [ -n "$LIB" ]; then
-    case "$LIB" in
-        /*) ;;
-        *) LIB="$PWD/$LIB" ;;
-    esac
-    if [ ! -f "$LIB" ]; then
-        echo "real-programs: library not found: $LIB" >&2
-        echo "(build it with 'cargo build --release', or pass \"\" for glibc)" >&2
-        exit 2
-    fi
-    LIB=$(readlink -f "$LIB")
-fi
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+LIB=$(memx_lib real-programs "$@") || exit 2
+if [ $# -ge 1 ]; then shift; fi
+if [ -n "$LIB" ]; then LIB=$(readlink -f "$LIB"); fi
 ONLY=("$@")
 CHECKS=" preload-active python-workload python-workload-threads python-workload-malloc
     python-workload-threads-malloc cpython-tests cpython-tests-malloc gcc g++ sort grep awk

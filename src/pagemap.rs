@@ -82,20 +82,10 @@ impl PageMap {
     /// The entry for the page holding address `addr` (EMPTY if unmapped).
     #[inline(always)]
     pub fn lookup_addr(&self, addr: usize) -> Entry {
-        // One shift and one compare cover both "above 48 bits" and "root
-        // index in range" (the free fast path runs this).
-        let i = addr >> (PAGE_SHIFT + LEAF_BITS);
-        if i >= ROOT_LEN {
+        if addr & HIGH_BITS != 0 {
             return Entry::EMPTY;
         }
-        let leaf = self.root[i].load(Ordering::Acquire);
-        if leaf.is_null() {
-            return Entry::EMPTY;
-        }
-        // SAFETY: leaves are never freed once published; the index is masked.
-        Entry(unsafe {
-            (*leaf).entries[(addr >> PAGE_SHIFT) & (LEAF_LEN - 1)].load(Ordering::Relaxed)
-        })
+        self.lookup_low_addr(addr)
     }
 
     /// The entry for `addr`, which the caller has checked to lie below
@@ -118,17 +108,10 @@ impl PageMap {
     /// The entry for page number `page` (EMPTY if unmapped).
     #[inline(always)]
     pub fn get(&self, page: usize) -> Entry {
-        let i = page >> LEAF_BITS;
-        if i >= ROOT_LEN {
+        if page >> (ADDR_BITS - PAGE_SHIFT) != 0 {
             return Entry::EMPTY;
         }
-        let leaf = self.root[i].load(Ordering::Acquire);
-        if leaf.is_null() {
-            return Entry::EMPTY;
-        }
-        // SAFETY: leaves are never freed once published, and the index is
-        // masked into range.
-        Entry(unsafe { (*leaf).entries[page & (LEAF_LEN - 1)].load(Ordering::Relaxed) })
+        self.lookup_low_addr(page << PAGE_SHIFT)
     }
 
     /// Sets the entry of one page. `ensure` must have covered it.
