@@ -136,7 +136,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         min: 0,
         max: 1 << 40,
         default: "32M",
-        doc: "budget for all per-thread caches together (each thread takes at most 4M of it)",
+        doc: "budget for all per-thread caches together (each thread takes at most 2M of it)",
         apply: |c, v, _| c.thread_cache_bytes = v,
     },
     OptionSpec {

@@ -41,7 +41,7 @@ use core::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering::R
 /// Longest a list may grow, in objects.
 const MAX_LEN: u32 = 8192;
 /// The most one thread may claim of the global budget.
-pub const PER_THREAD_MAX: usize = 4 << 20;
+pub const PER_THREAD_MAX: usize = 2 << 20;
 /// Budget is claimed from the global pool in steps of this much.
 const CLAIM_STEP: usize = 64 << 10;
 /// Overflows tolerated before a list at more than one batch shrinks.
