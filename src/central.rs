@@ -180,11 +180,19 @@ impl CentralFreeList {
         let s = e.span();
         // Cheap misuse check, paid when objects leave a thread cache: the
         // pointer must be the start of an object of this class.
-        // SAFETY: a non-null entry points at a span struct (possibly Dead).
+        let (state, base) = if s.is_null() {
+            (SpanState::Dead, 0)
+        } else {
+            // SAFETY: a non-null entry points at a span struct (possibly
+            // Dead, whose fields are still readable metadata).
+            unsafe { ((*s).state, (*s).addr()) }
+        };
         let valid = !s.is_null()
             && e.class() == class
-            && unsafe { (*s).state == SpanState::Small }
-            && (obj as usize - unsafe { (*s).addr() }).is_multiple_of(k.size as usize);
+            && state == SpanState::Small
+            && (obj as usize)
+                .wrapping_sub(base)
+                .is_multiple_of(k.size as usize);
         if !valid {
             diag::invalid_pointer("free", obj as usize, "not the start of an object");
         }

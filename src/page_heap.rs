@@ -344,12 +344,15 @@ impl PageHeap {
             return true;
         }
         let next = PAGEMAP.get(start + old).span();
+        if next.is_null() {
+            return false;
+        }
         // SAFETY: a non-null entry points at a span struct; it is used only
         // if it is a Free span that starts right after `s`.
-        let fits = !next.is_null()
-            && unsafe { (*next).state == SpanState::Free && (*next).start == start + old }
-            // SAFETY: as above.
-            && unsafe { (*next).npages } >= npages - old;
+        let (state, next_start, next_pages) =
+            unsafe { ((*next).state, (*next).start, (*next).npages) };
+        let fits =
+            state == SpanState::Free && next_start == start + old && next_pages >= npages - old;
         if !fits {
             return false;
         }

@@ -761,9 +761,9 @@ pub unsafe fn reclaim_after_fork() {
             unsafe { drain(tc) };
             unregister(&mut reg, tc);
         } else {
-            // SAFETY: our own cache; the tid changed in the child. A signal
-            // handler that forked may have interrupted this thread's own
-            // fast path, so recount each list.
+            // The tid changed in the child, and a signal handler that forked
+            // may have interrupted this thread's own fast path: recount.
+            // SAFETY: our own cache, used by no other thread in the child.
             unsafe {
                 (*(*tc).cold.get()).tid = crate::sys::gettid();
                 for list in (&(*tc).lists)[1..].iter() {
