@@ -7,10 +7,14 @@
 //! of the same kind are merged (merging would otherwise cost a madvise or
 //! lose track of which pages read as zero).
 //!
-//! Release: a token bucket of `MEMX_RELEASE_RATE` MiB per second (one
-//! second's worth of burst) pays for `madvise(MADV_DONTNEED)` of the largest
-//! resident free spans, checked whenever a span is freed; `release_all`
-//! (malloc_trim) releases everything at once.
+//! Growth is carved from large address-space reservations so successive
+//! growths are contiguous and coalesce.
+//!
+//! Release: resident free spans that have stayed free for RELEASE_AGE_NS are
+//! given back with `madvise(MADV_DONTNEED)`, largest first, paid for by a
+//! token bucket of `MEMX_RELEASE_RATE` MiB per second (one second's worth of
+//! burst), checked at most every RELEASE_CHECK_NS when a span is freed;
+//! `release_all` (malloc_trim) releases everything at once.
 //!
 //! Owns: free lists, the span pool, heap statistics. Must never: be used
 //! without its lock (the global `HEAP`), or call into central lists.
@@ -347,9 +351,9 @@ impl PageHeap {
         if next.is_null() {
             return false;
         }
-        // SAFETY: a non-null entry points at a span struct; it is used only
-        // if it is a Free span that starts right after `s`.
         let (state, next_start, next_pages) =
+            // SAFETY: a non-null entry points at a span struct; it is used
+            // only if it is a Free span that starts right after `s`.
             unsafe { ((*next).state, (*next).start, (*next).npages) };
         let fits =
             state == SpanState::Free && next_start == start + old && next_pages >= npages - old;

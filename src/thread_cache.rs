@@ -645,13 +645,7 @@ fn create() -> *mut ThreadCache {
 unsafe fn drain(tc: *mut ThreadCache) {
     // SAFETY: exclusive use (caller).
     let t = unsafe { &*tc };
-    for class in 1..NUM_CLASSES {
-        // Count the chain itself: in a fork child, the owner may have been
-        // stopped between a pop and its `avail` update.
-        // SAFETY: list members form a null-terminated chain.
-        let n = unsafe { chain_len(t.lists[class].head.load(Relaxed)) };
-        flush(t, class, n);
-    }
+    flush_all(t);
     // SAFETY: exclusive use (caller).
     let cold = unsafe { &mut *t.cold.get() };
     BUDGET.fetch_add(cold.limit as i64, Relaxed);
@@ -719,9 +713,17 @@ pub fn flush_current() {
         return;
     }
     // SAFETY: this thread's own live cache.
-    let t = unsafe { &*tc };
-    for class in 1..NUM_CLASSES {
-        flush(t, class, t.lists[class].len());
+    flush_all(unsafe { &*tc });
+}
+
+/// Moves every cached object of `t` to the central lists. Counts each chain
+/// itself: in a fork child, the owner may have been stopped between a pop
+/// and its `avail` update.
+fn flush_all(t: &ThreadCache) {
+    for (class, list) in t.lists.iter().enumerate().skip(1) {
+        // SAFETY: list members form a null-terminated chain.
+        let n = unsafe { chain_len(list.head.load(Relaxed)) };
+        flush(t, class, n);
     }
 }
 
