@@ -139,6 +139,14 @@ unsafe extern "C" fn fork_child() {
 #[cfg(all(feature = "export", not(test)))]
 unsafe extern "C" fn at_load() {
     ensure();
+    profile::set_stats_probe(|| {
+        let s = crate::stats::collect();
+        [
+            s.in_use as u64,
+            (s.thread_cache + s.central) as u64,
+            s.mapped as u64,
+        ]
+    });
     // After libc is initialised: the profiler may install a signal handler
     // and start its dump thread here, never from inside malloc.
     profile::start();

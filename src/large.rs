@@ -119,6 +119,11 @@ pub fn resize_in_place(p: *mut u8, size: usize) -> bool {
     // SAFETY: the caller owns the live large object at `p`, whose span `s`
     // is; the heap lock is held.
     unsafe {
+        // A sampled object keeps its recorded size: it moves instead, so the
+        // profiler sees the old one freed and the new one allocated.
+        if (*s).sampled {
+            return false;
+        }
         let ok = heap.resize_large(s, npages);
         if ok {
             (*s).requested = size;

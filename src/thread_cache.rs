@@ -277,7 +277,7 @@ fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
     if *countdown < 0 && countdown_expired(t) {
         // A sampled object gets a span of its own, marked sampled, so the
         // ordinary free path never looks anything up.
-        return large::alloc_sampled(size, 1);
+        return alloc_sampled(size, 1);
     }
     let list = &t.lists[class];
     let mut head = list.head.load(Relaxed);
@@ -309,6 +309,20 @@ fn countdown_expired(t: &ThreadCache) -> bool {
     sampler::mean() != 0
 }
 
+/// A sampled object: a span of its own, recorded by the profiler. An
+/// allocation made while this thread is already inside the profiler (the
+/// unwinder's own) is not sampled again.
+#[cold]
+#[inline(never)]
+fn alloc_sampled(size: usize, align_pages: usize) -> *mut u8 {
+    if !enter_profiler() {
+        return large::alloc(size, align_pages);
+    }
+    let p = large::alloc_sampled(size, align_pages);
+    leave_profiler();
+    p
+}
+
 /// Large objects (and aligned ones no class can serve) go through the same
 /// countdown as small ones, so they are sampled in proportion to their size.
 #[cold]
@@ -325,7 +339,7 @@ pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
             *c < 0
         };
         if expired && countdown_expired(t) {
-            return large::alloc_sampled(size, align_pages);
+            return alloc_sampled(size, align_pages);
         }
     }
     large::alloc(size, align_pages)

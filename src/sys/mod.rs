@@ -5,8 +5,10 @@
 //! Must never: call malloc (directly or through a libc function that may),
 //! hold a lock, or know anything about allocator policy.
 
+pub mod io;
 pub mod lock;
 pub mod tls;
+pub mod unwind;
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 

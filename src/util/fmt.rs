@@ -96,6 +96,24 @@ impl<const N: usize> FixedBuf<N> {
         self.bytes(&tmp[i..])
     }
 
+    /// Zero-pads a number to `width` digits (sequence numbers in names).
+    pub fn u64_width_zero(&mut self, v: u64, width: usize) -> &mut Self {
+        let mut digits = 1;
+        let mut t = v;
+        while t >= 10 {
+            t /= 10;
+            digits += 1;
+        }
+        for _ in digits..width {
+            self.str("0");
+        }
+        self.u64(v)
+    }
+
+    pub const fn capacity() -> usize {
+        N
+    }
+
     /// Right-aligns a number in a field of `width` characters.
     pub fn u64_width(&mut self, v: u64, width: usize) -> &mut Self {
         let mut digits = 1;

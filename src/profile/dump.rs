@@ -1,0 +1,265 @@
+//! Heap dumps: a consistent snapshot of the stack table, written in pprof's
+//! legacy heap profile format ("heap_v2") to `<file>.tmp` and renamed to
+//! `<prefix>.<pid>.<seq>.heap`, so a reader never sees half a file.
+//!
+//! ```text
+//! heap profile:   12:  1048576 [   300: 9437184] @ heap_v2/524288
+//!      3:   393216 [    50:  655360] @ 0x55d0c1e2a1b9 0x55d0c1e2a2f0 ...
+//! ...
+//!
+//! MAPPED_LIBRARIES:
+//! <a copy of /proc/self/maps>
+//! ```
+//! Counts are raw samples; readers unsample them with the rate (pprof:
+//! scale = 1 / (1 − exp(−avg/rate)), avg = bytes / objects, per pair).
+//!
+//! Owns: the dump sequence number and the dump lock (one dump at a time).
+//! Must never: run in a signal handler, allocate through malloc (the
+//! snapshot lives in pages mapped for it), or hold the table's lock while
+//! writing to the file.
+
+use super::table::{Bucket, Counts};
+use super::STATE;
+use crate::config;
+use crate::sys;
+use crate::sys::io;
+use crate::sys::lock::Lock;
+use crate::util::fmt::FixedBuf;
+use crate::util::round_up;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+static DUMP_LOCK: Lock = Lock::new();
+static SEQ: AtomicU32 = AtomicU32::new(1);
+static REPORTED_FAILURE: AtomicBool = AtomicBool::new(false);
+
+pub type PathBuf = FixedBuf<{ config::Path::MAX + 48 }>;
+
+/// One bucket's counts, copied under the lock.
+#[derive(Clone, Copy)]
+struct Snap {
+    bucket: *const Bucket,
+    counts: Counts,
+}
+
+/// The fork child numbers its own dumps from 1 (its files carry its pid).
+pub fn reset_after_fork() {
+    SEQ.store(1, Ordering::Relaxed);
+    // SAFETY: the child has one thread; a dump the parent was writing is
+    // not ours to finish.
+    unsafe { DUMP_LOCK.reset() };
+}
+
+/// Writes the next dump; returns its path, or None when it could not be
+/// written (reported once on stderr; the program goes on).
+pub fn write() -> Option<PathBuf> {
+    let _one_at_a_time = DUMP_LOCK.lock();
+    let prefix = config::get().profile_prefix.as_bytes();
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut path = PathBuf::new();
+    path.bytes(prefix)
+        .str(".")
+        .u64(sys::getpid() as u64)
+        .str(".");
+    path.u64_width_zero(seq as u64, 4).str(".heap");
+    let mut tmp = PathBuf::new();
+    tmp.bytes(path.as_bytes()).str(".tmp\0");
+    let mut fin = PathBuf::new();
+    fin.bytes(path.as_bytes()).str("\0");
+    if path.len() + 5 >= PathBuf::capacity() {
+        report_failure(path.as_bytes(), libc::ENAMETOOLONG);
+        return None;
+    }
+    let fd = match open_tmp(tmp.as_bytes()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            report_failure(tmp.as_bytes(), e);
+            return None;
+        }
+    };
+    let ok = write_contents(fd);
+    io::close(fd);
+    if !ok {
+        io::unlink(tmp.as_bytes());
+        report_failure(tmp.as_bytes(), libc::EIO);
+        return None;
+    }
+    if let Err(e) = io::rename(tmp.as_bytes(), fin.as_bytes()) {
+        io::unlink(tmp.as_bytes());
+        report_failure(fin.as_bytes(), e);
+        return None;
+    }
+    Some(path)
+}
+
+/// Creates the temporary file, replacing a stale one a crashed process of
+/// the same pid left (never following a symlink planted there).
+fn open_tmp(tmp: &[u8]) -> Result<i32, i32> {
+    match io::create_exclusive(tmp) {
+        Err(libc::EEXIST) => {
+            io::unlink(tmp);
+            io::create_exclusive(tmp)
+        }
+        r => r,
+    }
+}
+
+fn report_failure(path: &[u8], err: i32) {
+    if REPORTED_FAILURE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let mut line = FixedBuf::<512>::new();
+    line.str("memx: cannot write heap profile ")
+        .bytes(path.strip_suffix(b"\0").unwrap_or(path))
+        .str(": ")
+        .str(errno_text(err))
+        .str(" (further failures are not reported)\n");
+    sys::write_stderr(line.as_bytes());
+}
+
+fn errno_text(e: i32) -> &'static str {
+    match e {
+        libc::ENOENT => "no such directory",
+        libc::EACCES | libc::EPERM => "permission denied",
+        libc::EROFS => "read-only file system",
+        libc::ENOSPC => "no space left on device",
+        libc::ENOTDIR => "a path component is not a directory",
+        libc::ENAMETOOLONG => "name too long",
+        libc::ELOOP => "refusing to follow a symbolic link",
+        libc::EIO => "write error",
+        _ => "error",
+    }
+}
+
+/// The snapshot, header, one line per stack, then the process maps.
+fn write_contents(fd: i32) -> bool {
+    let mut out = Writer::new(fd);
+    let Some((snaps, n, bytes)) = snapshot() else {
+        return false;
+    };
+    // SAFETY: `snapshot` mapped `bytes` bytes holding `n` initialised Snaps.
+    let list = unsafe { core::slice::from_raw_parts(snaps, n) };
+    let mut total = Counts::default();
+    for s in list {
+        total.allocs += s.counts.allocs;
+        total.alloc_bytes += s.counts.alloc_bytes;
+        total.frees += s.counts.frees;
+        total.free_bytes += s.counts.free_bytes;
+    }
+    let mut line = FixedBuf::<2048>::new();
+    line.str("heap profile: ");
+    counts(&mut line, &total);
+    line.str(" @ heap_v2/")
+        .usize(crate::sampler::mean())
+        .str("\n");
+    out.put(line.as_bytes());
+    for s in list {
+        line.clear();
+        counts(&mut line, &s.counts);
+        line.str(" @");
+        // SAFETY: buckets are never freed and their frames never change.
+        for &ip in unsafe { (*s.bucket).frames() } {
+            line.str(" ").hex(ip as u64);
+        }
+        line.str("\n");
+        out.put(line.as_bytes());
+    }
+    sys::unmap(snaps as *mut u8, bytes);
+    out.put(b"\nMAPPED_LIBRARIES:\n");
+    copy_maps(&mut out);
+    out.finish()
+}
+
+fn counts<const N: usize>(line: &mut FixedBuf<N>, c: &Counts) {
+    line.u64_width(c.inuse(), 6)
+        .str(": ")
+        .u64_width(c.inuse_bytes(), 8)
+        .str(" [")
+        .u64_width(c.allocs, 6)
+        .str(": ")
+        .u64_width(c.alloc_bytes, 8)
+        .str("]");
+}
+
+/// Copies every bucket's counts under the lock into freshly mapped pages.
+fn snapshot() -> Option<(*mut Snap, usize, usize)> {
+    let st = STATE.lock();
+    let cap = st.table.buckets().max(1);
+    let bytes = round_up(cap * core::mem::size_of::<Snap>(), sys::os_page_size());
+    let snaps = sys::map(bytes) as *mut Snap;
+    if snaps.is_null() {
+        return None;
+    }
+    let mut n = 0;
+    st.table.for_each(|b| {
+        if n < cap {
+            // SAFETY: `n < cap` slots fit in the mapping.
+            unsafe {
+                snaps.add(n).write(Snap {
+                    bucket: b,
+                    counts: b.counts,
+                })
+            };
+            n += 1;
+        }
+    });
+    Some((snaps, n, bytes))
+}
+
+fn copy_maps(out: &mut Writer) {
+    let fd = io::open_read(b"/proc/self/maps\0");
+    if fd < 0 {
+        return;
+    }
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = io::read_fd(fd, &mut chunk);
+        if n == 0 {
+            break;
+        }
+        out.put(&chunk[..n]);
+    }
+    io::close(fd);
+}
+
+/// Buffered writes to a file descriptor; remembers the first failure.
+struct Writer {
+    fd: i32,
+    buf: [u8; 16384],
+    len: usize,
+    ok: bool,
+}
+
+impl Writer {
+    fn new(fd: i32) -> Self {
+        Writer {
+            fd,
+            buf: [0; 16384],
+            len: 0,
+            ok: true,
+        }
+    }
+
+    fn put(&mut self, mut s: &[u8]) {
+        while !s.is_empty() {
+            if self.len == self.buf.len() {
+                self.flush();
+            }
+            let n = s.len().min(self.buf.len() - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
+            self.len += n;
+            s = &s[n..];
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.ok &= sys::write_fd(self.fd, &self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+
+    fn finish(mut self) -> bool {
+        self.flush();
+        self.ok
+    }
+}

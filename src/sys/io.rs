@@ -1,0 +1,257 @@
+//! Files, pipes, signals and helper threads for the profiler's dump side.
+//!
+//! Owns: thin wrappers over open/rename/read/write, pipe/poll, sigaction and
+//! pthread_create, each keeping errno as the program left it.
+//! Must never: call malloc (none of these libc calls does), or decide policy
+//! (what to write, when, where: that is `profile`'s).
+
+use super::{errno, set_errno};
+
+/// Calls `f` with errno saved, and restores errno after.
+fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    let saved = errno();
+    let r = f();
+    set_errno(saved);
+    r
+}
+
+/// Creates `path` (NUL-terminated) for writing, refusing to follow a
+/// symlink or to reuse an existing file; mode 0600. The errno on failure.
+pub fn create_exclusive(path: &[u8]) -> Result<i32, i32> {
+    debug_assert!(path.ends_with(b"\0"));
+    let saved = errno();
+    // SAFETY: `path` is NUL-terminated (callers build it with a trailing 0).
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr() as *const libc::c_char,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    let e = errno();
+    set_errno(saved);
+    if fd < 0 {
+        Err(e)
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Creates or truncates `path` for appending (mode 0600, never through a
+/// symlink). The errno on failure.
+pub fn create_log(path: &[u8]) -> Result<i32, i32> {
+    debug_assert!(path.ends_with(b"\0"));
+    let saved = errno();
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr() as *const libc::c_char,
+            libc::O_WRONLY
+                | libc::O_CREAT
+                | libc::O_TRUNC
+                | libc::O_APPEND
+                | libc::O_NOFOLLOW
+                | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    let e = errno();
+    set_errno(saved);
+    if fd < 0 {
+        Err(e)
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Opens `path` read-only; -1 on failure.
+pub fn open_read(path: &[u8]) -> i32 {
+    debug_assert!(path.ends_with(b"\0"));
+    // SAFETY: `path` is NUL-terminated.
+    keep_errno(|| unsafe {
+        libc::open(
+            path.as_ptr() as *const libc::c_char,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Reads into `buf`; 0 at end of file or on error (EINTR retried).
+pub fn read_fd(fd: i32, buf: &mut [u8]) -> usize {
+    keep_errno(|| loop {
+        // SAFETY: `buf` is a live, writable slice of the given length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return n.max(0) as usize;
+    })
+}
+
+pub fn close(fd: i32) {
+    // SAFETY: the caller owns `fd` and does not use it after.
+    keep_errno(|| unsafe { libc::close(fd) });
+}
+
+/// Renames `from` to `to` (both NUL-terminated); the errno on failure.
+pub fn rename(from: &[u8], to: &[u8]) -> Result<(), i32> {
+    let saved = errno();
+    // SAFETY: both paths are NUL-terminated.
+    let rc = unsafe {
+        libc::rename(
+            from.as_ptr() as *const libc::c_char,
+            to.as_ptr() as *const libc::c_char,
+        )
+    };
+    let e = errno();
+    set_errno(saved);
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+pub fn unlink(path: &[u8]) {
+    // SAFETY: `path` is NUL-terminated.
+    keep_errno(|| unsafe { libc::unlink(path.as_ptr() as *const libc::c_char) });
+}
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+pub fn pipe() -> Option<(i32, i32)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid two-int out-parameter.
+    let rc =
+        keep_errno(|| unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) });
+    (rc == 0).then_some((fds[0], fds[1]))
+}
+
+/// What `wait_readable` saw.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wait {
+    Readable,
+    Timeout,
+    /// The descriptor is closed or broken (e.g. the program closed it).
+    Broken,
+}
+
+/// Waits until `fd` is readable or `timeout_ms` passes (-1: forever). A
+/// negative `fd` just sleeps.
+pub fn wait_readable(fd: i32, timeout_ms: i32) -> Wait {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd (poll ignores a negative fd).
+    let n = keep_errno(|| unsafe { libc::poll(&mut p, 1, timeout_ms) });
+    if n <= 0 {
+        Wait::Timeout
+    } else if p.revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0 {
+        Wait::Broken
+    } else {
+        Wait::Readable
+    }
+}
+
+/// Writes one byte without blocking; async-signal-safe. A full pipe drops
+/// the byte, which is fine: the reader only needs to wake up once.
+pub fn poke(fd: i32, byte: u8) {
+    // SAFETY: writing one byte from a live local.
+    keep_errno(|| unsafe { libc::write(fd, &byte as *const u8 as *const libc::c_void, 1) });
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn unix_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// A signal handler in the three-argument form.
+pub type Handler = extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// The action that was installed before ours, to chain to.
+#[derive(Clone, Copy)]
+pub struct OldAction(libc::sigaction);
+
+impl OldAction {
+    /// Calls the previous handler, if it was a function (not SIG_DFL or
+    /// SIG_IGN: the default action of a dump signal would end the process).
+    ///
+    /// # Safety
+    /// Called from our own handler with the arguments it received.
+    pub unsafe fn chain(&self, sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let h = self.0.sa_sigaction;
+        if h == libc::SIG_DFL || h == libc::SIG_IGN {
+            return;
+        }
+        if self.0.sa_flags & libc::SA_SIGINFO != 0 {
+            // SAFETY: with SA_SIGINFO, sa_sigaction holds a 3-argument handler.
+            let f: Handler = unsafe { core::mem::transmute::<usize, Handler>(h) };
+            f(sig, info, ctx);
+        } else {
+            // SAFETY: without SA_SIGINFO, it holds a 1-argument handler.
+            let f: extern "C" fn(i32) =
+                unsafe { core::mem::transmute::<usize, extern "C" fn(i32)>(h) };
+            f(sig);
+        }
+    }
+}
+
+/// The action now in place for `sig`.
+pub fn current_action(sig: i32) -> Option<OldAction> {
+    // SAFETY: sigaction structs are plain data; zeroed is a valid start.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    let rc = keep_errno(|| unsafe { libc::sigaction(sig, core::ptr::null(), &mut old) });
+    (rc == 0).then_some(OldAction(old))
+}
+
+/// Installs `handler` for `sig` (SA_RESTART, all signals blocked while it
+/// runs) and returns the action it replaced.
+pub fn install_handler(sig: i32, handler: Handler) -> Option<OldAction> {
+    // SAFETY: sigaction structs are plain data; zeroed is a valid start.
+    let mut new: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    new.sa_sigaction = handler as usize;
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: valid sigset out-parameter; valid sigaction pointers.
+    let rc = keep_errno(|| unsafe {
+        libc::sigfillset(&mut new.sa_mask);
+        libc::sigaction(sig, &new, &mut old)
+    });
+    (rc == 0).then_some(OldAction(old))
+}
+
+/// Starts a detached thread running `f(arg)` with every signal blocked (so
+/// the program's signals keep going to its own threads). False on failure.
+pub fn spawn_thread(f: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void) -> bool {
+    keep_errno(|| {
+        // SAFETY: plain pthread and sigset calls with valid out-parameters;
+        // the mask is restored before returning.
+        unsafe {
+            let mut all: libc::sigset_t = core::mem::zeroed();
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+            let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+            let mut t: libc::pthread_t = 0;
+            let rc = libc::pthread_create(&mut t, &attr, f, core::ptr::null_mut());
+            libc::pthread_attr_destroy(&mut attr);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+            if rc == 0 {
+                libc::pthread_setname_np(t, c"memx-profile".as_ptr());
+            }
+            rc == 0
+        }
+    })
+}
