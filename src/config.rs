@@ -31,6 +31,8 @@ pub struct Config {
     pub profile_time_interval: u64,
     /// Dump when the process exits.
     pub profile_at_exit: bool,
+    /// Milliseconds between two lines of `<prefix>.<pid>.stats` (0: off).
+    pub stats_interval_ms: u64,
 }
 
 /// A file-name prefix held inline (the config lives in a static).
@@ -78,6 +80,7 @@ impl Config {
         profile_inuse_interval: 0,
         profile_time_interval: 0,
         profile_at_exit: true,
+        stats_interval_ms: 0,
     };
 }
 
@@ -210,6 +213,16 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "1",
         doc: "1 = dump when the process exits (with MEMX_PROFILE set)",
         apply: |c, v, _| c.profile_at_exit = v != 0,
+    },
+    OptionSpec {
+        name: "MEMX_STATS_INTERVAL",
+        form: Form::Count,
+        min: 0,
+        max: 1 << 32,
+        default: "0",
+        doc: "milliseconds between two lines of memory statistics appended to \
+              <prefix>.<pid>.stats (needs MEMX_PROFILE; 0 = off)",
+        apply: |c, v, _| c.stats_interval_ms = v,
     },
 ];
 
