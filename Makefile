@@ -5,7 +5,7 @@ LIB    := $(CURDIR)/target/release/libmemx.so
 # The real interpreter, not a pyenv shim script, so LD_PRELOAD reaches it.
 PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 
-.PHONY: all build demo test lint unit cdylib-tests real-programs bench callgrind clean
+.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs bench callgrind clean
 
 all: build demo
 
@@ -15,7 +15,7 @@ build:
 demo: build
 	LD_PRELOAD=$(LIB) MEMX_STATS_AT_EXIT=1 $(PYTHON) scripts/demo.py
 
-test: lint unit build cdylib-tests real-programs
+test: lint unit build cdylib-tests profile-tests real-programs
 
 lint:
 	cargo fmt --check
@@ -26,6 +26,11 @@ unit:
 
 cdylib-tests: build
 	scripts/cdylib-tests.sh $(LIB)
+
+# The heap profiler on real programs: accuracy (also through google-pprof),
+# signal, interval and exit dumps, fork, threads, Python.
+profile-tests: build
+	scripts/profile-tests.py $(LIB)
 
 real-programs: build
 	scripts/real-programs.sh $(LIB)

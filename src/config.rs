@@ -31,6 +31,8 @@ pub struct Config {
     pub profile_time_interval: u64,
     /// Dump when the process exits.
     pub profile_at_exit: bool,
+    /// Fixed seed for the sampler (0: random), for reproducible tests.
+    pub profile_seed: u64,
     /// Milliseconds between two lines of `<prefix>.<pid>.stats` (0: off).
     pub stats_interval_ms: u64,
 }
@@ -80,6 +82,7 @@ impl Config {
         profile_inuse_interval: 0,
         profile_time_interval: 0,
         profile_at_exit: true,
+        profile_seed: 0,
         stats_interval_ms: 0,
     };
 }
@@ -213,6 +216,16 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "1",
         doc: "1 = dump when the process exits (with MEMX_PROFILE set)",
         apply: |c, v, _| c.profile_at_exit = v != 0,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_SEED",
+        form: Form::Count,
+        min: 0,
+        max: u64::MAX,
+        default: "0",
+        doc: "fixed seed for the sampler, so a single-threaded run samples the same \
+              objects every time (0 = random; for tests)",
+        apply: |c, v, _| c.profile_seed = v,
     },
     OptionSpec {
         name: "MEMX_STATS_INTERVAL",

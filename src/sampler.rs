@@ -8,7 +8,7 @@
 //! Must never: allocate, or use floating-point functions from libm (this
 //! module computes its own logarithm).
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// The countdown's period when profiling is off: the slow path still runs
 /// this often, and the thread cache scavenges its idle lists then.
@@ -19,6 +19,23 @@ pub const SCAVENGE_BYTES: usize = 4 << 20;
 
 /// Mean bytes between samples; 0 while profiling is off.
 static MEAN: AtomicUsize = AtomicUsize::new(0);
+
+/// A fixed seed for every thread's draws (MEMX_PROFILE_SEED; 0 = random).
+static SEED: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_seed(seed: u64) {
+    SEED.store(seed, Ordering::Relaxed);
+}
+
+/// The seed of a thread's draws: random (its id and cache address) unless
+/// a fixed seed is set, which makes a single-threaded program's samples
+/// reproducible (`thread_index` is 0 for the main thread).
+pub fn thread_seed(thread_index: u64, random: u64) -> u64 {
+    match SEED.load(Ordering::Relaxed) {
+        0 => random,
+        s => s ^ thread_index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    }
+}
 
 pub fn set_mean(bytes: usize) {
     MEAN.store(bytes, Ordering::Relaxed);
@@ -36,9 +53,14 @@ pub struct Sampler {
 
 impl Sampler {
     pub const fn new(seed: u64) -> Self {
-        // Never zero: xorshift would stay at zero.
+        // splitmix64 of the seed: nearby seeds give unrelated streams. Never
+        // zero: xorshift would stay at zero.
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
         Sampler {
-            state: seed | 0x9e37_79b9_7f4a_7c15,
+            state: if z == 0 { 1 } else { z },
         }
     }
 

@@ -633,7 +633,9 @@ fn create() -> *mut ThreadCache {
             tc.write(ThreadCache::new());
             let cold = &mut *(*tc).cold.get();
             cold.tid = crate::sys::gettid();
-            cold.sampler = sampler::Sampler::new(cold.tid as u64 ^ tc as u64);
+            let index = (cold.tid - crate::sys::getpid() as i64) as u64;
+            let seed = sampler::thread_seed(index, cold.tid as u64 ^ tc as u64);
+            cold.sampler = sampler::Sampler::new(seed);
             *(*tc).until_sample.get() = cold.sampler.next_interval() as isize;
             cold.next = reg.head;
             if !reg.head.is_null() {

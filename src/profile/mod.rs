@@ -103,6 +103,7 @@ pub fn configure(cfg: &Config) {
         st.triggers.next_alloc_dump = cfg.profile_alloc_interval;
         st.triggers.next_inuse_dump = cfg.profile_inuse_interval;
     }
+    sampler::set_seed(cfg.profile_seed);
     sampler::set_mean(cfg.profile_sample as usize);
     ENABLED.store(true, Ordering::Relaxed);
 }

@@ -1,0 +1,429 @@
+#!/usr/bin/env python3
+"""The heap profiler's tests: real programs run with LD_PRELOAD=libmemx.so
+and MEMX_PROFILE set, their dumps read back (scripts/heap_dump.py) and, for
+accuracy, also through google-pprof.
+
+    scripts/profile-tests.py [LIB] [TEST...]
+
+Programs live in cdylib-tests/profile/; they are built into
+target/profile-tests/. Each test prints PASS/FAIL; the exit status is
+non-zero if any failed. Statistical checks use fixed sampler seeds
+(MEMX_PROFILE_SEED), so a run is reproducible.
+"""
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import heap_dump  # noqa: E402
+
+SRC = os.path.join(ROOT, "cdylib-tests", "profile")
+BIN = os.path.join(ROOT, "target", "profile-tests")
+MiB = 1 << 20
+PYTHON = os.path.realpath(sys.executable)
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def build():
+    os.makedirs(BIN, exist_ok=True)
+    for src in glob.glob(os.path.join(SRC, "*.c")):
+        name = os.path.splitext(os.path.basename(src))[0]
+        lib = name == "chain_handler"
+        out = os.path.join(BIN, name + (".so" if lib else ""))
+        if os.path.exists(out) and os.path.getmtime(out) > os.path.getmtime(src):
+            continue
+        cmd = ["gcc", "-O1", "-g", "-fno-inline", "-pthread", "-Wall", "-Werror", src, "-o", out]
+        if lib:
+            cmd[1:1] = ["-shared", "-fPIC"]
+        subprocess.run(cmd, check=True)
+
+
+class Run:
+    """A scratch directory with the profile prefix and environment."""
+
+    def __init__(self, name, **env):
+        self.dir = tempfile.mkdtemp(prefix=f"memx-prof-{name}-")
+        self.prefix = os.path.join(self.dir, name)
+        self.env = dict(os.environ)
+        for k in list(self.env):
+            if k.startswith("MEMX_") and k not in ("MEMX_LIB", "MEMX_TEST_LIB"):
+                del self.env[k]
+        self.env.update({"LD_PRELOAD": LIB, "MEMX_PROFILE": self.prefix})
+        self.env.update({k: str(v) for k, v in env.items()})
+
+    def dumps(self, pid=None):
+        pat = f"{self.prefix}.{pid if pid else '*'}.*.heap"
+        return sorted(glob.glob(pat))
+
+    def run(self, argv, **kw):
+        p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=300, **kw)
+        if p.returncode != 0:
+            raise Fail(f"{argv[0]} exited {p.returncode}: {p.stderr[-600:]}")
+        return p
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for(path_fn, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        r = path_fn()
+        if r:
+            return r
+        time.sleep(0.02)
+    return None
+
+
+def per_function(dump, module):
+    return heap_dump.by_function(dump, heap_dump.Symbolizer(), module)
+
+
+# ------------------------------------------------------------------ tests
+
+ACCURACY_TRUTH = {  # name: (live bytes, live objects, allocated bytes)
+    "alloc_1k": (64 * MiB, 65536, 64 * MiB),
+    "alloc_256k": (32 * MiB, 128, 32 * MiB),
+    "leak_100": (32 * MiB // 100 * 100, 32 * MiB // 100, 32 * MiB // 100 * 100),
+    "calloc_2k": (32 * MiB // 2000 * 2000, 32 * MiB // 2000, 32 * MiB // 2000 * 2000),
+    "aligned_4k": (32 * MiB, 8192, 32 * MiB),
+    "churn_4k": (0, 0, 256 * MiB),
+}
+SEEDS = range(1, 17)
+
+
+def test_accuracy():
+    """Unsampled in-use bytes per function within 10% of the truth and
+    objects within 15%, averaged over 16 seeded runs at the default rate;
+    the freed-only function shows ~0 in use but its allocations; and
+    google-pprof --text lists the same top functions."""
+    exe = os.path.join(BIN, "accuracy")
+    sums = {k: [0.0] * 4 for k in ACCURACY_TRUTH}
+    worst_single = {k: 0.0 for k in ACCURACY_TRUTH}
+    first_dump = None
+    for seed in SEEDS:
+        r = Run("accuracy", MEMX_PROFILE_SEED=seed)
+        try:
+            r.run([exe])
+            dumps = r.dumps()
+            check(len(dumps) == 1, f"expected one dump at exit, got {dumps}")
+            d = heap_dump.Dump(dumps[0])
+            check(d.rate == 512 * 1024, f"rate {d.rate}, want the default 524288")
+            got = per_function(d, "/accuracy")
+            for k, acc in sums.items():
+                v = got.get(k, [0.0] * 4)
+                for i in range(4):
+                    acc[i] += v[i]
+                if ACCURACY_TRUTH[k][0]:
+                    err = abs(v[1] / ACCURACY_TRUTH[k][0] - 1)
+                    worst_single[k] = max(worst_single[k], err)
+            if first_dump is None:
+                first_dump = os.path.join(BIN, "accuracy.heap")
+                shutil.copy(dumps[0], first_dump)
+        finally:
+            r.cleanup()
+    n = len(SEEDS)
+    print("    function      true MiB   est MiB   err   true objs  est objs   err   "
+          "alloc MiB est  worst single-run bytes err")
+    for k, (tb, to, ta) in ACCURACY_TRUTH.items():
+        eo, eb, _, ea = (x / n for x in sums[k])
+        eb_err = (eb / tb - 1) if tb else 0.0
+        eo_err = (eo / to - 1) if to else 0.0
+        print(f"    {k:<12} {tb / MiB:9.1f} {eb / MiB:9.1f} {eb_err:+6.1%} {to:10d} {eo:9.0f} "
+              f"{eo_err:+6.1%} {ea / MiB:9.1f}      {worst_single[k]:.1%}")
+        check(abs(ea / ta - 1) <= 0.10, f"{k}: allocated {ea / MiB:.1f} MiB vs {ta / MiB:.1f}")
+        if tb:
+            check(abs(eb_err) <= 0.10, f"{k}: in-use bytes off by {eb_err:+.1%}")
+            check(abs(eo_err) <= 0.15, f"{k}: in-use objects off by {eo_err:+.1%}")
+        else:
+            check(eb <= 0.01 * ea, f"{k}: {eb / MiB:.1f} MiB in use, want ~0")
+    # google-pprof reads the same dump and names the same top functions.
+    pprof = shutil.which("google-pprof") or shutil.which("pprof")
+    check(pprof, "google-pprof is not installed (scripts/install-deps.sh installs it)")
+    out = subprocess.run([pprof, "--text", "--inuse_space", exe, first_dump],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0, f"google-pprof failed: {out.stderr[-400:]}")
+    names = []
+    for line in out.stdout.splitlines():
+        f = line.split()
+        if len(f) >= 6 and f[1].endswith("%") and float(f[0]) > 0:
+            names.append(f[5])
+    ours = per_function(heap_dump.Dump(first_dump), "/accuracy")
+    top_ours = sorted((k for k in ours if ours[k][1] > 0), key=lambda k: -ours[k][1])[:5]
+    check(names[:5] == top_ours, f"google-pprof top {names[:5]} vs ours {top_ours}")
+    print("    google-pprof --text top functions:", " ".join(names[:5]))
+
+
+def talk(proc, expect):
+    line = proc.stdout.readline().strip()
+    check(line == expect, f"program said {line!r}, expected {expect!r}")
+
+
+def signal_two_dumps(argv, env_extra, first, second, module):
+    """Sends the dump signal at each 'ready'; the second dump shows the
+    growth in between. Returns the Run (caller cleans up)."""
+    r = Run("signal", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=7, **env_extra)
+    p = subprocess.Popen(argv, env=r.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        talk(p, "ready")
+        p.send_signal(signal.SIGUSR2)
+        d1 = wait_for(lambda: r.dumps())
+        check(d1, "no dump after the first signal")
+        p.stdin.write("\n")
+        p.stdin.flush()
+        talk(p, "ready")
+        p.send_signal(signal.SIGUSR2)
+        d2 = wait_for(lambda: r.dumps() if len(r.dumps()) >= 2 else None)
+        check(d2, "no second dump after the second signal")
+        a, b = heap_dump.Dump(d2[0]), heap_dump.Dump(d2[1])
+        ia = heap_dump.unsample(a.total[0], a.total[1], a.rate)[1]
+        ib = heap_dump.unsample(b.total[0], b.total[1], b.rate)[1]
+        growth = ib - ia
+        print(f"    dump 1: {ia / MiB:.1f} MiB in use; dump 2: {ib / MiB:.1f} MiB "
+              f"(growth {growth / MiB:.1f} MiB, true {second / MiB:.0f})")
+        check(abs(ia / first - 1) < 0.4, f"first dump {ia / MiB:.1f} MiB, grew {first / MiB:.0f}")
+        check(abs(growth / second - 1) < 0.3, f"growth {growth / MiB:.1f} MiB")
+        return r, p
+    except BaseException:
+        p.kill()
+        r.cleanup()
+        raise
+
+
+def test_signal_c():
+    """A running C program gets the signal twice and writes two dumps; a
+    handler the program installs later replaces memx's (no third dump)."""
+    exe = os.path.join(BIN, "signal")
+    r, p = signal_two_dumps([exe], {}, 16 * MiB, 48 * MiB, "/signal")
+    try:
+        fa = per_function(heap_dump.Dump(r.dumps()[0]), "/signal")
+        fb = per_function(heap_dump.Dump(r.dumps()[1]), "/signal")
+        check("grow_first" in fa and "grow_second" not in fa, f"dump 1 functions {sorted(fa)}")
+        check("grow_second" in fb, f"dump 2 functions {sorted(fb)}")
+        p.stdin.write("chain\n")
+        p.stdin.flush()
+        talk(p, "program handler ran")
+        time.sleep(0.3)
+        check(len(r.dumps()) == 2, "memx dumped on a signal the program took over")
+        p.stdin.write("\n")
+        p.stdin.flush()
+        check(p.wait(timeout=30) == 0, "program failed")
+    finally:
+        p.kill()
+        r.cleanup()
+
+
+def test_signal_chains_to_earlier_handler():
+    """A handler installed before memx's (by a library's constructor) still
+    runs when the dump signal arrives, and the dump is written."""
+    exe = os.path.join(BIN, "signal")
+    handler = os.path.join(BIN, "chain_handler.so")
+    r = Run("chain", MEMX_PROFILE_AT_EXIT=0)
+    r.env["LD_PRELOAD"] = f"{LIB} {handler}"
+    p = subprocess.Popen([exe], env=r.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        talk(p, "ready")
+        p.send_signal(signal.SIGUSR2)
+        check(wait_for(lambda: r.dumps()), "no dump")
+        p.stdin.close()
+        err = p.stderr.read()
+        p.wait(timeout=30)
+        check("earlier handler ran" in err, f"earlier handler not chained; stderr {err!r}")
+    finally:
+        p.kill()
+        r.cleanup()
+
+
+def test_signal_python():
+    """The same with a Python script growing bytearrays."""
+    script = os.path.join(SRC, "signal.py")
+    r, p = signal_two_dumps([PYTHON, script], {}, 16 * MiB, 48 * MiB, "python")
+    try:
+        p.stdin.write("\n")
+        p.stdin.flush()
+        check(p.wait(timeout=30) == 0, "python failed")
+    finally:
+        p.kill()
+        r.cleanup()
+
+
+def test_python_grow():
+    """PYTHONMALLOC=malloc python3 grow.py: the top stack of the dumps taken
+    as it grows (MEMX_PROFILE_INUSE_INTERVAL) is the allocation inside the
+    bytearray constructor; at exit, it tops the alloc columns."""
+    r = Run("grow", PYTHONMALLOC="malloc", MEMX_PROFILE_SEED=3, MEMX_PROFILE_INUSE_INTERVAL="16M")
+    try:
+        r.run([PYTHON, os.path.join(SRC, "grow.py")])
+        dumps = r.dumps()
+        check(len(dumps) >= 3, f"{len(dumps)} dumps while growing 64 MiB by 16 MiB steps")
+        sym = heap_dump.Symbolizer()
+        for path, col in ((dumps[-2], 0), (dumps[-1], 1)):
+            d = heap_dump.Dump(path)
+
+            def weight(s):
+                pair = (s.inuse, s.inuse_bytes) if col == 0 else (s.allocs, s.alloc_bytes)
+                return heap_dump.unsample(*pair, d.rate)[1]
+
+            top = max(d.stacks, key=weight)
+            names = [sym.function(d, a) or hex(a) for a in top.frames[:8]]
+            what = "in use while growing" if col == 0 else "allocated (exit dump)"
+            print(f"    top stack, {what}: {weight(top) / MiB:.1f} MiB: {' <- '.join(names[:4])}")
+            check("bytearray___init__" in names, f"bytearray constructor not in the top stack {names}")
+            check(weight(top) > 24 * MiB, f"top stack holds only {weight(top) / MiB:.1f} MiB")
+    finally:
+        r.cleanup()
+
+
+def test_fork_and_threads():
+    """Samples of an exited thread stay; a fork child dumps into its own
+    files, on its signal (its own helper thread) and at exit."""
+    r = Run("fork", MEMX_PROFILE_SEED=5)
+    try:
+        out = r.run([os.path.join(BIN, "fork_threads")]).stdout
+        child = int(out.split()[0])
+        parent = [d for d in r.dumps() if f".{child}." not in d]
+        kids = r.dumps(child)
+        check(len(parent) == 1, f"parent dumps {parent}")
+        check(len(kids) == 2, f"child dumps {kids} (signal + exit)")
+        fp = per_function(heap_dump.Dump(parent[0]), "/fork_threads")
+        fc = per_function(heap_dump.Dump(kids[-1]), "/fork_threads")
+        for name in ("thread_alloc", "parent_alloc"):
+            check(fp.get(name, [0, 0])[1] > 8 * MiB, f"parent dump lacks {name}: {sorted(fp)}")
+        check("child_alloc" not in fp, "the child's allocations are in the parent's dump")
+        check(fc.get("child_alloc", [0, 0])[1] > 16 * MiB, f"child dump lacks child_alloc: {fc}")
+        check("parent_alloc" in fc, "the child's dump lacks what it inherited")
+    finally:
+        r.cleanup()
+
+
+def test_intervals_and_stats():
+    """MEMX_PROFILE_ALLOC_INTERVAL / _INUSE_INTERVAL / _TIME_INTERVAL each
+    produce dumps as the program grows; MEMX_STATS_INTERVAL writes the stats
+    file with the dumps marked."""
+    exe = os.path.join(BIN, "intervals")
+    cases = [  # env, program sleep ms, (min, max) dumps including the exit one
+        ({"MEMX_PROFILE_ALLOC_INTERVAL": "32M"}, 300, (8, 13)),
+        ({"MEMX_PROFILE_INUSE_INTERVAL": "16M"}, 300, (3, 8)),
+        ({"MEMX_PROFILE_TIME_INTERVAL": "1", "MEMX_STATS_INTERVAL": "50"}, 2500, (3, 4)),
+    ]
+    for env, sleep_ms, (lo, hi) in cases:
+        r = Run("interval", MEMX_PROFILE_SEED=11, **env)
+        try:
+            r.run([exe, str(sleep_ms)])
+            n = len(r.dumps())
+            print(f"    {' '.join(f'{k}={v}' for k, v in env.items())}: {n} dumps")
+            check(lo <= n <= hi, f"{env}: {n} dumps, want {lo}..{hi}")
+            for d in r.dumps():
+                heap_dump.Dump(d)
+            if "MEMX_STATS_INTERVAL" in env:
+                stats = glob.glob(r.prefix + ".*.stats")
+                check(len(stats) == 1, f"stats files {stats}")
+                lines = open(stats[0]).read().splitlines()
+                check(lines[0].startswith("# memx stats v1 pid="), f"stats header {lines[0]!r}")
+                rows = [list(map(int, ln.split())) for ln in lines if not ln.startswith("#")]
+                marks = [ln for ln in lines if ln.startswith("# dump ")]
+                check(len(rows) >= 30, f"{len(rows)} stats lines in 2.5 s at 50 ms")
+                check(all(a[0] <= b[0] for a, b in zip(rows, rows[1:])), "time goes back")
+                check(rows[-1][1] >= 60 * MiB, f"last in-use {rows[-1][1]}")
+                check(all(r[3] >= r[1] and r[4] > 0 for r in rows), "mapped < in use, or no RSS")
+                check(len(marks) == n, f"{len(marks)} dump marks for {n} dumps")
+        finally:
+            r.cleanup()
+
+
+def test_unwritable_prefix():
+    """An unwritable prefix: one stderr line, the program goes on."""
+    r = Run("nowrite", MEMX_PROFILE_ALLOC_INTERVAL="16M")
+    r.env["MEMX_PROFILE"] = "/nonexistent-memx-dir/sub/prof"
+    try:
+        p = r.run([os.path.join(BIN, "intervals"), "100"])
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        check(len(lines) == 1 and "cannot write heap profile" in lines[0], f"stderr {lines}")
+    finally:
+        r.cleanup()
+
+
+def test_other_programs():
+    """Programs that are not ours run unchanged with profiling on, and
+    their dumps parse."""
+    r = Run("tools", MEMX_PROFILE_SAMPLE="64K")
+    try:
+        p = r.run(["sh", "-c", "ls -l /usr/bin | sort -k5 -n | tail -3 | wc -l"])
+        check(p.stdout.strip() == "3", f"shell pipeline said {p.stdout!r}")
+        src = os.path.join(r.dir, "t.c")
+        with open(src, "w") as f:
+            f.write("#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n")
+        r.run(["gcc", "-O2", "-o", os.path.join(r.dir, "t"), src])
+        p = r.run([os.path.join(r.dir, "t")])
+        check(p.stdout == "hi\n", "compiled program output")
+        code = "import json; print(len(json.dumps([{'a': i} for i in range(10**5)])))"
+        p = r.run([PYTHON, "-c", code])
+        want = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True).stdout
+        check(p.stdout == want, f"python said {p.stdout!r}, {want!r} without memx")
+        dumps = r.dumps()
+        check(len(dumps) >= 6, f"only {len(dumps)} dumps from the tools")
+        for d in dumps:
+            heap_dump.Dump(d)
+    finally:
+        r.cleanup()
+
+
+TESTS = [
+    test_accuracy,
+    test_signal_c,
+    test_signal_chains_to_earlier_handler,
+    test_signal_python,
+    test_python_grow,
+    test_fork_and_threads,
+    test_intervals_and_stats,
+    test_unwritable_prefix,
+    test_other_programs,
+]
+
+
+def main():
+    global LIB
+    args = sys.argv[1:]
+    if args and (args[0].endswith(".so") or "/" in args[0]):
+        LIB = os.path.abspath(args.pop(0))
+    else:
+        LIB = os.path.join(ROOT, "target/release/libmemx.so")
+    check(os.path.exists(LIB), f"{LIB} not found (run make build)")
+    build()
+    failed = 0
+    start = time.time()
+    for t in TESTS:
+        name = t.__name__[len("test_"):]
+        if args and name not in args:
+            continue
+        t0 = time.time()
+        try:
+            t()
+            print(f"PASS {name} ({time.time() - t0:.1f} s)", flush=True)
+        except (Fail, heap_dump.DumpError, subprocess.SubprocessError, OSError) as e:
+            failed += 1
+            print(f"FAIL {name}: {e}", flush=True)
+    print(f"profile tests: {'all passed' if not failed else f'{failed} failed'} "
+          f"in {time.time() - start:.0f} s")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
