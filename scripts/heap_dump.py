@@ -6,6 +6,9 @@
     MAPPED_LIBRARIES:
     <the process's /proc/self/maps>
 
+    PYTHON_FRAMES:                       (only when stacks hold Python frames)
+    0xf000000000000001<TAB>function<TAB>file<TAB>line
+
 Counts are raw samples; `unsample` scales them as pprof does. Addresses are
 symbolised offline with binutils (`readelf`, `nm`) from the mapped files, so
 a test can say which function each stack's innermost program frame is in.
@@ -40,6 +43,7 @@ class Dump:
         self.path = path
         self.stacks = []
         self.maps = []  # (start, end, offset, path)
+        self.python = {}  # tagged word -> (function, file, line)
         with open(path) as f:
             lines = f.read().split("\n")
         m = HEADER.match(lines[0]) if lines else None
@@ -58,7 +62,16 @@ class Dump:
             i += 1
         if i == len(lines):
             raise DumpError(f"{path}: no MAPPED_LIBRARIES section (truncated?)")
+        section = "maps"
         for line in lines[i + 1 :]:
+            if line.strip() == "PYTHON_FRAMES:":
+                section = "python"
+                continue
+            if section == "python":
+                f = line.split("\t")
+                if len(f) == 4:
+                    self.python[int(f[0], 16)] = (f[1], f[2], int(f[3]))
+                continue
             mm = MAP.match(line)
             if mm:
                 self.maps.append(
@@ -70,6 +83,18 @@ class Dump:
             if start <= addr < end:
                 return start, off, path
         return None
+
+
+PY_TAG = 0xF000000000000000
+
+
+def is_python(word):
+    return word & PY_TAG == PY_TAG
+
+
+def python_frames(dump, stack):
+    """The stack's Python frames, innermost first: [(function, file, line)]."""
+    return [dump.python.get(w, ("?", "?", 0)) for w in stack.frames if is_python(w)]
 
 
 def unsample(count, nbytes, rate):
@@ -96,13 +121,16 @@ class Symbolizer:
                 f = line.split()
                 if f and f[0] == "LOAD":
                     loads.append((int(f[1], 16), int(f[2], 16), int(f[4], 16)))
-            out = subprocess.run(
-                ["nm", "-S", "--defined-only", path], capture_output=True, text=True
-            ).stdout
-            for line in out.splitlines():
-                f = line.split()
-                if len(f) == 4 and f[2] in "tTwW":
-                    syms.append((int(f[0], 16), int(f[1], 16), f[3]))
+            for extra in ([], ["-D"]):  # the dynamic table when stripped
+                out = subprocess.run(
+                    ["nm", "-S", "--defined-only", *extra, path], capture_output=True, text=True
+                ).stdout
+                for line in out.splitlines():
+                    f = line.split()
+                    if len(f) == 4 and f[2] in "tTwWiI":
+                        syms.append((int(f[0], 16), int(f[1], 16), f[3]))
+                if syms:
+                    break
         except OSError:
             pass
         syms.sort()

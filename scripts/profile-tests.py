@@ -385,6 +385,130 @@ def test_other_programs():
         r.cleanup()
 
 
+# ------------------------------------------------------------ Python stacks
+
+PYSRC = os.path.join(SRC, "python")
+
+
+def python_versions():
+    """Every CPython 3.8-3.13 interpreter here: pyenv's, Debian's and the
+    one running this script; (label, path), one per minor version."""
+    found = {}
+    cands = glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3.*"))
+    cands += glob.glob("/usr/bin/python3.*") + [PYTHON]
+    for c in cands:
+        if not os.access(c, os.X_OK) or c.endswith("-config") or c.endswith("m"):
+            continue
+        try:
+            v = subprocess.run([c, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        minor = tuple(int(x) for x in v.split(".")[:2]) if v else None
+        if minor and (3, 8) <= minor <= (3, 13) and minor not in found:
+            found[minor] = (v, os.path.realpath(c))
+    return [found[k] for k in sorted(found)]
+
+
+def site_lines(path):
+    lines = {}
+    for i, line in enumerate(open(path), 1):
+        if "# site:" in line:
+            lines[line.split("# site:")[1].strip()] = i
+    return lines
+
+
+def python_stacks(dump):
+    """{tuple of (function, line) innermost first: unsampled in-use bytes}"""
+    out = {}
+    for s in dump.stacks:
+        key = tuple((f, ln) for f, _, ln in heap_dump.python_frames(dump, s))
+        if key:
+            est = heap_dump.unsample(s.inuse, s.inuse_bytes, dump.rate)[1]
+            out[key] = out.get(key, 0.0) + est
+    return out
+
+
+def check_nested(label, py):
+    script = os.path.join(PYSRC, "nested.py")
+    ln = site_lines(script)
+    want = [
+        ((("leaf", ln["leaf"]), ("middle", ln["middle"]), ("outer", ln["outer1"]),
+          ("<module>", ln["module"])), 16 * MiB),
+        ((("leaf", ln["leaf"]), ("outer", ln["outer2"]), ("<module>", ln["module"])), 8 * MiB),
+    ]
+    r = Run("pynested", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=2)
+    try:
+        r.run([py, script])
+        d = heap_dump.Dump(r.dumps()[0])
+        stacks = sorted(python_stacks(d).items(), key=lambda kv: -kv[1])
+        for (want_key, want_bytes), (key, est) in zip(want, stacks[:2]):
+            shown = " <- ".join(f"{f}:{n}" for f, n in key)
+            check(key == want_key, f"{label}: stack {shown}, want {want_key}")
+            check(abs(est / want_bytes - 1) < 0.5, f"{label}: {shown} holds {est / MiB:.1f} MiB")
+        s0 = " <- ".join(f"{f}:{n}" for f, n in stacks[0][0])
+        print(f"    {label}: top {s0} ({stacks[0][1] / MiB:.1f} MiB of 16)")
+        # The Python frames sit where the evaluation loop was: native
+        # frames (the bytearray constructor's) come before them.
+        top = max((s for s in d.stacks if heap_dump.python_frames(d, s)),
+                  key=lambda s: s.inuse_bytes)
+        check(not heap_dump.is_python(top.frames[0]), f"{label}: no native frames before Python")
+    finally:
+        r.cleanup()
+
+
+def check_gil_released(label, py):
+    r = Run("pygil", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=4)
+    try:
+        p = r.run([py, os.path.join(PYSRC, "gil_released.py")])
+        check(p.stdout.strip() == "done", f"{label}: said {p.stdout!r}")
+        d = heap_dump.Dump(r.dumps()[0])
+        sym = heap_dump.Symbolizer()
+        foreign, with_py = 0, 0
+        for s in d.stacks:
+            mods = [sym.module(d, a) or "" for a in s.frames[:6] if not heap_dump.is_python(a)]
+            pyf = heap_dump.python_frames(d, s)
+            if any("libffi" in m for m in mods):
+                foreign += 1
+                check(not pyf, f"{label}: a sample taken without the GIL has Python frames")
+            elif pyf:
+                with_py += 1
+        check(foreign > 0, f"{label}: no samples from the ctypes calls")
+        check(with_py > 0, f"{label}: no samples with Python frames")
+    finally:
+        r.cleanup()
+
+
+def check_survives(label, py, script, **env):
+    r = Run("pysurvive", MEMX_PROFILE_AT_EXIT=1, **env)
+    try:
+        p = r.run([py, os.path.join(PYSRC, script)])
+        out = p.stdout.strip()
+        check(out.startswith("done") or out.startswith("skip"), f"{label} {script}: {out!r}")
+        for path in r.dumps():
+            heap_dump.Dump(path)
+        return out
+    finally:
+        r.cleanup()
+
+
+def test_python_stacks():
+    """Python frames (function, file, line) stitched into the native stacks
+    on every CPython 3.8-3.13 here: nested functions in order; samples
+    taken without the GIL stay native; a __del__ that grows the list being
+    appended to, with GC threshold 3 and 4 KiB sampling; a sub-interpreter."""
+    versions = python_versions()
+    check(versions, "no CPython 3.8-3.13 found")
+    for label, py in versions:
+        check_nested(label, py)
+        check_gil_released(label, py)
+        check_survives(label, py, "adversarial.py", MEMX_PROFILE_SAMPLE="4K",
+                       PYTHONMALLOC="malloc")
+        sub = check_survives(label, py, "subinterp.py", MEMX_PROFILE_SAMPLE="16K")
+        print(f"    {label}: GIL-released, adversarial __del__, sub-interpreter"
+              f"{' (no module)' if sub.startswith('skip') else ''}: ok")
+
+
 TESTS = [
     test_accuracy,
     test_signal_c,
@@ -395,6 +519,7 @@ TESTS = [
     test_intervals_and_stats,
     test_unwritable_prefix,
     test_other_programs,
+    test_python_stacks,
 ]
 
 

@@ -18,7 +18,8 @@
 //! snapshot lives in pages mapped for it), or hold the table's lock while
 //! writing to the file.
 
-use super::table::{Bucket, Counts};
+use super::python::{self, Entry};
+use super::table::{Bucket, Counts, MAX_DEPTH};
 use super::STATE;
 use crate::config;
 use crate::sys;
@@ -133,7 +134,7 @@ fn errno_text(e: i32) -> &'static str {
 /// The snapshot, header, one line per stack, then the process maps.
 fn write_contents(fd: i32) -> bool {
     let mut out = Writer::new(fd);
-    let Some((snaps, n, bytes)) = snapshot() else {
+    let Some((snaps, n, bytes, pyframes)) = snapshot() else {
         return false;
     };
     // SAFETY: `snapshot` mapped `bytes` bytes holding `n` initialised Snaps.
@@ -145,7 +146,8 @@ fn write_contents(fd: i32) -> bool {
         total.frees += s.counts.frees;
         total.free_bytes += s.counts.free_bytes;
     }
-    let mut line = FixedBuf::<2048>::new();
+    // Room for the counts and MAX_DEPTH words of 19 characters each.
+    let mut line = FixedBuf::<{ 96 + 19 * MAX_DEPTH }>::new();
     line.str("heap profile: ");
     counts(&mut line, &total);
     line.str(" @ heap_v2/")
@@ -166,6 +168,7 @@ fn write_contents(fd: i32) -> bool {
     sys::unmap(snaps as *mut u8, bytes);
     out.put(b"\nMAPPED_LIBRARIES:\n");
     copy_maps(&mut out);
+    write_python_frames(&mut out, pyframes);
     out.finish()
 }
 
@@ -180,9 +183,45 @@ fn counts<const N: usize>(line: &mut FixedBuf<N>, c: &Counts) {
         .str("]");
 }
 
+/// After the maps, when the stacks hold Python frames:
+///
+/// ```text
+/// PYTHON_FRAMES:
+/// 0xf000000000000001\t<function>\t<file>\t<line>
+/// ```
+/// pprof readers skip these lines (they are not maps lines) and show the
+/// tagged words as unknown addresses; memx's own tools name them.
+fn write_python_frames(out: &mut Writer, newest: *const Entry) {
+    if newest.is_null() {
+        return;
+    }
+    out.put(b"\nPYTHON_FRAMES:\n");
+    let mut e = newest;
+    let mut line = FixedBuf::<700>::new();
+    while !e.is_null() {
+        // SAFETY: entries are published under the lock before the snapshot
+        // read `newest`, and never change or go away.
+        let r = unsafe { &*e };
+        line.clear();
+        line.hex((python::TAG | r.id as usize) as u64)
+            .str("\t")
+            .bytes(r.name())
+            .str("\t")
+            .bytes(r.file())
+            .str("\t")
+            .i64(r.line as i64)
+            .str("\n");
+        out.put(line.as_bytes());
+        e = r.older();
+    }
+}
+
+type Snapshot = (*mut Snap, usize, usize, *const Entry);
+
 /// Copies every bucket's counts under the lock into freshly mapped pages.
-fn snapshot() -> Option<(*mut Snap, usize, usize)> {
+fn snapshot() -> Option<Snapshot> {
     let st = STATE.lock();
+    let pyframes = st.pyframes.newest();
     let cap = st.table.buckets().max(1);
     let bytes = round_up(cap * core::mem::size_of::<Snap>(), sys::os_page_size());
     let snaps = sys::map(bytes) as *mut Snap;
@@ -202,7 +241,7 @@ fn snapshot() -> Option<(*mut Snap, usize, usize)> {
             n += 1;
         }
     });
-    Some((snaps, n, bytes))
+    Some((snaps, n, bytes, pyframes))
 }
 
 fn copy_maps(out: &mut Writer) {

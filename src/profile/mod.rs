@@ -21,6 +21,7 @@
 //! which comes after it in the order), or write a dump from a signal handler.
 
 mod dump;
+pub mod python;
 pub mod table;
 mod worker;
 
@@ -31,6 +32,9 @@ use crate::sys::unwind;
 use core::sync::atomic::{AtomicBool, Ordering};
 use table::{StackTable, MAX_DEPTH};
 pub use worker::StatsProbe;
+
+/// Native frames captured per sample (Python frames come on top).
+const NATIVE_DEPTH: usize = 64;
 
 /// Estimated bytes allocated and in use (unsampled from the samples), and
 /// the marks at which the interval triggers fire next.
@@ -68,11 +72,13 @@ impl Triggers {
 
 pub(crate) struct State {
     table: StackTable,
+    pyframes: python::FrameTable,
     triggers: Triggers,
 }
 
 pub(crate) static STATE: Locked<State> = Locked::new(State {
     table: StackTable::new(),
+    pyframes: python::FrameTable::new(),
     triggers: Triggers {
         allocated: 0,
         in_use: 0,
@@ -124,6 +130,7 @@ pub fn start() {
     // now, outside any allocation.
     let mut frames = [0usize; 4];
     unwind::backtrace(&mut frames);
+    python::detect();
     worker::start();
 }
 
@@ -133,12 +140,27 @@ pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
     if !enabled() {
         return core::ptr::null_mut();
     }
-    let mut frames = [0usize; MAX_DEPTH];
-    let depth = unwind::backtrace(&mut frames);
+    let mut native = [0usize; NATIVE_DEPTH];
+    let depth = unwind::backtrace(&mut native);
+    let mut py = [python::PyFrame::default(); python::MAX_FRAMES];
+    let npy = python::capture(&mut py);
+    let mut words = [0usize; MAX_DEPTH];
+    let len = if npy == 0 {
+        words[..depth].copy_from_slice(&native[..depth]);
+        depth
+    } else {
+        python::stitch(&native[..depth], &py[..npy], &mut words)
+    };
     let est = estimate(size, sampler::mean());
     let (record, reason) = {
         let mut st = STATE.lock();
-        let record = st.table.insert(&frames[..depth], size);
+        for w in &mut words[..len] {
+            if *w & python::TAG == python::TAG {
+                let id = st.pyframes.intern(&py[*w & !python::TAG]).unwrap_or(0);
+                *w = python::TAG | id as usize;
+            }
+        }
+        let record = st.table.insert(&words[..len], size);
         let reason = if record.is_null() {
             None
         } else {

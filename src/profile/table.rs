@@ -11,8 +11,9 @@
 
 use crate::meta::{Pool, META};
 
-/// Deepest stack kept (deeper stacks keep their innermost frames).
-pub const MAX_DEPTH: usize = 64;
+/// Most words in a stack: 64 native frames and up to 64 Python frames
+/// (deeper stacks keep their innermost frames).
+pub const MAX_DEPTH: usize = 128;
 const HEADS: usize = 1 << 14;
 
 /// Raw sample counts (not unsampled: pprof does that from the rate).
@@ -260,7 +261,7 @@ mod tests {
     #[test]
     fn deep_stacks_keep_their_innermost_frames() {
         let mut t = StackTable::new();
-        let deep: Vec<usize> = (0..100).collect();
+        let deep: Vec<usize> = (0..200).collect();
         let r = t.insert(&deep, 1);
         // SAFETY: a live record of `t`.
         let got = unsafe { (*r).bucket().frames().to_vec() };

@@ -5,6 +5,7 @@
 //! Must never: call malloc (directly or through a libc function that may),
 //! hold a lock, or know anything about allocator policy.
 
+pub mod dl;
 pub mod io;
 pub mod lock;
 pub mod tls;
@@ -283,4 +284,31 @@ pub fn gettid() -> i64 {
 pub fn getpid() -> i32 {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() }
+}
+
+/// 64 random bits for keys (free-list hardening): getrandom(2) without
+/// blocking, else the kernel's AT_RANDOM bytes, mixed with the time and an
+/// address either way. Never allocates and never fails.
+pub fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: `v` is 8 writable bytes; GRND_NONBLOCK never waits.
+    let got = unsafe {
+        libc::syscall(
+            libc::SYS_getrandom,
+            &mut v as *mut u64,
+            8usize,
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if got != 8 {
+        // SAFETY: getauxval has no preconditions; AT_RANDOM, when present,
+        // points at 16 random bytes the kernel placed on the initial stack.
+        let at = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const u64;
+        if !at.is_null() {
+            // SAFETY: see above (8 of the 16 bytes, possibly unaligned).
+            v = unsafe { at.read_unaligned() };
+        }
+        v ^= now_ns().rotate_left(29) ^ (&v as *const u64 as u64);
+    }
+    v
 }
