@@ -385,6 +385,26 @@ def test_other_programs():
         r.cleanup()
 
 
+def test_invisible_to_the_program():
+    """No descriptor of memx's is open in the program, and a program whose
+    threads have all exited (main called pthread_exit) ends: memx's helper
+    thread does not keep it alive."""
+    exe = os.path.join(BIN, "lifecycle")
+    plain = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+    r = Run("lifecycle", MEMX_STATS_INTERVAL=20, MEMX_PROFILE_TIME_INTERVAL=1)
+    try:
+        t0 = time.time()
+        p = r.run([exe])
+        took = time.time() - t0
+        print(f"    {p.stdout.strip()} descriptors open (without memx: {plain.stdout.strip()}); "
+              f"ended {took:.1f} s after start")
+        check(p.stdout == plain.stdout, "memx left a descriptor open in the program")
+        check(took < 5, f"the process took {took:.1f} s to end after its last thread")
+        check(len(r.dumps()) == 1, f"expected the exit dump, got {r.dumps()}")
+    finally:
+        r.cleanup()
+
+
 # ------------------------------------------------------------ Python stacks
 
 PYSRC = os.path.join(SRC, "python")
@@ -519,6 +539,7 @@ TESTS = [
     test_intervals_and_stats,
     test_unwritable_prefix,
     test_other_programs,
+    test_invisible_to_the_program,
     test_python_stacks,
 ]
 

@@ -49,7 +49,7 @@ struct Triggers {
 impl Triggers {
     /// Counts a sample standing for `est` bytes; the dump reason, if one of
     /// the interval triggers fires.
-    fn on_alloc(&mut self, est: u64, cfg: &Config) -> Option<u8> {
+    fn on_alloc(&mut self, est: u64, cfg: &Config) -> Option<u32> {
         self.allocated += est;
         self.in_use += est;
         let mut reason = None;

@@ -2,23 +2,26 @@
 //! handler, dump requests from the allocation path (interval triggers, the
 //! heap limit), the time interval, and the memory-statistics ticker.
 //!
-//! Requests travel through a non-blocking pipe: writing one byte is
-//! async-signal-safe and never blocks an allocating thread.
-//! Owns: the pipe, the previous signal action, the stats file.
+//! Requests are a flag word and a futex wake: async-signal-safe, never
+//! blocking an allocating thread, and with no file descriptor the program
+//! could see (a child that lists its descriptors sees only its own).
+//! The helper thread must not keep a process alive whose own threads have
+//! all exited (glibc ends a process with exit(0) when its last thread
+//! exits): it checks, and ends the process the same way.
+//! Owns: the request word, the previous signal action, the stats file name.
 //! Must never: write a dump from the signal handler or from an allocating
-//! thread, or let a broken pipe (a program that closed our descriptors)
-//! turn into a busy loop.
+//! thread.
 
 use crate::config;
 use crate::sys;
-use crate::sys::io::{self, OldAction, Wait};
+use crate::sys::io::{self, OldAction};
 use crate::util::fmt::FixedBuf;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-static READ_FD: AtomicI32 = AtomicI32::new(-1);
-static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
-static STATS_FD: AtomicI32 = AtomicI32::new(-1);
+/// Non-zero when a dump is wanted (a bit per reason, for debugging).
+static REQUEST: AtomicU32 = AtomicU32::new(0);
+static STATS_ON: AtomicBool = AtomicBool::new(false);
 static START_NS: AtomicU64 = AtomicU64::new(0);
 /// `fn() -> [u64; 3]` (in use, cached, mapped), set by init; 0 = none.
 static PROBE: AtomicUsize = AtomicUsize::new(0);
@@ -30,11 +33,14 @@ struct OldSlot(UnsafeCell<Option<OldAction>>);
 unsafe impl Sync for OldSlot {}
 static OLD: OldSlot = OldSlot(UnsafeCell::new(None));
 
-/// Why a dump is wanted (the byte sent through the pipe).
-pub const SIGNAL: u8 = b'S';
-pub const ALLOC_INTERVAL: u8 = b'A';
-pub const INUSE_INTERVAL: u8 = b'I';
-pub const HEAP_LIMIT: u8 = b'L';
+/// Why a dump is wanted.
+pub const SIGNAL: u32 = 1;
+pub const ALLOC_INTERVAL: u32 = 2;
+pub const INUSE_INTERVAL: u32 = 4;
+pub const HEAP_LIMIT: u32 = 8;
+
+/// How often the helper looks whether it is the last thread left.
+const LIVENESS_MS: i32 = 500;
 
 /// Reports the allocator's view for the stats file: in use, cached, mapped.
 pub type StatsProbe = fn() -> [u64; 3];
@@ -43,12 +49,11 @@ pub fn set_stats_probe(f: StatsProbe) {
     PROBE.store(f as usize, Ordering::Relaxed);
 }
 
-/// Asks the helper thread for a dump; callable from any context.
-pub fn request(reason: u8) {
-    let fd = WRITE_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        io::poke(fd, reason);
-    }
+/// Asks the helper thread for a dump; callable from any context, signal
+/// handlers included.
+pub fn request(reason: u32) {
+    REQUEST.fetch_or(reason, Ordering::Release);
+    io::futex_wake(&REQUEST);
 }
 
 extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -65,7 +70,6 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 /// Starts the helper thread (and the stats file), then installs the dump
 /// signal's handler. Called once, from the library constructor.
 pub fn start() {
-    START_NS.store(sys::now_ns(), Ordering::Relaxed);
     start_thread();
     let sig = config::get().profile_signal as i32;
     if sig != 0 {
@@ -79,36 +83,20 @@ pub fn start() {
     }
 }
 
-/// Fork child: the parent's pipe and thread are not ours; start our own,
-/// with a stats file of our own pid.
+/// Fork child: the parent's helper thread is not ours; start our own, with
+/// a stats file of our own pid.
 pub fn restart_in_child() {
-    for fd in [&READ_FD, &WRITE_FD, &STATS_FD] {
-        let old = fd.swap(-1, Ordering::Relaxed);
-        if old >= 0 {
-            io::close(old);
-        }
-    }
-    START_NS.store(sys::now_ns(), Ordering::Relaxed);
+    REQUEST.store(0, Ordering::Relaxed);
     start_thread();
 }
 
 fn start_thread() {
-    let cfg = config::get();
-    if cfg.stats_interval_ms > 0 {
+    START_NS.store(sys::now_ns(), Ordering::Relaxed);
+    if config::get().stats_interval_ms > 0 {
         open_stats_file();
     }
-    let Some((r, w)) = io::pipe() else {
-        sys::write_stderr(b"memx: cannot create the profiler's pipe; dumps only at exit\n");
-        return;
-    };
-    READ_FD.store(r, Ordering::Relaxed);
-    WRITE_FD.store(w, Ordering::Relaxed);
     if !io::spawn_thread(run) {
         sys::write_stderr(b"memx: cannot start the profiler's thread; dumps only at exit\n");
-        WRITE_FD.store(-1, Ordering::Relaxed);
-        READ_FD.store(-1, Ordering::Relaxed);
-        io::close(r);
-        io::close(w);
     }
 }
 
@@ -123,9 +111,18 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     let now = sys::now_ns();
     let mut next_dump = deadline(now, dump_every);
     let mut next_stats = if stats_every > 0 { now } else { u64::MAX };
-    let mut fd = READ_FD.load(Ordering::Relaxed);
+    let mut next_liveness = now;
     loop {
         let now = sys::now_ns();
+        if now >= next_liveness {
+            next_liveness = now + LIVENESS_MS as u64 * 1_000_000;
+            // The count still includes the exited main thread (a zombie).
+            if io::thread_count() <= 2 && io::main_thread_exited() {
+                // Every thread of the program has exited (pthread_exit):
+                // end the process as glibc would have without us.
+                io::exit(0);
+            }
+        }
         if now >= next_stats {
             write_stats_line();
             next_stats = deadline(next_stats.max(now.saturating_sub(stats_every)), stats_every);
@@ -134,24 +131,13 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             super::dump_now();
             next_dump = deadline(now, dump_every);
         }
-        let wake = next_dump.min(next_stats);
-        let timeout = if wake == u64::MAX {
-            -1
-        } else {
-            (wake.saturating_sub(now) / 1_000_000).min(i32::MAX as u64) as i32
-        };
-        match io::wait_readable(fd, if fd < 0 && timeout < 0 { 1000 } else { timeout }) {
-            Wait::Readable => {
-                let mut bytes = [0u8; 64];
-                if io::read_fd(fd, &mut bytes) > 0 {
-                    super::dump_now();
-                } else {
-                    fd = -1;
-                }
-            }
-            Wait::Broken => fd = -1,
-            Wait::Timeout => {}
+        if REQUEST.swap(0, Ordering::Acquire) != 0 {
+            super::dump_now();
+            continue;
         }
+        let wake = next_dump.min(next_stats).min(next_liveness);
+        let timeout = (wake.saturating_sub(now) / 1_000_000).min(LIVENESS_MS as u64) as i32;
+        io::futex_wait(&REQUEST, 0, timeout);
     }
 }
 
@@ -163,13 +149,21 @@ fn deadline(from: u64, every: u64) -> u64 {
     }
 }
 
-fn open_stats_file() {
+fn stats_path() -> super::dump::PathBuf {
     let mut path = super::dump::PathBuf::new();
     path.bytes(config::get().profile_prefix.as_bytes())
         .str(".")
         .u64(sys::getpid() as u64)
         .str(".stats\0");
-    match io::create_log(path.as_bytes()) {
+    path
+}
+
+/// Creates `<prefix>.<pid>.stats` with its header. Each line after is
+/// appended by opening and closing the file, so no descriptor of ours
+/// stays open in the program.
+fn open_stats_file() {
+    let path = stats_path();
+    match io::open_log(path.as_bytes(), true) {
         Ok(fd) => {
             let mut line = FixedBuf::<256>::new();
             line.str("# memx stats v1 pid=")
@@ -178,7 +172,8 @@ fn open_stats_file() {
                 .u64(io::unix_ms())
                 .str("\n# time_ms in_use_bytes cached_bytes mapped_bytes rss_bytes\n");
             sys::write_fd(fd, line.as_bytes());
-            STATS_FD.store(fd, Ordering::Relaxed);
+            io::close(fd);
+            STATS_ON.store(true, Ordering::Relaxed);
         }
         Err(_) => {
             let mut line = FixedBuf::<400>::new();
@@ -190,11 +185,20 @@ fn open_stats_file() {
     }
 }
 
+fn append_stats(text: &[u8]) {
+    if !STATS_ON.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(fd) = io::open_log(stats_path().as_bytes(), false) {
+        sys::write_fd(fd, text);
+        io::close(fd);
+    }
+}
+
 /// One line of the stats file: time, in use, cached, mapped, RSS.
 pub fn write_stats_line() {
-    let fd = STATS_FD.load(Ordering::Relaxed);
     let probe = PROBE.load(Ordering::Relaxed);
-    if fd < 0 || probe == 0 {
+    if !STATS_ON.load(Ordering::Relaxed) || probe == 0 {
         return;
     }
     // SAFETY: PROBE holds only values stored by `set_stats_probe`, which
@@ -212,20 +216,16 @@ pub fn write_stats_line() {
         .str(" ")
         .usize(sys::rss_bytes())
         .str("\n");
-    sys::write_fd(fd, line.as_bytes());
+    append_stats(line.as_bytes());
 }
 
 /// Marks a dump in the stats file, so plots can show when it was taken.
 pub fn note_dump(path: &[u8]) {
-    let fd = STATS_FD.load(Ordering::Relaxed);
-    if fd < 0 {
-        return;
-    }
     let mut line = FixedBuf::<400>::new();
     line.str("# dump ")
         .u64(elapsed_ms())
         .str(" ")
         .bytes(path)
         .str("\n");
-    sys::write_fd(fd, line.as_bytes());
+    append_stats(line.as_bytes());
 }

@@ -6,6 +6,7 @@
 //! (what to write, when, where: that is `profile`'s).
 
 use super::{errno, set_errno};
+use core::sync::atomic::AtomicU32;
 
 /// Calls `f` with errno saved, and restores errno after.
 fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
@@ -37,9 +38,10 @@ pub fn create_exclusive(path: &[u8]) -> Result<i32, i32> {
     }
 }
 
-/// Creates or truncates `path` for appending (mode 0600, never through a
-/// symlink). The errno on failure.
-pub fn create_log(path: &[u8]) -> Result<i32, i32> {
+/// Opens `path` for appending, created (mode 0600) if missing and emptied
+/// first if `truncate`; never through a symlink. The errno on failure.
+pub fn open_log(path: &[u8], truncate: bool) -> Result<i32, i32> {
+    let trunc = if truncate { libc::O_TRUNC } else { 0 };
     debug_assert!(path.ends_with(b"\0"));
     let saved = errno();
     // SAFETY: `path` is NUL-terminated.
@@ -48,7 +50,7 @@ pub fn create_log(path: &[u8]) -> Result<i32, i32> {
             path.as_ptr() as *const libc::c_char,
             libc::O_WRONLY
                 | libc::O_CREAT
-                | libc::O_TRUNC
+                | trunc
                 | libc::O_APPEND
                 | libc::O_NOFOLLOW
                 | libc::O_CLOEXEC,
@@ -117,48 +119,79 @@ pub fn unlink(path: &[u8]) {
     keep_errno(|| unsafe { libc::unlink(path.as_ptr() as *const libc::c_char) });
 }
 
-/// A non-blocking, close-on-exec pipe: (read end, write end).
-pub fn pipe() -> Option<(i32, i32)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid two-int out-parameter.
-    let rc =
-        keep_errno(|| unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) });
-    (rc == 0).then_some((fds[0], fds[1]))
-}
-
-/// What `wait_readable` saw.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Wait {
-    Readable,
-    Timeout,
-    /// The descriptor is closed or broken (e.g. the program closed it).
-    Broken,
-}
-
-/// Waits until `fd` is readable or `timeout_ms` passes (-1: forever). A
-/// negative `fd` just sleeps.
-pub fn wait_readable(fd: i32, timeout_ms: i32) -> Wait {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
+/// Waits until `word` no longer holds `expected`, a `futex_wake` on it, or
+/// `timeout_ms` (-1: forever). No file descriptor is involved, so the
+/// program never sees one of ours.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout_ms: i32) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ms.max(0) / 1000) as libc::time_t,
+        tv_nsec: ((timeout_ms.max(0) % 1000) as libc::c_long) * 1_000_000,
     };
-    // SAFETY: one valid pollfd (poll ignores a negative fd).
-    let n = keep_errno(|| unsafe { libc::poll(&mut p, 1, timeout_ms) });
-    if n <= 0 {
-        Wait::Timeout
-    } else if p.revents & (libc::POLLNVAL | libc::POLLERR | libc::POLLHUP) != 0 {
-        Wait::Broken
+    let tsp = if timeout_ms < 0 {
+        core::ptr::null()
     } else {
-        Wait::Readable
+        &ts as *const libc::timespec
+    };
+    // SAFETY: `word` is a live, aligned u32 and `tsp` null or a live
+    // timespec; FUTEX_WAIT re-checks the value in the kernel.
+    keep_errno(|| unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            tsp,
+        )
+    });
+}
+
+/// Wakes a thread waiting on `word`; async-signal-safe.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: `word` is a live, aligned u32.
+    keep_errno(|| unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        )
+    });
+}
+
+/// Threads in this process, from /proc/self/status (0 if unreadable).
+pub fn thread_count() -> usize {
+    let mut buf = [0u8; 2048];
+    let n = super::read_file(b"/proc/self/status\0", &mut buf);
+    let text = &buf[..n];
+    let key = b"\nThreads:";
+    let Some(at) = text.windows(key.len()).position(|w| w == key) else {
+        return 0;
+    };
+    text[at + key.len()..]
+        .iter()
+        .skip_while(|c| c.is_ascii_whitespace())
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0, |a, &c| a * 10 + (c - b'0') as usize)
+}
+
+/// Whether the process's main thread has exited (a zombie until the other
+/// threads are gone), from the state in /proc/self/stat.
+pub fn main_thread_exited() -> bool {
+    let mut buf = [0u8; 512];
+    let n = super::read_file(b"/proc/self/stat\0", &mut buf);
+    // "pid (comm) S ...": the state follows the last ')'.
+    let text = &buf[..n];
+    match text.iter().rposition(|&c| c == b')') {
+        Some(i) => text.get(i + 2) == Some(&b'Z'),
+        None => false,
     }
 }
 
-/// Writes one byte without blocking; async-signal-safe. A full pipe drops
-/// the byte, which is fine: the reader only needs to wake up once.
-pub fn poke(fd: i32, byte: u8) {
-    // SAFETY: writing one byte from a live local.
-    keep_errno(|| unsafe { libc::write(fd, &byte as *const u8 as *const libc::c_void, 1) });
+/// Ends the process as glibc does when its last thread exits.
+pub fn exit(code: i32) -> ! {
+    // SAFETY: exit runs the atexit handlers and destructors, then ends the
+    // process; it does not return.
+    unsafe { libc::exit(code) }
 }
 
 /// Wall-clock milliseconds since the epoch.
