@@ -5,7 +5,7 @@ LIB    := $(CURDIR)/target/release/libmemx.so
 # The real interpreter, not a pyenv shim script, so LD_PRELOAD reaches it.
 PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 
-.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs bench callgrind clean
+.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs soak bench callgrind clean
 
 all: build demo
 
@@ -34,6 +34,11 @@ profile-tests: build
 
 real-programs: build
 	scripts/real-programs.sh $(LIB)
+
+# Minutes (SOAK_SECONDS, default 300); not part of `make test`, which runs
+# the same programs for seconds as cdylib tests.
+soak: build
+	scripts/soak.sh $(LIB)
 
 bench:
 	scripts/bench.sh

@@ -32,6 +32,12 @@
 #                       checksum must equal the unpreloaded one
 #   cpython-tests*      part of CPython's own test suite (-j2), with pymalloc
 #                       and with PYTHONMALLOC=malloc
+#   cpython-tests-profiled  the same with the heap profiler on (memx only):
+#                       MEMX_PROFILE in a scratch directory, 4 KiB sampling,
+#                       Python stacks on; every dump must parse
+#   python-heap-limit*  scripts/heap-limit.py under MEMX_HEAP_LIMIT=256M (memx
+#                       only): MemoryError, caught, freed, and again; with
+#                       pymalloc and with PYTHONMALLOC=malloc
 #   gcc, g++            gcc -O2 / g++ -O2 of generated sources; the objects
 #                       must be byte-identical to the unpreloaded compile and
 #                       the programs (run preloaded) must print the same
@@ -156,6 +162,19 @@ check_python_workload_threads_malloc() {
     PYTHONMALLOC=malloc python_workload "$RP_REF_PY4" --quiet --threads 4
 }
 
+python_heap_limit() {
+    [ -n "$RP_PY" ] || skip "no python3"
+    [ "$(basename "${RP_LIB:-none}")" = libmemx.so ] || skip "MEMX_HEAP_LIMIT is memx's"
+    local err="$RP_WORK/heap-limit.$$.err"
+    MEMX_HEAP_LIMIT=256M pre "$RP_PY" "$ROOT/scripts/heap-limit.py" --limit $((256 << 20)) \
+        2>"$err" || { cat "$err"; return 1; }
+    cat "$err"
+    [ "$(grep -c 'MEMX_HEAP_LIMIT reached' "$err")" = 1 ] ||
+        { echo "expected exactly one 'MEMX_HEAP_LIMIT reached' line on stderr"; return 1; }
+}
+check_python_heap_limit() { python_heap_limit; }
+check_python_heap_limit_malloc() { PYTHONMALLOC=malloc python_heap_limit; }
+
 cpython_tests() {
     [ -n "$RP_PY" ] || skip "no python3"
     [ -n "$RP_PYTESTS" ] || skip "$RP_PY has no test suite (Debian: libpython3.N-testsuite)"
@@ -168,6 +187,23 @@ cpython_tests() {
 }
 check_cpython_tests() { cpython_tests; }
 check_cpython_tests_malloc() { PYTHONMALLOC=malloc cpython_tests; }
+check_cpython_tests_profiled() {
+    [ "$(basename "${RP_LIB:-none}")" = libmemx.so ] || skip "the profiler is memx's"
+    local dir="$RP_WORK/cpython-profile"
+    rm -rf "$dir" && mkdir -p "$dir"
+    MEMX_PROFILE="$dir/p" MEMX_PROFILE_SAMPLE=4K cpython_tests
+    python3 - "$dir" "$ROOT/scripts" <<'PY'
+import glob, sys
+sys.path.insert(0, sys.argv[2])
+import heap_dump
+dumps = glob.glob(sys.argv[1] + "/*.heap")
+py = 0
+for d in dumps:
+    py += bool(heap_dump.Dump(d).python)
+print(f"{len(dumps)} dumps parsed, {py} with Python frames")
+assert dumps and py, "no dumps, or none with Python frames"
+PY
+}
 
 gen_c_source() { # functions -> C source on stdout
     awk -v n="$1" 'BEGIN {
@@ -494,7 +530,8 @@ if [ $# -ge 1 ]; then shift; fi
 if [ -n "$LIB" ]; then LIB=$(readlink -f "$LIB"); fi
 ONLY=("$@")
 CHECKS=" preload-active python-workload python-workload-threads python-workload-malloc
-    python-workload-threads-malloc cpython-tests cpython-tests-malloc gcc g++ sort grep awk
+    python-workload-threads-malloc python-heap-limit python-heap-limit-malloc cpython-tests
+    cpython-tests-malloc cpython-tests-profiled gcc g++ sort grep awk
     perl sqlite3 tar find-sort git "
 for o in ${ONLY[@]+"${ONLY[@]}"}; do
     case "$CHECKS" in
@@ -623,8 +660,11 @@ run_check python-workload 180 check_python_workload
 run_check python-workload-threads 180 check_python_workload_threads
 run_check python-workload-malloc 180 check_python_workload_malloc
 run_check python-workload-threads-malloc 180 check_python_workload_threads_malloc
+run_check python-heap-limit 120 check_python_heap_limit
+run_check python-heap-limit-malloc 120 check_python_heap_limit_malloc
 run_check cpython-tests 360 check_cpython_tests
 run_check cpython-tests-malloc 360 check_cpython_tests_malloc
+run_check cpython-tests-profiled 480 check_cpython_tests_profiled
 run_check gcc 300 check_gcc
 run_check g++ 300 check_gxx
 run_check sort 300 check_sort

@@ -87,8 +87,10 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     let class = class_of(size);
     let old_class = class_of(old);
     // Stay in place when the new size lands in the same class, or for a
-    // large object that would not shrink by more than half.
-    if (class != 0 && class == old_class && old <= crate::size_class::MAX_SMALL)
+    // large object that would not shrink by more than half. `size <= old`:
+    // a large span (aligned or sampled) below MAX_SMALL has a whole number
+    // of pages, which need not be its class's size.
+    if (class != 0 && class == old_class && old <= crate::size_class::MAX_SMALL && size <= old)
         || (class == 0 && old > crate::size_class::MAX_SMALL && size <= old && size > old / 2)
     {
         return p;

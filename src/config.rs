@@ -17,6 +17,8 @@ pub struct Config {
     pub thread_cache_bytes: u64,
     /// Print `malloc_stats` to stderr at exit.
     pub stats_at_exit: bool,
+    /// Most bytes the page heap may hold from the OS (0: no limit).
+    pub heap_limit: u64,
     /// Heap profiling: dump file prefix (empty: profiling off).
     pub profile_prefix: Path,
     /// Mean bytes between samples.
@@ -75,6 +77,7 @@ impl Config {
         release_rate_mib: 64,
         thread_cache_bytes: 32 << 20,
         stats_at_exit: false,
+        heap_limit: 0,
         profile_prefix: Path::EMPTY,
         profile_sample: 512 << 10,
         profile_signal: libc::SIGUSR2 as u64,
@@ -153,6 +156,16 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "0",
         doc: "1 = print the malloc_stats report to stderr when the process exits",
         apply: |c, v, _| c.stats_at_exit = v != 0,
+    },
+    OptionSpec {
+        name: "MEMX_HEAP_LIMIT",
+        form: Form::Size,
+        min: 0,
+        max: 1 << 50,
+        default: "0",
+        doc: "most bytes the heap may hold from the OS (in-use plus resident free pages); \
+              past it an allocation fails with ENOMEM; 0 = no limit",
+        apply: |c, v, _| c.heap_limit = v,
     },
     OptionSpec {
         name: "MEMX_PROFILE",
@@ -462,6 +475,12 @@ mod tests {
             ("MEMX_THREAD_CACHE_BYTES", "12Q"),
             ("MEMX_THREAD_CACHE_BYTES", "99999999999999999999999"),
             ("MEMX_STATS_AT_EXIT", "maybe"),
+            ("MEMX_HEAP_LIMIT", "lots"),
+            ("MEMX_HEAP_LIMIT", "-1"),
+            ("MEMX_HEAP_LIMIT", ""),
+            ("MEMX_HEAP_LIMIT", "2P"),
+            ("MEMX_HEAP_LIMIT", "99999999999999999999999"),
+            ("MEMX_HEAP_LIMIT", "2048T"),
         ] {
             let (cfg, lines) = run(&[(name, bad)]);
             assert_eq!(cfg, Config::DEFAULT, "{name}={bad}");
@@ -469,6 +488,23 @@ mod tests {
             assert!(lines[0].contains(name) && lines[0].ends_with('\n'));
             assert_eq!(lines[0].matches('\n').count(), 1);
         }
+    }
+
+    #[test]
+    fn heap_limit_forms() {
+        for (v, want) in [
+            ("0", 0),
+            ("1048576", 1 << 20),
+            ("512M", 512 << 20),
+            ("512m", 512 << 20),
+            ("2G", 2 << 30),
+            ("1024T", 1 << 50),
+        ] {
+            let (cfg, lines) = run(&[("MEMX_HEAP_LIMIT", v)]);
+            assert!(lines.is_empty(), "{v}: {lines:?}");
+            assert_eq!(cfg.heap_limit, want, "{v}");
+        }
+        assert_eq!(Config::DEFAULT.heap_limit, 0, "no limit by default");
     }
 
     #[test]

@@ -16,8 +16,22 @@
 //! burst), checked at most every RELEASE_CHECK_NS when a span is freed;
 //! `release_all` (malloc_trim) releases everything at once.
 //!
-//! Owns: free lists, the span pool, heap statistics. Must never: be used
-//! without its lock (the global `HEAP`), or call into central lists.
+//! Limit (`MEMX_HEAP_LIMIT`): the heap never *holds* more than the limit
+//! from the OS, where held = mapped − free released = in-use spans + resident
+//! free spans: what the process really pays for. Address space reserved
+//! ahead (`REGION_BYTES`), never-touched pages and pages given back with
+//! madvise do not count; neither does metadata (span structs, page map),
+//! which lives outside the heap. Only handing out released (or fresh) pages
+//! raises the held figure, so the check runs only then: a resident free span
+//! of any size that fits is used first; failing that, resident free spans
+//! too small to serve are released (largest first) to make room, if that
+//! can be enough; otherwise the request fails (the caller returns NULL with
+//! ENOMEM). The first failure prints one line to stderr and tells the
+//! profiler (`profile::limit_hit`, called with HEAP held).
+//!
+//! Owns: free lists, the span pool, heap statistics, the limit's state.
+//! Must never: be used without its lock (the global `HEAP`), call into
+//! central lists, or allocate (the limit's report is a fixed buffer).
 
 use crate::meta::Pool;
 use crate::pagemap::{Entry, PAGEMAP};
@@ -25,6 +39,7 @@ use crate::size_class::PAGE_SHIFT;
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys;
 use crate::sys::lock::Locked;
+use crate::util::fmt::FixedBuf;
 
 const MAX_LIST: usize = 128;
 /// A free span is released only after staying free this long: memory that
@@ -59,6 +74,16 @@ pub struct HeapStats {
     /// Total bytes ever released to the OS, and madvise calls.
     pub released_total: u64,
     pub release_calls: u64,
+    /// Requests refused because of `MEMX_HEAP_LIMIT`.
+    pub limit_hits: u64,
+}
+
+impl HeapStats {
+    /// Bytes held from the OS: mapped minus free released, that is in-use
+    /// spans plus resident free spans. What `MEMX_HEAP_LIMIT` bounds.
+    pub fn held(&self) -> usize {
+        self.mapped - self.free_released
+    }
 }
 
 pub struct PageHeap {
@@ -77,6 +102,11 @@ pub struct PageHeap {
     /// are reserved and not yet handed to the free lists.
     region_next: usize,
     region_end: usize,
+    /// Heap limit in bytes (0: none); `None`: `MEMX_HEAP_LIMIT` from the
+    /// configuration (read when needed, so init need not pass it on).
+    limit: Option<usize>,
+    /// The first refusal has been reported.
+    limit_reported: bool,
 }
 
 // SAFETY: raw span pointers are only followed with the heap's lock held.
@@ -108,12 +138,28 @@ impl PageHeap {
                 free_spans: 0,
                 released_total: 0,
                 release_calls: 0,
+                limit_hits: 0,
             },
             tokens: 0,
             last_refill_ns: 0,
             rate_bytes_per_s: 64 << 20,
             region_next: 0,
             region_end: 0,
+            limit: None,
+            limit_reported: false,
+        }
+    }
+
+    /// Sets the heap limit in bytes (0: none), overriding `MEMX_HEAP_LIMIT`.
+    pub fn set_limit(&mut self, bytes: usize) {
+        self.limit = Some(bytes);
+    }
+
+    /// The heap limit in force (0: none).
+    pub fn limit(&self) -> usize {
+        match self.limit {
+            Some(l) => l,
+            None => crate::config::get().heap_limit as usize,
         }
     }
 
@@ -125,7 +171,7 @@ impl PageHeap {
     /// `Large` (class == 0), with every page mapped to it. Null when the OS
     /// refuses memory.
     pub fn alloc(&mut self, npages: usize, class: usize) -> *mut Span {
-        let s = self.take_free(npages);
+        let s = self.take_free(npages, npages);
         if s.is_null() {
             return s;
         }
@@ -142,7 +188,9 @@ impl PageHeap {
         let Some(total) = npages.checked_add(align_pages - 1) else {
             return core::ptr::null_mut();
         };
-        let s = self.take_free(total);
+        // Only the `npages` kept become resident: the trimmed ends stay free
+        // and keep their release status.
+        let s = self.take_free(total, npages);
         if s.is_null() {
             return s;
         }
@@ -188,16 +236,29 @@ impl PageHeap {
 
     /// Takes a free span of at least `npages` pages off the free lists
     /// (growing the heap if needed) and trims it to exactly `npages`.
-    fn take_free(&mut self, npages: usize) -> *mut Span {
+    /// `charge` pages of it will become resident if it is released memory;
+    /// null if that would pass the heap limit.
+    fn take_free(&mut self, npages: usize, charge: usize) -> *mut Span {
         if npages == 0 || npages > (1usize << (47 - PAGE_SHIFT)) {
             return core::ptr::null_mut();
         }
-        let mut s = self.find(npages);
+        let mut s = self.find(npages, true);
+        // SAFETY: `s` is a live free span when non-null.
+        if s.is_null() || unsafe { (*s).released } {
+            let limit = self.limit();
+            if limit != 0 && self.stats.held() + (charge << PAGE_SHIFT) > limit {
+                s = self.reuse_under_limit(npages, charge << PAGE_SHIFT, limit);
+                if s.is_null() {
+                    self.refuse(npages, limit);
+                    return s;
+                }
+            }
+        }
         if s.is_null() {
             if !self.grow(npages) {
                 return core::ptr::null_mut();
             }
-            s = self.find(npages);
+            s = self.find(npages, true);
             if s.is_null() {
                 return s;
             }
@@ -216,18 +277,23 @@ impl PageHeap {
         s
     }
 
-    /// Smallest-fitting free span, resident before released at each length.
-    fn find(&self, npages: usize) -> *mut Span {
+    /// Smallest-fitting free span, resident before released at each length
+    /// (resident only unless `released`).
+    fn find(&self, npages: usize, released: bool) -> *mut Span {
         for len in npages..=MAX_LIST {
             if !self.normal[len].is_empty() {
                 return self.normal[len].first();
             }
-            if !self.released[len].is_empty() {
+            if released && !self.released[len].is_empty() {
                 return self.released[len].first();
             }
         }
         let mut best: *mut Span = core::ptr::null_mut();
-        for list in [&self.large_normal, &self.large_released] {
+        let kinds = if released { 2 } else { 1 };
+        for list in [&self.large_normal, &self.large_released]
+            .into_iter()
+            .take(kinds)
+        {
             for s in list.iter() {
                 // SAFETY: members of the heap's lists are live.
                 let (n, start) = unsafe { ((*s).npages, (*s).start) };
@@ -247,6 +313,65 @@ impl PageHeap {
             }
         }
         best
+    }
+
+    /// The heap limit stands in the way of serving `npages` pages from
+    /// released memory (`charge` bytes would become resident): a resident
+    /// free span that fits, else room made by releasing resident free spans
+    /// and a released span (grown if need be). Null if neither works.
+    #[cold]
+    #[inline(never)]
+    fn reuse_under_limit(&mut self, npages: usize, charge: usize, limit: usize) -> *mut Span {
+        let s = self.find(npages, false);
+        if !s.is_null() {
+            return s;
+        }
+        if !self.make_room(charge, limit) {
+            return core::ptr::null_mut();
+        }
+        let s = self.find(npages, true);
+        if !s.is_null() || !self.grow(npages) {
+            return s;
+        }
+        self.find(npages, true)
+    }
+
+    /// Releases resident free spans, largest first, until `charge` more
+    /// bytes fit under `limit`. Releases nothing and returns false when even
+    /// releasing every resident free page would not be enough.
+    fn make_room(&mut self, charge: usize, limit: usize) -> bool {
+        if self.stats.held() - self.stats.free_normal + charge > limit {
+            return false;
+        }
+        while self.stats.held() + charge > limit {
+            let s = self.largest_normal();
+            if s.is_null() || self.release_span(s) == 0 {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A request refused by the limit: counted; the first one is reported
+    /// with one line on stderr and to the profiler.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, npages: usize, limit: usize) {
+        self.stats.limit_hits += 1;
+        if self.limit_reported {
+            return;
+        }
+        self.limit_reported = true;
+        let mut line = FixedBuf::<256>::new();
+        line.str("memx: MEMX_HEAP_LIMIT reached: ")
+            .usize(self.stats.held())
+            .str(" bytes held of a limit of ")
+            .usize(limit)
+            .str("; a request for ")
+            .usize(npages << PAGE_SHIFT)
+            .str(" more bytes gets ENOMEM (reported once)\n");
+        sys::write_stderr(line.as_bytes());
+        crate::profile::limit_hit();
     }
 
     /// Splits `s` after its first `n` pages; returns the new second part,
@@ -347,23 +472,31 @@ impl PageHeap {
             self.free_span_inner(tail, Some(sys::now_ns()));
             return true;
         }
-        let next = PAGEMAP.get(start + old).span();
+        let want = npages - old;
+        let mut next = self.free_after(start + old, want);
         if next.is_null() {
             return false;
         }
-        let (state, next_start, next_pages) =
-            // SAFETY: a non-null entry points at a span struct; it is used
-            // only if it is a Free span that starts right after `s`.
-            unsafe { ((*next).state, (*next).start, (*next).npages) };
-        let fits =
-            state == SpanState::Free && next_start == start + old && next_pages >= npages - old;
-        if !fits {
-            return false;
+        // SAFETY: `next` is a live Free span.
+        if unsafe { (*next).released } {
+            let limit = self.limit();
+            let charge = want << PAGE_SHIFT;
+            if limit != 0 && self.stats.held() + charge > limit {
+                // Releasing may merge `next` with released spans after it;
+                // it still starts at `start + old`.
+                if !self.make_room(charge, limit) {
+                    self.refuse(want, limit);
+                    return false;
+                }
+                next = self.free_after(start + old, want);
+                if next.is_null() {
+                    return false;
+                }
+            }
         }
         self.unlink_free(next);
         // SAFETY: `next` is live, now on no list.
         unsafe { (*next).state = SpanState::Large };
-        let want = npages - old;
         // SAFETY: as above.
         if unsafe { (*next).npages } > want {
             let rest = self.split(next, want);
@@ -378,6 +511,24 @@ impl PageHeap {
         self.stats.large_bytes += want << PAGE_SHIFT;
         PAGEMAP.set_range(start + old, want, Entry::new(s, 0));
         true
+    }
+
+    /// The Free span starting at page `at` if it has at least `npages`
+    /// pages, else null.
+    fn free_after(&self, at: usize, npages: usize) -> *mut Span {
+        let next = PAGEMAP.get(at).span();
+        if next.is_null() {
+            return next;
+        }
+        let (state, next_start, next_pages) =
+            // SAFETY: a non-null entry points at a span struct; it is used
+            // only if it is a Free span that starts at `at`.
+            unsafe { ((*next).state, (*next).start, (*next).npages) };
+        if state == SpanState::Free && next_start == at && next_pages >= npages {
+            next
+        } else {
+            core::ptr::null_mut()
+        }
     }
 
     /// Returns an in-use span to the heap.

@@ -227,3 +227,204 @@ fn large_spans_resize_in_place() {
     }
     heap.check_invariants();
 }
+
+/// Bytes in live and resident free spans: what the limit bounds.
+fn held_by_parts(heap: &PageHeap) -> usize {
+    heap.stats.small_span_bytes + heap.stats.large_bytes + heap.stats.free_normal
+}
+
+#[test]
+fn limit_bounds_held_bytes_and_memory_is_reused_after_free() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    heap.set_limit(4 << 20);
+    let mut spans = Vec::new();
+    loop {
+        let s = heap.alloc(16, 0);
+        assert_eq!(heap.stats.held(), held_by_parts(&heap));
+        assert!(heap.stats.held() <= 4 << 20, "held {}", heap.stats.held());
+        if s.is_null() {
+            break;
+        }
+        spans.push(s);
+        assert!(spans.len() <= 32, "the limit was not enforced");
+    }
+    assert_eq!(spans.len(), 32, "4 MiB holds 32 spans of 128 KiB");
+    assert_eq!(heap.stats.limit_hits, 1);
+    // Address space reserved ahead does not count, but it is there.
+    assert!(heap.stats.mapped >= heap.stats.held());
+    assert!(
+        heap.alloc(1, 3).is_null(),
+        "one more page is past the limit too"
+    );
+    assert_eq!(heap.stats.limit_hits, 2);
+    for s in spans.drain(..) {
+        // SAFETY: a live span of this heap that the test no longer uses.
+        unsafe { heap.free(s) };
+    }
+    heap.check_invariants();
+    assert_eq!(heap.stats.held(), 4 << 20, "freed pages stay resident");
+    // Freed memory serves the same requests again, at no charge.
+    for _ in 0..32 {
+        let s = heap.alloc(16, 0);
+        assert!(
+            !s.is_null(),
+            "memory freed under the limit must be reusable"
+        );
+        spans.push(s);
+    }
+    assert_eq!(heap.stats.held(), 4 << 20);
+    for s in spans.drain(..) {
+        // SAFETY: as above.
+        unsafe { heap.free(s) };
+    }
+    // malloc_trim gives it all back; nothing is held any more.
+    heap.release_all();
+    assert_eq!(heap.stats.held(), 0);
+    heap.check_invariants();
+}
+
+#[test]
+fn limit_releases_small_free_spans_to_serve_a_larger_one() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    heap.set_limit(128 * PAGE_SIZE);
+    let spans: Vec<_> = (0..128).map(|_| heap.alloc(1, 0)).collect();
+    assert!(spans.iter().all(|s| !s.is_null()));
+    assert_eq!(heap.stats.held(), 128 * PAGE_SIZE);
+    assert!(heap.alloc(1, 0).is_null());
+    // Every other page freed: 64 resident free pages, none adjacent to
+    // another, so none can serve more than one page.
+    let mut live = Vec::new();
+    for (i, &s) in spans.iter().enumerate() {
+        if i % 2 == 0 {
+            // SAFETY: a live span of this heap that the test no longer uses.
+            unsafe { heap.free(s) };
+        } else {
+            live.push(s);
+        }
+    }
+    assert_eq!(heap.stats.free_normal, 64 * PAGE_SIZE);
+    // A single page reuses a resident one: no release, no growth of held.
+    let one = heap.alloc(1, 0);
+    assert!(!one.is_null());
+    assert_eq!(heap.stats.free_normal, 63 * PAGE_SIZE);
+    assert_eq!(heap.stats.released_total, 0);
+    // 32 pages: no resident run fits; 32 resident pages are released to
+    // make room, and the span comes from released memory.
+    let big = heap.alloc(32, 0);
+    assert!(!big.is_null(), "releasing free pages must make room");
+    assert_eq!(heap.stats.released_total, 32 * PAGE_SIZE as u64);
+    assert_eq!(heap.stats.held(), 128 * PAGE_SIZE);
+    assert_eq!(heap.stats.held(), held_by_parts(&heap));
+    heap.check_invariants();
+    // 40 more pages cannot fit even if every free page went back: refused
+    // without releasing anything.
+    let hits = heap.stats.limit_hits;
+    let resident = heap.stats.free_normal;
+    assert!(heap.alloc(40, 0).is_null());
+    assert!(heap.alloc_aligned(40, 8, 0).is_null());
+    assert_eq!(heap.stats.limit_hits, hits + 2);
+    assert_eq!(
+        heap.stats.free_normal, resident,
+        "a hopeless request releases nothing"
+    );
+    // An aligned request is charged only for the pages it keeps.
+    let aligned = heap.alloc_aligned(16, 16, 0);
+    assert!(!aligned.is_null());
+    // SAFETY: a fresh span.
+    assert_eq!(unsafe { (*aligned).start } % 16, 0);
+    assert!(heap.stats.held() <= 128 * PAGE_SIZE);
+    heap.check_invariants();
+    // SAFETY: live spans of this heap that the test no longer uses.
+    unsafe {
+        heap.free(aligned);
+        heap.free(big);
+        heap.free(one);
+        for s in live {
+            heap.free(s);
+        }
+    }
+    heap.check_invariants();
+}
+
+#[test]
+fn limit_applies_to_growing_a_large_span_in_place() {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    heap.set_limit(128 * PAGE_SIZE);
+    let a = heap.alloc(10, 0);
+    // SAFETY: `a` is a live Large span of this heap.
+    unsafe {
+        assert!(heap.resize_large(a, 100));
+        assert_eq!(heap.stats.held(), 100 * PAGE_SIZE);
+        assert!(!heap.resize_large(a, 129), "growing past the limit");
+        assert_eq!((*a).npages, 100);
+        assert!(heap.resize_large(a, 128));
+        assert!(heap.resize_large(a, 50));
+        // The 78 pages given back stay resident and count; growing into
+        // them again costs nothing.
+        assert_eq!(heap.stats.held(), 128 * PAGE_SIZE);
+        assert!(heap.resize_large(a, 128));
+        heap.check_invariants();
+        heap.free(a);
+    }
+    heap.check_invariants();
+}
+
+#[test]
+fn limit_model_random() {
+    // Random spans under a limit: held never passes it, a refusal happens
+    // only when the request really cannot fit, and the books balance.
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    let limit = 2048 * PAGE_SIZE;
+    heap.set_limit(limit);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut live: Vec<(*mut Span, usize)> = Vec::new();
+    let mut refused = 0;
+    for step in 0..20000 {
+        if live.is_empty() || rng.below(100) < 60 {
+            let n = match rng.below(10) {
+                0 => 129 + rng.below(300) as usize,
+                1..=3 => 1 + rng.below(128) as usize,
+                _ => 1 + rng.below(8) as usize,
+            };
+            let in_use: usize = live.iter().map(|&(_, n)| n * PAGE_SIZE).sum();
+            let resident_fits = !heap.find(n, false).is_null();
+            let s = heap.alloc(n, 0);
+            // Refused exactly when no resident free span fits and the
+            // request does not fit beside the in-use pages even with every
+            // resident free page released.
+            let should_refuse = !resident_fits && in_use + n * PAGE_SIZE > limit;
+            assert_eq!(
+                s.is_null(),
+                should_refuse,
+                "{n} pages, {in_use} bytes in use"
+            );
+            if s.is_null() {
+                refused += 1;
+            } else {
+                live.push((s, n));
+            }
+        } else {
+            let i = rng.below(live.len() as u64) as usize;
+            let (s, _) = live.swap_remove(i);
+            // SAFETY: a live span of this heap that the test no longer uses.
+            unsafe { heap.free(s) };
+        }
+        assert!(heap.stats.held() <= limit);
+        if step % 97 == 0 {
+            heap.check_invariants();
+            check_live(&live);
+            assert_eq!(heap.stats.held(), held_by_parts(&heap));
+        }
+    }
+    assert!(refused > 0, "the model never reached the limit");
+    assert_eq!(heap.stats.limit_hits, refused);
+    for (s, _) in live.drain(..) {
+        // SAFETY: as above.
+        unsafe { heap.free(s) };
+    }
+    heap.check_invariants();
+}
