@@ -5,21 +5,22 @@ LIB    := $(CURDIR)/target/release/libmemx.so
 # The real interpreter, not a pyenv shim script, so LD_PRELOAD reaches it.
 PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 
-.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs soak bench callgrind clean
+.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs cli-tests soak bench callgrind clean
 
 all: build demo
 
+# The library and the `memx` command (target/release/libmemx.so, target/release/memx).
 build:
-	cargo build --release
+	cargo build --release --workspace
 
 demo: build
 	LD_PRELOAD=$(LIB) MEMX_STATS_AT_EXIT=1 $(PYTHON) scripts/demo.py
 
-test: lint unit build cdylib-tests profile-tests real-programs
+test: lint unit build cdylib-tests profile-tests real-programs cli-tests
 
 lint:
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
 	cargo test --lib
@@ -34,6 +35,10 @@ profile-tests: build
 
 real-programs: build
 	scripts/real-programs.sh $(LIB)
+
+# The `memx` command on dumps of C/C++ programs it builds (cli/tests/).
+cli-tests: build
+	cargo test --release -p memx-cli
 
 # Minutes (SOAK_SECONDS, default 300); not part of `make test`, which runs
 # the same programs for seconds as cdylib tests.

@@ -1,0 +1,215 @@
+//! A dump with its stacks symbolised, and aggregation per site.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::dump::{Dump, Estimate};
+use crate::symbolize::{Frame, Symbolizer};
+
+/// What a row of a table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    Function,
+    Line,
+    Stack,
+}
+
+impl By {
+    pub fn parse(s: &str) -> Option<By> {
+        match s {
+            "function" | "func" | "functions" => Some(By::Function),
+            "line" | "lines" => Some(By::Line),
+            "stack" | "stacks" => Some(By::Stack),
+            _ => None,
+        }
+    }
+}
+
+pub struct SymSample {
+    pub est: Estimate,
+    /// Indices into `SymProfile::frames`, innermost first, memx's own
+    /// frames removed.
+    pub stack: Vec<usize>,
+}
+
+pub struct SymProfile {
+    pub dump: Dump,
+    pub frames: Vec<Frame>,
+    pub samples: Vec<SymSample>,
+}
+
+pub const UNKNOWN: &str = "<unknown>";
+/// The `module` of Python frames.
+pub const PYTHON_MODULE: &str = "[python]";
+
+/// Allocation entry points that are never the interesting site: C++'s
+/// `operator new` family and the C allocation functions themselves (a
+/// gperftools dump or a program that calls them through a wrapper).
+pub fn is_alloc_function(name: &str) -> bool {
+    const C_NAMES: &[&str] = &[
+        "malloc",
+        "calloc",
+        "realloc",
+        "reallocarray",
+        "free",
+        "posix_memalign",
+        "aligned_alloc",
+        "memalign",
+        "valloc",
+        "pvalloc",
+        "__libc_malloc",
+        "__libc_calloc",
+        "__libc_realloc",
+        "__libc_memalign",
+    ];
+    name.starts_with("operator new")
+        || name.starts_with("operator delete")
+        || C_NAMES.contains(&name)
+}
+
+/// The same as a regular expression, for pprof's `drop_frames`.
+pub const ALLOC_FUNCTIONS_RE: &str = "^(operator new.*|operator delete.*|malloc|calloc|realloc|reallocarray|free|posix_memalign|aligned_alloc|memalign|valloc|pvalloc|__libc_malloc|__libc_calloc|__libc_realloc|__libc_memalign)$";
+
+impl SymProfile {
+    pub fn load(path: &Path) -> Result<SymProfile, String> {
+        let dump = Dump::load(path).map_err(|e| match e {
+            crate::dump::DumpError::Io(s) => s,
+            e => format!("{}: {e}", path.display()),
+        })?;
+        Ok(SymProfile::new(dump))
+    }
+
+    pub fn new(dump: Dump) -> SymProfile {
+        let mut frames = Vec::new();
+        let mut ids: HashMap<Frame, usize> = HashMap::new();
+        let mut samples = Vec::with_capacity(dump.samples.len());
+        {
+            let mut sym = Symbolizer::new(&dump);
+            for s in &dump.samples {
+                let mut stack = Vec::new();
+                for &addr in &s.stack {
+                    let r = sym.resolve(addr);
+                    for f in &r.frames {
+                        if f.hidden {
+                            continue;
+                        }
+                        let id = *ids.entry(f.clone()).or_insert_with(|| {
+                            frames.push(f.clone());
+                            frames.len() - 1
+                        });
+                        stack.push(id);
+                    }
+                }
+                // Like pprof, start the stack at the caller of the
+                // allocation functions (operator new, malloc wrappers).
+                let skip = stack
+                    .iter()
+                    .take_while(|&&f| is_alloc_function(&frames[f].function))
+                    .count();
+                if skip < stack.len() {
+                    stack.drain(..skip);
+                }
+                samples.push(SymSample { est: s.est, stack });
+            }
+        }
+        SymProfile {
+            dump,
+            frames,
+            samples,
+        }
+    }
+
+    /// Whether any stack holds a Python frame.
+    pub fn has_python(&self) -> bool {
+        !self.dump.python_frames.is_empty()
+    }
+
+    /// Starts each stack that holds Python frames at its innermost Python
+    /// frame, so memory is charged to Python lines rather than to the
+    /// interpreter's C functions.
+    pub fn python_view(&mut self) {
+        let frames = &self.frames;
+        for s in &mut self.samples {
+            if let Some(i) = s
+                .stack
+                .iter()
+                .position(|&f| frames[f].module == PYTHON_MODULE)
+            {
+                s.stack.drain(..i);
+            }
+        }
+    }
+
+    pub fn total(&self) -> Estimate {
+        self.dump.total()
+    }
+
+    /// The key of one frame in a table by `by` (not `Stack`).
+    pub fn key(&self, frame: usize, by: By) -> String {
+        let f = &self.frames[frame];
+        match by {
+            By::Function => f.function.clone(),
+            _ => f.with_line(),
+        }
+    }
+
+    /// Frame names outermost first (for flame graphs).
+    pub fn stack_names(&self, s: &SymSample, by: By) -> Vec<String> {
+        s.stack.iter().rev().map(|&f| self.key(f, by)).collect()
+    }
+
+    pub fn aggregate(&self, by: By) -> Vec<Row> {
+        let mut rows: Vec<Row> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut row = |key: String, rows: &mut Vec<Row>| -> usize {
+            *index.entry(key.clone()).or_insert_with(|| {
+                rows.push(Row {
+                    key,
+                    flat: Estimate::default(),
+                    cum: Estimate::default(),
+                });
+                rows.len() - 1
+            })
+        };
+        for s in &self.samples {
+            if by == By::Stack {
+                let key = if s.stack.is_empty() {
+                    UNKNOWN.to_string()
+                } else {
+                    s.stack
+                        .iter()
+                        .map(|&f| self.key(f, By::Line))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                let i = row(key, &mut rows);
+                rows[i].flat.add(&s.est);
+                rows[i].cum.add(&s.est);
+                continue;
+            }
+            let keys: Vec<String> = if s.stack.is_empty() {
+                vec![UNKNOWN.to_string()]
+            } else {
+                s.stack.iter().map(|&f| self.key(f, by)).collect()
+            };
+            let first = row(keys[0].clone(), &mut rows);
+            rows[first].flat.add(&s.est);
+            let mut seen: Vec<usize> = Vec::with_capacity(keys.len());
+            for k in keys {
+                let i = row(k, &mut rows);
+                if !seen.contains(&i) {
+                    seen.push(i);
+                    rows[i].cum.add(&s.est);
+                }
+            }
+        }
+        rows
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub key: String,
+    pub flat: Estimate,
+    pub cum: Estimate,
+}
