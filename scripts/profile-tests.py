@@ -473,6 +473,16 @@ def check_nested(label, py):
         top = max((s for s in d.stacks if heap_dump.python_frames(d, s)),
                   key=lambda s: s.inuse_bytes)
         check(not heap_dump.is_python(top.frames[0]), f"{label}: no native frames before Python")
+        # memx report shows the same stack, Python frames named in order.
+        memx = os.path.join(ROOT, "target", "release", "memx")
+        if os.path.exists(memx):
+            out = subprocess.run([memx, "report", r.dumps()[0], "--by", "stack", "--top", "1"],
+                                 capture_output=True, text=True, timeout=120).stdout
+            name = os.path.basename(script)
+            want_lines = [f"{f} ({name}:{n})" for f, n in want[0][0]]
+            got = [ln.strip().split("  ")[-1].strip() for ln in out.splitlines()]
+            got = [g for g in got if g in want_lines]
+            check(got == want_lines, f"{label}: memx report stack {got}, want {want_lines}")
     finally:
         r.cleanup()
 

@@ -6,7 +6,7 @@
 //! through the PLT and could reach another allocator); everything here calls
 //! `thread_cache` and `large` directly.
 
-use crate::central::CENTRAL;
+use crate::central::{check, CENTRAL};
 use crate::diag;
 use crate::large::{self, MAX_REQUEST};
 use crate::page_heap::HEAP;
@@ -53,7 +53,15 @@ pub fn usable_size_checked(p: *mut u8, call: &str) -> usize {
     }
     let class = e.class();
     if class == 0 {
-        return large::usable_size(p, call);
+        let bytes = large::usable_size(p, call);
+        if check::enabled() {
+            // The canary follows the request: nothing past it is usable.
+            return check::large_requested(p);
+        }
+        return bytes;
+    }
+    if check::enabled() {
+        return CENTRAL[class].lock().checked_usable(class, p, call);
     }
     // SAFETY: a non-empty entry with a class points at its live Small span
     // (the program holds an object in it, so it cannot be freed meanwhile).
@@ -84,6 +92,17 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     let old = usable_size_checked(p, "realloc");
+    if check::enabled() {
+        // Checked mode always moves: the canary and trailer follow the
+        // request, and a stale pointer to the old block stays detectable.
+        let q = malloc(size);
+        if !q.is_null() {
+            // SAFETY: both blocks are live and distinct; `min` fits both.
+            unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
+            free(p);
+        }
+        return q;
+    }
     let class = class_of(size);
     let old_class = class_of(old);
     // Stay in place when the new size lands in the same class, or for a
@@ -130,6 +149,9 @@ fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
     if size > MAX_REQUEST || align > MAX_REQUEST / 2 {
         sys::set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
+    }
+    if check::enabled() {
+        return thread_cache::malloc_checked(size, align);
     }
     let class = class_for_aligned(size, align);
     if class != 0 {

@@ -7,18 +7,27 @@
 //! batch freed by one thread reaches another thread in O(1), the pattern of
 //! producer/consumer programs.
 //!
-//! Owns: the per-class lists and transfer caches. Lock order: a central lock
-//! may be held while taking the page heap lock, never the reverse.
-//! Must never: be reached from the fast path; hold two central locks at once.
+//! Every link in a free object is stored encoded with the process's random
+//! key (`link_key`, see `util::FreeObject`), and every link read here is
+//! checked: a corrupt one aborts with `diag::corrupt_free_list`.
+//!
+//! Owns: the per-class lists and transfer caches, the free-list key. Lock
+//! order: a central lock may be held while taking the page heap lock, never
+//! the reverse.
+//! Must never: be reached from the fast path; hold two central locks at once;
+//! read or write a free object's link except through the `util` link helpers.
+
+pub mod check;
 
 use crate::diag;
+use crate::meta::Pool;
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
 use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys::lock::Locked;
-use crate::util::FreeObject;
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::util::{link_checked, set_link, BadLink, FreeObject, END};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const TRANSFER_SLOTS: usize = 64;
 /// Bytes of whole batches one class may park in its transfer cache: enough
@@ -34,6 +43,8 @@ pub struct CentralFreeList {
     /// Spans of this class, and their objects not out (free or never used).
     pub spans: usize,
     pub free_in_spans: usize,
+    /// Checked mode: bitmaps for this class's spans.
+    bits: Pool<check::Bits>,
 }
 
 // SAFETY: raw pointers are only followed with the list's lock held.
@@ -47,6 +58,48 @@ static SHARING: AtomicBool = AtomicBool::new(false);
 /// Told by the thread caches whenever their number crosses one.
 pub fn set_sharing(on: bool) {
     SHARING.store(on, Ordering::Relaxed);
+}
+
+/// The key every free-list link is encoded with; 0 until first used.
+static LINK_KEY: AtomicUsize = AtomicUsize::new(0);
+
+/// The process's free-list key: random, drawn on first use (before any
+/// link exists), never 0 in its low four bits (so a link overwritten with
+/// zeros or with a plain pointer decodes misaligned), and never changed
+/// after (a fork child keeps it, as it keeps the lists).
+#[inline]
+pub fn link_key() -> usize {
+    let k = LINK_KEY.load(Ordering::Relaxed);
+    if k != 0 {
+        return k;
+    }
+    new_link_key()
+}
+
+#[cold]
+#[inline(never)]
+fn new_link_key() -> usize {
+    let mut k = crate::sys::random_u64() as usize;
+    if k & 15 == 0 {
+        k |= 9;
+    }
+    match LINK_KEY.compare_exchange(0, k, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => k,
+        Err(winner) => winner,
+    }
+}
+
+/// Reads a link in a chain of `class`, aborting on a corrupt one.
+///
+/// # Safety
+/// `obj` is a free object of `class`.
+#[inline]
+pub unsafe fn next_or_abort(class: usize, obj: *mut FreeObject, key: usize) -> *mut FreeObject {
+    // SAFETY: as the caller promises.
+    match unsafe { link_checked(obj, key) } {
+        Ok(next) => next,
+        Err(bad) => diag::corrupt_free_list(class, bad),
+    }
 }
 
 pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] =
@@ -71,6 +124,7 @@ impl CentralFreeList {
             ntransfer: 0,
             spans: 0,
             free_in_spans: 0,
+            bits: Pool::new(),
         }
     }
 
@@ -87,7 +141,8 @@ impl CentralFreeList {
             self.ntransfer -= 1;
             return (self.transfer[self.ntransfer], max);
         }
-        let mut head: *mut FreeObject = core::ptr::null_mut();
+        let key = link_key();
+        let mut head: *mut FreeObject = END;
         let mut n = 0;
         while n < max {
             let mut s = self.nonempty.first();
@@ -100,26 +155,17 @@ impl CentralFreeList {
             // SAFETY: `s` is a live Small span of this class on our list.
             let span = unsafe { &mut *s };
             while n < max {
-                let obj = if !span.freelist.is_null() {
-                    let o = span.freelist;
-                    // SAFETY: objects on a span's freelist hold a link.
-                    span.freelist = unsafe { (*o).next };
-                    o
-                } else if span.bump < span.limit {
-                    let o = span.bump as *mut FreeObject;
-                    span.bump += k.size as usize;
-                    o
-                } else {
+                // SAFETY: our span, under our lock.
+                let Some(obj) = (unsafe { take_from_span(span, class, key) }) else {
                     break;
                 };
                 // SAFETY: `obj` is a free object of this span, ours to link.
-                unsafe { (*obj).next = head };
+                unsafe { set_link(obj, head, key) };
                 head = obj;
                 n += 1;
-                span.allocated += 1;
                 self.free_in_spans -= 1;
             }
-            if span.freelist.is_null() && span.bump >= span.limit {
+            if span.freelist == END && span.bump >= span.limit {
                 // SAFETY: `s` is on our list.
                 unsafe { self.nonempty.remove(s) };
                 span.in_list = false;
@@ -137,10 +183,20 @@ impl CentralFreeList {
         }
         // SAFETY: a fresh Small span, exclusively ours until listed.
         let span = unsafe { &mut *s };
-        span.freelist = core::ptr::null_mut();
+        span.freelist = END;
         span.allocated = 0;
         span.bump = span.addr();
         span.limit = span.addr() + k.objects as usize * k.size as usize;
+        span.check_bits = core::ptr::null_mut();
+        if check::enabled() {
+            let bits = self.take_bits();
+            if bits.is_null() {
+                // SAFETY: the span is ours and unused.
+                unsafe { HEAP.lock().free(s) };
+                return core::ptr::null_mut();
+            }
+            span.check_bits = bits as *mut u8;
+        }
         span.in_list = true;
         // SAFETY: `s` is on no list.
         unsafe { self.nonempty.push_front(s) };
@@ -163,44 +219,63 @@ impl CentralFreeList {
             self.ntransfer += 1;
             return;
         }
+        // SAFETY: as the caller promises.
+        unsafe { self.release_chain(class, head, n) };
+    }
+
+    /// Returns each object of a chain to its span. Each object is checked
+    /// (page map: the start of an object of `class` in a live span) before
+    /// its link is read, so a corrupt link aborts before it is followed.
+    ///
+    /// # Safety
+    /// As `insert_range`.
+    unsafe fn release_chain(&mut self, class: usize, head: *mut FreeObject, n: usize) {
+        let key = link_key();
         let mut obj = head;
+        let mut from = 0;
         for _ in 0..n {
-            // SAFETY: the chain has `n` objects (caller).
-            let next = unsafe { (*obj).next };
-            // SAFETY: `obj` is a free object of `class` (caller).
-            unsafe { self.release_to_span(class, obj) };
+            let Some(s) = span_of_object(class, obj) else {
+                if from == 0 {
+                    // Cheap misuse check, paid when objects leave a thread
+                    // cache: a pointer the program freed must be the start
+                    // of an object of this class.
+                    diag::invalid_pointer("free", obj as usize, "not the start of an object");
+                }
+                diag::corrupt_free_list(
+                    class,
+                    BadLink {
+                        at: from,
+                        value: obj as usize,
+                    },
+                );
+            };
+            // SAFETY: `obj` is a free object of `class` (caller), checked to
+            // be one; the next one is checked in the next round.
+            let next = unsafe { crate::util::link(obj, key) };
+            // SAFETY: `s` is `obj`'s live span of our class, under our lock.
+            unsafe { self.release_to_span(class, s, obj, key) };
+            from = obj as usize;
             obj = next;
         }
     }
 
-    /// Returns one object to its span; frees the span if it became empty.
-    unsafe fn release_to_span(&mut self, class: usize, obj: *mut FreeObject) {
+    /// Returns one object to its span `s`; frees the span if it became empty.
+    ///
+    /// # Safety
+    /// `obj` is a free object of `class` in the live Small span `s` (see
+    /// `span_of_object`), guarded by our lock.
+    unsafe fn release_to_span(
+        &mut self,
+        class: usize,
+        s: *mut Span,
+        obj: *mut FreeObject,
+        key: usize,
+    ) {
         let k = &CLASSES[class];
-        let e = PAGEMAP.lookup_addr(obj as usize);
-        let s = e.span();
-        // Cheap misuse check, paid when objects leave a thread cache: the
-        // pointer must be the start of an object of this class.
-        let (state, base) = if s.is_null() {
-            (SpanState::Dead, 0)
-        } else {
-            // SAFETY: a non-null entry points at a span struct (possibly
-            // Dead, whose fields are still readable metadata).
-            unsafe { ((*s).state, (*s).addr()) }
-        };
-        let valid = !s.is_null()
-            && e.class() == class
-            && state == SpanState::Small
-            && (obj as usize)
-                .wrapping_sub(base)
-                .is_multiple_of(k.size as usize);
-        if !valid {
-            diag::invalid_pointer("free", obj as usize, "not the start of an object");
-        }
-        // SAFETY: validated above: a live Small span of our class, guarded
-        // by our lock.
+        // SAFETY: a live Small span of our class, guarded by our lock (caller).
         let span = unsafe { &mut *s };
         // SAFETY: `obj` is a free object of this span.
-        unsafe { (*obj).next = span.freelist };
+        unsafe { set_link(obj, span.freelist, key) };
         span.freelist = obj;
         span.allocated -= 1;
         self.free_in_spans += 1;
@@ -212,6 +287,7 @@ impl CentralFreeList {
             span.in_list = false;
             self.spans -= 1;
             self.free_in_spans -= k.objects as usize;
+            self.give_bits(span);
             // SAFETY: every object of the span is back: nothing uses it.
             unsafe { HEAP.lock().free(s) };
         } else if !span.in_list {
@@ -224,19 +300,67 @@ impl CentralFreeList {
     /// Empties the transfer cache into the spans (malloc_trim), so wholly
     /// free spans go back to the page heap.
     pub fn drain_transfer(&mut self, class: usize) {
-        let batch = CLASSES[class].batch as usize;
+        let batch = CLASSES[class].batch;
         while self.ntransfer > 0 {
             self.ntransfer -= 1;
-            let mut obj = self.transfer[self.ntransfer];
-            for _ in 0..batch {
-                // SAFETY: a stored batch is a chain of `batch` free objects.
-                let next = unsafe { (*obj).next };
-                // SAFETY: as above.
-                unsafe { self.release_to_span(class, obj) };
-                obj = next;
-            }
+            let obj = self.transfer[self.ntransfer];
+            // SAFETY: a stored batch is a chain of `batch` free objects.
+            unsafe { self.release_chain(class, obj, batch as usize) };
         }
     }
+}
+
+/// The live Small span of `class` whose object starts at `obj`, or `None`
+/// if `obj` is not the start of such an object (any address may be asked).
+pub fn span_of_object(class: usize, obj: *mut FreeObject) -> Option<*mut Span> {
+    let e = PAGEMAP.lookup_addr(obj as usize);
+    let s = e.span();
+    if s.is_null() || e.class() != class {
+        return None;
+    }
+    // SAFETY: a non-null entry points at a span struct (possibly Dead,
+    // whose fields are still readable metadata).
+    let (state, base) = unsafe { ((*s).state, (*s).addr()) };
+    let ok = state == SpanState::Small
+        && (obj as usize)
+            .wrapping_sub(base)
+            .is_multiple_of(CLASSES[class].size as usize);
+    ok.then_some(s)
+}
+
+/// Takes one object out of `span` (of `class`): from its free list, else
+/// from its never-used tail; `None` if it has neither. A free-list link
+/// must lead into the span's objects, or the list was corrupted.
+///
+/// # Safety
+/// `span` is a live Small span of `class`, guarded by the caller's lock.
+unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*mut FreeObject> {
+    let size = CLASSES[class].size as usize;
+    let obj = if span.freelist != END {
+        let o = span.freelist;
+        // SAFETY: objects on a span's free list hold a link.
+        let next = unsafe { next_or_abort(class, o, key) };
+        let base = span.addr();
+        if next != END && (next as usize).wrapping_sub(base) >= span.limit - base {
+            diag::corrupt_free_list(
+                class,
+                BadLink {
+                    at: o as usize,
+                    value: next as usize,
+                },
+            );
+        }
+        span.freelist = next;
+        o
+    } else if span.bump + size <= span.limit {
+        let o = span.bump as *mut FreeObject;
+        span.bump += size;
+        o
+    } else {
+        return None;
+    };
+    span.allocated += 1;
+    Some(obj)
 }
 
 #[cfg(test)]
@@ -244,14 +368,9 @@ mod tests {
     use super::*;
     use crate::size_class::size_of;
 
-    fn chain_len(mut h: *mut FreeObject) -> usize {
-        let mut n = 0;
-        while !h.is_null() {
-            n += 1;
-            // SAFETY: chains from remove_range are null-terminated.
-            h = unsafe { (*h).next };
-        }
-        n
+    fn chain_len(h: *mut FreeObject) -> usize {
+        // SAFETY: chains from remove_range are END-terminated and encoded.
+        unsafe { crate::util::chain_len(h, link_key()) }.unwrap()
     }
 
     #[test]
@@ -272,10 +391,10 @@ mod tests {
         let mut addrs = Vec::new();
         for &(h, _) in &got {
             let mut p = h;
-            while !p.is_null() {
+            while p != END {
                 addrs.push(p as usize);
                 // SAFETY: chain from remove_range.
-                p = unsafe { (*p).next };
+                p = unsafe { crate::util::link(p, link_key()) };
             }
         }
         let total = addrs.len();

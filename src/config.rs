@@ -37,6 +37,8 @@ pub struct Config {
     pub profile_seed: u64,
     /// Milliseconds between two lines of `<prefix>.<pid>.stats` (0: off).
     pub stats_interval_ms: u64,
+    /// Checked mode: double-free, overflow and use-after-free checks.
+    pub check: bool,
 }
 
 /// A file-name prefix held inline (the config lives in a static).
@@ -87,6 +89,7 @@ impl Config {
         profile_at_exit: true,
         profile_seed: 0,
         stats_interval_ms: 0,
+        check: false,
     };
 }
 
@@ -249,6 +252,16 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "milliseconds between two lines of memory statistics appended to \
               <prefix>.<pid>.stats (needs MEMX_PROFILE; 0 = off)",
         apply: |c, v, _| c.stats_interval_ms = v,
+    },
+    OptionSpec {
+        name: "MEMX_CHECK",
+        form: Form::Bool,
+        min: 0,
+        max: 1,
+        default: "0",
+        doc: "1 = checked mode: detect double frees, heap overflows (a canary after \
+              each object) and writes after free, at a cost (no thread caching)",
+        apply: |c, v, _| c.check = v != 0,
     },
 ];
 

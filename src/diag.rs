@@ -2,8 +2,10 @@
 //!
 //! Owns: nothing. Must never: allocate (the heap may be the thing broken).
 
+use crate::size_class::size_of;
 use crate::sys;
 use crate::util::fmt::FixedBuf;
+use crate::util::BadLink;
 
 /// An internal failure memx cannot recover from.
 #[cold]
@@ -27,6 +29,86 @@ pub fn invalid_pointer(call: &str, ptr: usize, why: &str) -> ! {
         .str(" (")
         .str(why)
         .str(")\n");
+    sys::write_stderr(line.as_bytes());
+    sys::abort()
+}
+
+/// A free-list link that decodes to something no list can hold: the heap
+/// was written after an object's end or through a dangling pointer.
+#[cold]
+#[inline(never)]
+pub fn corrupt_free_list(class: usize, bad: BadLink) -> ! {
+    let mut line = FixedBuf::<256>::new();
+    line.str("memx: corrupt free list (size class ")
+        .usize(class)
+        .str(", ")
+        .usize(size_of(class))
+        .str("-byte objects): link ")
+        .hex(bad.value as u64);
+    if bad.at != 0 {
+        line.str(" in free object ").hex(bad.at as u64);
+    }
+    line.str(" (heap overflow or use after free)\n");
+    sys::write_stderr(line.as_bytes());
+    sys::abort()
+}
+
+/// What checked mode (`MEMX_CHECK=1`) found wrong with one object.
+pub struct CheckFailure<'a> {
+    /// "double free", "heap overflow", "use after free".
+    pub what: &'a str,
+    /// The call that found it: "free", "malloc", "realloc", ...
+    pub call: &'a str,
+    pub ptr: usize,
+    /// Size class (0: an object with a span of its own, large or sampled).
+    pub class: usize,
+    /// Bytes of the object's slot (class size, or span bytes).
+    pub slot: usize,
+    /// Bytes the program asked for, when known.
+    pub requested: Option<usize>,
+    pub detail: &'a str,
+    /// Offset from `ptr` of the first bad byte, when there is one.
+    pub offset: Option<usize>,
+    /// The allocation stack, when the object was sampled by the profiler.
+    pub stack: &'a [usize],
+}
+
+/// Reports a checked-mode failure: one line (and a second with the
+/// allocation stack of a sampled object), then abort.
+#[cold]
+#[inline(never)]
+pub fn check_failed(f: &CheckFailure) -> ! {
+    let mut line = FixedBuf::<1024>::new();
+    line.str("memx: ")
+        .str(f.what)
+        .str(" detected in ")
+        .str(f.call)
+        .str("(): object ")
+        .hex(f.ptr as u64)
+        .str(" (size class ")
+        .usize(f.class)
+        .str(", ")
+        .usize(f.slot)
+        .str(if f.class == 0 {
+            "-byte span"
+        } else {
+            "-byte objects"
+        });
+    if let Some(n) = f.requested {
+        line.str(", ").usize(n).str(" bytes requested");
+    }
+    line.str("): ").str(f.detail);
+    if let Some(off) = f.offset {
+        line.str(" at offset ").usize(off);
+    }
+    line.str("\n");
+    if !f.stack.is_empty() {
+        line.str("memx: allocated at");
+        for &pc in f.stack {
+            line.str(" ").hex(pc as u64);
+        }
+        line.str("\n");
+    }
     sys::write_stderr(line.as_bytes());
     sys::abort()
 }

@@ -20,7 +20,7 @@
 //! | lock                         | guards                                   |
 //! |------------------------------|------------------------------------------|
 //! | `thread_cache::REGISTRY`     | list of live thread caches, their pool   |
-//! | `central::CENTRAL[c]` (x96)  | class c's spans with free objects, its transfer cache |
+//! | `central::CENTRAL[c]` (x96)  | class c's spans with free objects, its transfer cache, checked mode's per-span bitmaps |
 //! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Large span state |
 //! | `profile::lock()`            | the profiler's stack and sample tables   |
 //! | `meta::META`                 | the metadata arena's bump pointer        |

@@ -46,7 +46,8 @@ pub struct Span {
     pub in_list: bool,
     /// Small spans: objects currently out of the span.
     pub allocated: u32,
-    /// Small spans: objects returned to the span.
+    /// Small spans: objects returned to the span (`END`-terminated, links
+    /// encoded; see `util::FreeObject`).
     pub freelist: *mut FreeObject,
     /// Small spans: the never-used tail `[bump, limit)`.
     pub bump: usize,
@@ -57,6 +58,9 @@ pub struct Span {
     pub sample: *mut u8,
     /// Large spans: bytes the program asked for (the profiler reports these).
     pub requested: usize,
+    /// Small spans in checked mode (`MEMX_CHECK=1`): the bitmap of objects
+    /// out (`central::check`); null otherwise.
+    pub check_bits: *mut u8,
 }
 
 impl Span {
@@ -73,12 +77,13 @@ impl Span {
             sampled: false,
             in_list: false,
             allocated: 0,
-            freelist: core::ptr::null_mut(),
+            freelist: crate::util::END,
             bump: 0,
             limit: 0,
             freed_at: 0,
             sample: core::ptr::null_mut(),
             requested: 0,
+            check_bits: core::ptr::null_mut(),
         }
     }
 

@@ -22,19 +22,35 @@
 //! `MEMX_THREAD_CACHE_BYTES`; a thread that cannot claim more steals
 //! capacity from its own other lists.
 //!
+//! Hardened lists: a free object's link is stored xor the process's random
+//! key (`central::link_key`, copied into each cache so the fast paths read
+//! it next to the list), and lists end in `util::END`, which is not
+//! 16-aligned. The malloc fast path's one test `head & 15 != 0` thus sends
+//! both an empty list and a link that decoded to garbage to the slow path,
+//! which tells them apart and aborts on the latter. Cost: one xor per push
+//! and per pop.
+//!
+//! Checked mode (`MEMX_CHECK=1`, `central::check`): lists keep a limit of 0,
+//! so every malloc and free fails over to the slow path, which hands small
+//! objects to the checked central path one at a time; the fast paths are
+//! the same code and cost the same.
+//!
 //! Must never: allocate through anything but the central lists, block while
-//! holding a central lock, or write to the static EMPTY/EXITED caches.
+//! holding a central lock, write to the static EMPTY/EXITED caches, or read
+//! or write a link except through the `util` link helpers.
 
-use crate::central::CENTRAL;
+use crate::central::{check, link_key, CENTRAL};
 use crate::diag;
 use crate::large;
 use crate::meta::Pool;
 use crate::pagemap::{HIGH_BITS, PAGEMAP};
 use crate::sampler;
-use crate::size_class::{class_of, size_of, tiny_offset, ClassInfo, CLASSES, NUM_CLASSES};
+use crate::size_class::{
+    class_for_aligned, class_of, size_of, tiny_offset, ClassInfo, CLASSES, NUM_CLASSES, PAGE_SIZE,
+};
 use crate::sys::lock::Locked;
 use crate::sys::tls;
-use crate::util::{chain_len, chain_prefix, FreeObject};
+use crate::util::{chain_len, chain_prefix, link, set_link, BadLink, FreeObject, END};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering::Relaxed};
 
@@ -58,14 +74,14 @@ pub struct FreeList {
 impl FreeList {
     const fn with_avail(avail: i32) -> Self {
         FreeList {
-            head: AtomicPtr::new(core::ptr::null_mut()),
+            head: AtomicPtr::new(END),
             avail: AtomicI32::new(avail),
             max_len: AtomicU32::new(0),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.head.load(Relaxed).is_null()
+        self.head.load(Relaxed) == END
     }
 
     /// Objects on the list (readable from any thread, approximately).
@@ -101,6 +117,9 @@ pub struct ThreadCache {
     /// Bytes left before the next sample point; owner-only, and updated in
     /// place by the fast path (hence not atomic).
     until_sample: UnsafeCell<isize>,
+    /// `central::link_key()`, set when the cache is created (0 in the static
+    /// caches, which never push or pop).
+    key: usize,
     cold: UnsafeCell<Cold>,
 }
 
@@ -125,6 +144,7 @@ impl ThreadCache {
         ThreadCache {
             lists: [const { FreeList::with_avail(AVAIL) }; NUM_CLASSES],
             until_sample: UnsafeCell::new(0),
+            key: 0,
             cold: UnsafeCell::new(Cold {
                 capacity: 0,
                 limit: 0,
@@ -202,7 +222,8 @@ fn alloc_at(size: usize, offset: usize) -> *mut u8 {
     // `offset` is 16 × class with class < NUM_CLASSES.
     let list = unsafe { list_at(tc, offset) };
     let head = list.head.load(Relaxed);
-    if head.is_null() {
+    // Empty (END) or a corrupt link (misaligned): the slow path decides.
+    if head as usize & 15 != 0 {
         return malloc_slow(size, offset / LIST_STRIDE, false);
     }
     // The countdown is updated in memory first and checked after: one
@@ -218,8 +239,8 @@ fn alloc_at(size: usize, offset: usize) -> *mut u8 {
         return malloc_slow(size, offset / LIST_STRIDE, true);
     }
     // SAFETY: `head` is a free object owned by this list; its first word is
-    // the link.
-    list.head.store(unsafe { (*head).next }, Relaxed);
+    // the link (checked by the next pop's alignment test).
+    list.head.store(unsafe { link(head, (*tc).key) }, Relaxed);
     list.avail.store(list.avail.load(Relaxed) + 1, Relaxed);
     head as *mut u8
 }
@@ -250,8 +271,9 @@ pub fn free(p: *mut u8) {
     }
     let obj = p as *mut FreeObject;
     // SAFETY: `p` is the start of an object of this class that the program
-    // gives back; it becomes a list member holding the link.
-    unsafe { (*obj).next = list.head.load(Relaxed) };
+    // gives back; it becomes a list member holding the link. `tc` is live
+    // (a static cache's avail is negative, so it never gets here).
+    unsafe { set_link(obj, list.head.load(Relaxed), (*tc).key) };
     list.head.store(obj, Relaxed);
 }
 
@@ -265,6 +287,7 @@ fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
     let class = class.max(1);
     let tc = match current_or_create() {
         Some(tc) => tc,
+        None if check::enabled() => return malloc_checked(size, 16),
         None => return central_alloc_one(class),
     };
     // SAFETY: a live cache owned by this thread.
@@ -279,16 +302,29 @@ fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
         // ordinary free path never looks anything up.
         return alloc_sampled(size, 1);
     }
+    if check::enabled() {
+        return malloc_checked(size, 16);
+    }
     let list = &t.lists[class];
     let mut head = list.head.load(Relaxed);
-    if head.is_null() {
+    if head as usize & 15 != 0 {
+        if head != END {
+            // A link popped earlier decoded to garbage.
+            diag::corrupt_free_list(
+                class,
+                BadLink {
+                    at: 0,
+                    value: head as usize,
+                },
+            );
+        }
         head = refill(t, class);
-        if head.is_null() {
+        if head == END {
             return central_alloc_one(class);
         }
     }
     // SAFETY: `head` is a free object owned by this list.
-    list.head.store(unsafe { (*head).next }, Relaxed);
+    list.head.store(unsafe { link(head, t.key) }, Relaxed);
     list.avail.store(list.avail.load(Relaxed) + 1, Relaxed);
     head as *mut u8
 }
@@ -320,6 +356,9 @@ fn alloc_sampled(size: usize, align_pages: usize) -> *mut u8 {
     }
     let p = large::alloc_sampled(size, align_pages);
     leave_profiler();
+    if check::enabled() && !p.is_null() {
+        check::arm_large(p, size);
+    }
     p
 }
 
@@ -342,7 +381,27 @@ pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
             return alloc_sampled(size, align_pages);
         }
     }
-    large::alloc(size, align_pages)
+    let p = large::alloc(size, align_pages);
+    if check::enabled() && !p.is_null() {
+        check::arm_large(p, size);
+    }
+    p
+}
+
+/// Checked mode's `malloc` (and aligned allocation) for `size` bytes: a
+/// small object with room for the canary and trailer, one at a time from
+/// the central list (see `central::check`), or a large one with a canary.
+pub fn malloc_checked(size: usize, align: usize) -> *mut u8 {
+    let need = size.saturating_add(check::EXTRA);
+    let class = if align <= 16 {
+        class_of(need)
+    } else {
+        class_for_aligned(need, align)
+    };
+    if class == 0 {
+        return alloc_large(size, (align / PAGE_SIZE).max(1));
+    }
+    check::alloc_small(class, size)
 }
 
 /// Fills an empty list from the central list; returns the new head.
@@ -360,7 +419,7 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     let want = (k.batch).min(max_len.max(1)) as usize;
     let (head, n) = CENTRAL[class].lock().remove_range(class, want);
     if n == 0 {
-        return core::ptr::null_mut();
+        return END;
     }
     list.head.store(head, Relaxed);
     list.avail.store(max_len as i32 - n as i32, Relaxed);
@@ -485,15 +544,18 @@ fn shrink(t: &ThreadCache, cold: &mut Cold, class: usize) {
 fn flush(t: &ThreadCache, class: usize, n: usize) {
     let list = &t.lists[class];
     let head = list.head.load(Relaxed);
-    if n == 0 || head.is_null() {
+    if n == 0 || head == END {
         return;
     }
-    // SAFETY: list members form a null-terminated chain.
-    let (tail, k) = unsafe { chain_prefix(head, n) };
+    // SAFETY: list members form an END-terminated chain (links checked).
+    let (tail, k) = match unsafe { chain_prefix(head, n, t.key) } {
+        Ok(r) => r,
+        Err(bad) => diag::corrupt_free_list(class, bad),
+    };
     // SAFETY: `tail` is a list member; cut the chain after it.
     unsafe {
-        list.head.store((*tail).next, Relaxed);
-        (*tail).next = core::ptr::null_mut();
+        list.head.store(link(tail, t.key), Relaxed);
+        set_link(tail, END, t.key);
     }
     list.avail
         .store(list.avail.load(Relaxed) + k as i32, Relaxed);
@@ -505,6 +567,15 @@ fn flush(t: &ThreadCache, class: usize, n: usize) {
 #[inline(never)]
 fn free_overflow(p: *mut u8, class: usize) {
     let had_cache = !is_static(tls::get());
+    if check::enabled() {
+        if had_cache {
+            // Undo the fast path's decrement: the list stays at limit 0.
+            // SAFETY: this thread's own live cache.
+            let list = unsafe { &(*tls::get()).lists[class] };
+            list.avail.store(list.avail.load(Relaxed) + 1, Relaxed);
+        }
+        return check::free_small(class, p, "free");
+    }
     let tc = match current_or_create() {
         Some(tc) => tc,
         None => return central_free_one(p, class),
@@ -539,7 +610,7 @@ fn free_overflow(p: *mut u8, class: usize) {
     }
     let obj = p as *mut FreeObject;
     // SAFETY: `p` is a free object of `class`, now a list member.
-    unsafe { (*obj).next = list.head.load(Relaxed) };
+    unsafe { set_link(obj, list.head.load(Relaxed), t.key) };
     list.head.store(obj, Relaxed);
     list.avail.store(list.avail.load(Relaxed) - 1, Relaxed);
 }
@@ -559,6 +630,9 @@ fn free_slow(p: *mut u8) {
     if entry.class() != 0 {
         diag::invalid_pointer("free", p as usize, "not the start of an object");
     }
+    if check::enabled() {
+        check::check_large(p, "free");
+    }
     large::free(p, "free");
 }
 
@@ -575,7 +649,7 @@ fn central_free_one(p: *mut u8, class: usize) {
     let obj = p as *mut FreeObject;
     // SAFETY: `p` is a free object of `class`; a chain of one.
     unsafe {
-        (*obj).next = core::ptr::null_mut();
+        set_link(obj, END, link_key());
         CENTRAL[class].lock().insert_range(class, obj, 1);
     }
 }
@@ -631,6 +705,7 @@ fn create() -> *mut ThreadCache {
         // SAFETY: a free slot from the pool, exclusively ours.
         unsafe {
             tc.write(ThreadCache::new());
+            (*tc).key = link_key();
             let cold = &mut *(*tc).cold.get();
             cold.tid = crate::sys::gettid();
             let index = (cold.tid - crate::sys::getpid() as i64) as u64;
@@ -737,8 +812,11 @@ pub fn flush_current() {
 /// and its `avail` update.
 fn flush_all(t: &ThreadCache) {
     for (class, list) in t.lists.iter().enumerate().skip(1) {
-        // SAFETY: list members form a null-terminated chain.
-        let n = unsafe { chain_len(list.head.load(Relaxed)) };
+        // SAFETY: list members form an END-terminated chain.
+        let n = match unsafe { chain_len(list.head.load(Relaxed), t.key) } {
+            Ok(n) => n,
+            Err(bad) => diag::corrupt_free_list(class, bad),
+        };
         flush(t, class, n);
     }
 }
@@ -784,8 +862,11 @@ pub unsafe fn reclaim_after_fork() {
             // SAFETY: our own cache, used by no other thread in the child.
             unsafe {
                 (*(*tc).cold.get()).tid = crate::sys::gettid();
-                for list in (&(*tc).lists)[1..].iter() {
-                    let len = chain_len(list.head.load(Relaxed)) as i32;
+                for (class, list) in (*tc).lists.iter().enumerate().skip(1) {
+                    let len = match chain_len(list.head.load(Relaxed), (*tc).key) {
+                        Ok(n) => n as i32,
+                        Err(bad) => diag::corrupt_free_list(class, bad),
+                    };
                     list.avail
                         .store(list.max_len.load(Relaxed) as i32 - len, Relaxed);
                 }

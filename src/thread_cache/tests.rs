@@ -99,3 +99,34 @@ fn large_objects() {
     free(p);
     assert!(malloc(usize::MAX / 2).is_null());
 }
+
+#[test]
+fn cached_links_are_encoded_and_checked() {
+    // Grow this thread's list for the class first.
+    for _ in 0..4 {
+        let warm: Vec<_> = (0..64).map(|_| malloc(64)).collect();
+        warm.into_iter().for_each(free);
+    }
+    let a = malloc(64);
+    let b = malloc(64);
+    free(a);
+    free(b);
+    let tc = tls::get();
+    // SAFETY: this thread's own cache.
+    let list = unsafe { &(*tc).lists[class_of(64)] };
+    let head = list.head.load(Relaxed);
+    assert_eq!(head as *mut u8, b);
+    // SAFETY: `b` is a free object on our list; reading its link word.
+    let raw = unsafe { (*head).next };
+    assert_ne!(raw as *mut u8, a, "the link is not stored in the clear");
+    // SAFETY: as above.
+    assert_eq!(unsafe { crate::util::link(head, link_key()) } as *mut u8, a);
+    // The same word written in the clear (a forged link) decodes misaligned:
+    // the next pop would see it and abort.
+    let forged = crate::util::encode_link(a as *mut FreeObject, 0) ^ link_key();
+    assert!(!crate::util::is_valid_link(forged as *mut FreeObject));
+    assert_eq!(malloc(64), b);
+    assert_eq!(malloc(64), a);
+    free(a);
+    free(b);
+}

@@ -1,0 +1,390 @@
+//! Checked mode (`MEMX_CHECK=1`): per-object checks for debugging.
+//!
+//! In checked mode thread caches never hold an object (their lists keep a
+//! limit of 0), so both fast paths fail over to the slow path, which sends
+//! every small object here, one at a time, under its class's central lock.
+//! The fast paths themselves pay nothing for this mode.
+//!
+//! A small object of n requested bytes takes a slot of the class of n + 16:
+//!
+//! ```text
+//!   [0, n)            the program's bytes
+//!   [n, slot - 8)     canary bytes (at least 8), checked on free: overflow
+//!   [slot - 8, slot)  trailer: n xor the free-list key
+//! ```
+//!
+//! - Double free: a bitmap per span, one bit per object, set while the
+//!   object is out. Freeing an object whose bit is clear aborts.
+//! - Use after free: a freed object is filled with `FREED` (its first word
+//!   then holds the encoded free-list link); when it is handed out again,
+//!   the fill and the link are checked.
+//! - Objects with a span of their own (large and sampled ones) get canary
+//!   bytes after the request, in the span's slack (when it has any), checked
+//!   on free; a sampled object's failure also prints its allocation stack.
+//!   Their double frees are caught by the always-on check in `large::free`.
+//!
+//! Owns: the span bitmaps (a pool per class, under the class's lock).
+//! Must never: run unless checked mode is on; take the page heap lock while
+//! holding a central lock other than through `release_to_span`/`populate`.
+
+use super::{link_key, span_of_object, take_from_span, CentralFreeList, CENTRAL};
+use crate::diag::{self, CheckFailure};
+use crate::page_heap::HEAP;
+use crate::pagemap::PAGEMAP;
+use crate::size_class::{CLASSES, NUM_CLASSES};
+use crate::span::{Span, SpanState};
+use crate::util::{FreeObject, END};
+
+/// Bytes a checked object needs past its request: at least 8 canary bytes
+/// and the 8-byte trailer.
+pub const EXTRA: usize = 16;
+/// The bytes after an object (canary).
+pub const CANARY: u8 = 0xfd;
+/// A freed object's bytes after its link.
+pub const FREED: u8 = 0xdd;
+/// Canary bytes after an object with a span of its own (if the span has
+/// room for them).
+const LARGE_CANARY: usize = 16;
+
+/// Most objects a span holds (the 16-byte class in one 8 KiB page).
+const MAX_OBJECTS: usize = 512;
+const _: () = {
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        assert!(CLASSES[c].objects as usize <= MAX_OBJECTS);
+        c += 1;
+    }
+};
+
+/// One bit per object of a span: set while the object is out.
+#[repr(C, align(16))]
+pub struct Bits([u64; MAX_OBJECTS / 64]);
+
+/// Whether checked mode is on. Read on slow paths only.
+#[inline]
+pub fn enabled() -> bool {
+    crate::config::get().check
+}
+
+/// The first byte of `bytes` that is not `v`. Whole 64-byte chunks are
+/// or-folded first (which the compiler vectorises), then 8-byte words;
+/// only a word with a difference is looked into.
+fn first_not(bytes: &[u8], v: u8) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(64);
+    let mut off = 0;
+    for c in &mut chunks {
+        if c.iter().fold(0u8, |acc, &b| acc | (b ^ v)) != 0 {
+            return first_not_words(c, v).map(|i| off + i);
+        }
+        off += 64;
+    }
+    first_not_words(chunks.remainder(), v).map(|i| off + i)
+}
+
+fn first_not_words(bytes: &[u8], v: u8) -> Option<usize> {
+    let pattern = u64::from_le_bytes([v; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut off = 0;
+    for w in &mut words {
+        if let Some((word, _)) = w.split_first_chunk::<8>() {
+            let diff = u64::from_le_bytes(*word) ^ pattern;
+            if diff != 0 {
+                return Some(off + (diff.trailing_zeros() / 8) as usize);
+            }
+        }
+        off += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b != v)
+        .map(|i| off + i)
+}
+
+impl CentralFreeList {
+    /// A bitmap for a span this list is carving: from the class's pool,
+    /// cleared. Null if the metadata arena is out of memory.
+    pub(super) fn take_bits(&mut self) -> *mut Bits {
+        let b = self.bits.take();
+        if !b.is_null() {
+            // SAFETY: a slot of the pool, exclusively ours.
+            unsafe { b.write(Bits([0; MAX_OBJECTS / 64])) };
+        }
+        b
+    }
+
+    /// Gives a span's bitmap back when the span goes back to the heap.
+    pub(super) fn give_bits(&mut self, span: &mut Span) {
+        if !span.check_bits.is_null() {
+            // SAFETY: taken from this pool by `take_bits`; the span, whose
+            // objects are all back, no longer uses it.
+            unsafe { self.bits.give(span.check_bits as *mut Bits) };
+            span.check_bits = core::ptr::null_mut();
+        }
+    }
+
+    /// One object for a request of `n` bytes (n + EXTRA fits `class`), with
+    /// its canary and trailer written. Null if the OS refuses memory.
+    pub fn checked_alloc(&mut self, class: usize, n: usize) -> *mut u8 {
+        let size = CLASSES[class].size as usize;
+        debug_assert!(n + EXTRA <= size);
+        let key = link_key();
+        let mut s = self.nonempty.first();
+        if s.is_null() {
+            s = self.populate(class);
+            if s.is_null() {
+                return core::ptr::null_mut();
+            }
+        }
+        // SAFETY: a live Small span of this class on our list.
+        let span = unsafe { &mut *s };
+        let reused = span.freelist != END;
+        // SAFETY: our span, under our lock; it is on the nonempty list, so
+        // it has an object to give.
+        let Some(obj) = (unsafe { take_from_span(span, class, key) }) else {
+            diag::fatal(b"checked mode: a listed span had no free object");
+        };
+        self.free_in_spans -= 1;
+        if span.freelist == END && span.bump >= span.limit {
+            // SAFETY: `s` is on our list.
+            unsafe { self.nonempty.remove(s) };
+            span.in_list = false;
+        }
+        let p = obj as *mut u8;
+        // SAFETY: `obj` is a whole slot of `size` bytes of this span, out of
+        // every list now and ours until returned.
+        let slot = unsafe { core::slice::from_raw_parts_mut(p, size) };
+        if reused {
+            if let Some(off) = first_not(&slot[8..], FREED) {
+                diag::check_failed(&CheckFailure {
+                    what: "use after free",
+                    call: "malloc",
+                    ptr: p as usize,
+                    class,
+                    slot: size,
+                    requested: None,
+                    detail: "the object was written after it was freed",
+                    offset: Some(8 + off),
+                    stack: &[],
+                });
+            }
+        }
+        let (word, bit) = bit_of(span, p, size);
+        // SAFETY: every span this list carves in checked mode has a bitmap.
+        let bits = unsafe { &mut (*(span.check_bits as *mut Bits)).0 };
+        if bits[word] & bit != 0 {
+            diag::fatal(b"checked mode: an object on a free list was marked allocated");
+        }
+        bits[word] |= bit;
+        slot[n..size - 8].fill(CANARY);
+        slot[size - 8..].copy_from_slice(&(n ^ key).to_ne_bytes());
+        p
+    }
+
+    /// Checks and frees the object at `p` of `class` (for `call`): aborts on
+    /// a pointer that is not an object, a double free, or an overwritten
+    /// canary.
+    pub(crate) fn checked_free(&mut self, class: usize, p: *mut u8, call: &str) {
+        let (s, size, _) = self.checked_live(class, p, call);
+        let key = link_key();
+        // SAFETY: the live object's slot, which the program gives back.
+        let slot = unsafe { core::slice::from_raw_parts_mut(p, size) };
+        slot.fill(FREED);
+        // SAFETY: `s` is the live Small span of `p` (checked).
+        let span = unsafe { &mut *s };
+        let (word, bit) = bit_of(span, p, size);
+        // SAFETY: checked spans have a bitmap.
+        unsafe { (*(span.check_bits as *mut Bits)).0[word] &= !bit };
+        // SAFETY: a free object of `class` in its live span `s`, our lock.
+        unsafe { self.release_to_span(class, s, p as *mut FreeObject, key) };
+    }
+
+    /// Bytes the program asked for at the live object `p` of `class`.
+    pub fn checked_usable(&mut self, class: usize, p: *mut u8, call: &str) -> usize {
+        self.checked_live(class, p, call).2
+    }
+
+    /// Checks that `p` is a live checked object of `class` with its canary
+    /// and trailer intact; returns its span, slot size and request.
+    fn checked_live(&mut self, class: usize, p: *mut u8, call: &str) -> (*mut Span, usize, usize) {
+        let size = CLASSES[class].size as usize;
+        let Some(s) = span_of_object(class, p as *mut FreeObject) else {
+            diag::invalid_pointer(call, p as usize, "not the start of an object");
+        };
+        // SAFETY: a live Small span of our class, guarded by our lock.
+        let span = unsafe { &mut *s };
+        let fail =
+            |what: &str, detail: &str, requested: Option<usize>, offset: Option<usize>| -> ! {
+                diag::check_failed(&CheckFailure {
+                    what,
+                    call,
+                    ptr: p as usize,
+                    class,
+                    slot: size,
+                    requested,
+                    detail,
+                    offset,
+                    stack: &[],
+                })
+            };
+        // A free of a freed object is a double free; any other use of one
+        // (realloc, malloc_usable_size) is a use after free.
+        let freed = if call == "free" {
+            "double free"
+        } else {
+            "use after free"
+        };
+        if span.check_bits.is_null() {
+            fail(freed, "the object is not allocated", None, None);
+        }
+        let (word, bit) = bit_of(span, p, size);
+        // SAFETY: checked spans have a bitmap, guarded by our lock.
+        if unsafe { (*(span.check_bits as *mut Bits)).0[word] } & bit == 0 {
+            fail(
+                freed,
+                "the object is not allocated (freed already)",
+                None,
+                None,
+            );
+        }
+        // SAFETY: `p` is a live object of `size` bytes.
+        let slot = unsafe { core::slice::from_raw_parts(p as *const u8, size) };
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&slot[size - 8..]);
+        let n = usize::from_ne_bytes(t) ^ link_key();
+        if n > size - EXTRA {
+            fail(
+                "heap overflow",
+                "the size trailer after the object was overwritten",
+                None,
+                Some(size - 8),
+            );
+        }
+        if let Some(off) = first_not(&slot[n..size - 8], CANARY) {
+            fail(
+                "heap overflow",
+                "the canary after the object was overwritten",
+                Some(n),
+                Some(n + off),
+            );
+        }
+        (s, size, n)
+    }
+}
+
+/// The bitmap word and bit of object `p` in `span`.
+fn bit_of(span: &Span, p: *mut u8, size: usize) -> (usize, u64) {
+    let i = (p as usize - span.addr()) / size;
+    (i / 64, 1 << (i % 64))
+}
+
+/// Checked `malloc` of a small request: `n + EXTRA` bytes from `class`.
+pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
+    let p = CENTRAL[class].lock().checked_alloc(class, n);
+    if p.is_null() {
+        crate::sys::set_errno(libc::ENOMEM);
+    }
+    p
+}
+
+/// Checked `free` of a small object.
+pub fn free_small(class: usize, p: *mut u8, call: &str) {
+    CENTRAL[class].lock().checked_free(class, p, call);
+}
+
+/// Canary bytes after an object of `n` bytes with a span of its own (large
+/// or sampled), in the span's slack.
+pub(crate) fn arm_large(p: *mut u8, n: usize) {
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: `p` was just allocated: `s` is its live Large span, ours.
+    let bytes = unsafe { (*s).bytes() };
+    let end = bytes.min(n.saturating_add(LARGE_CANARY));
+    if end > n {
+        // SAFETY: [n, end) lies inside the span, unused by the program.
+        unsafe { core::ptr::write_bytes(p.add(n), CANARY, end - n) };
+    }
+}
+
+/// Before `large::free(p)` (or a resize): checks the canary after a live
+/// object with a span of its own. Anything else is left to `large`'s own
+/// checks (which abort on a pointer that is not a live large object).
+pub(crate) fn check_large(p: *mut u8, call: &str) {
+    let heap = HEAP.lock();
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    // SAFETY: a non-null entry points at a span struct; the heap lock keeps
+    // Large spans from changing while we look.
+    let live =
+        !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
+    if !live {
+        return;
+    }
+    // SAFETY: the live Large span of `p`, under the heap lock.
+    let (n, bytes, record) = unsafe {
+        let rec = if (*s).sampled {
+            (*s).sample
+        } else {
+            core::ptr::null_mut()
+        };
+        ((*s).requested, (*s).bytes(), rec)
+    };
+    let end = bytes.min(n.saturating_add(LARGE_CANARY));
+    if end <= n {
+        return;
+    }
+    // SAFETY: [n, end) lies inside the live span.
+    let tail = unsafe { core::slice::from_raw_parts(p.add(n), end - n) };
+    let Some(off) = first_not(tail, CANARY) else {
+        return;
+    };
+    let mut frames = [0usize; 24];
+    let mut depth = 0;
+    if !record.is_null() {
+        // SAFETY: a live sampled object's record (the profiler frees it only
+        // when the object is freed, after us); buckets never change.
+        let stack =
+            unsafe { (*(record as *const crate::profile::table::Record)).bucket() }.frames();
+        depth = stack.len().min(frames.len());
+        frames[..depth].copy_from_slice(&stack[..depth]);
+    }
+    drop(heap);
+    diag::check_failed(&CheckFailure {
+        what: "heap overflow",
+        call,
+        ptr: p as usize,
+        class: 0,
+        slot: bytes,
+        requested: Some(n),
+        detail: "the canary after the object was overwritten",
+        offset: Some(n + off),
+        stack: &frames[..depth],
+    })
+}
+
+/// Bytes the program asked for at the live large (or sampled) object `p`.
+pub fn large_requested(p: *mut u8) -> usize {
+    let _heap = HEAP.lock();
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    // SAFETY: the caller validated `p` as a live large object; heap lock.
+    unsafe { (*s).requested }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_not_finds_the_first_other_byte() {
+        let mut buf = [FREED; 300];
+        assert_eq!(first_not(&buf, FREED), None);
+        for at in [0, 1, 63, 64, 65, 130, 255, 256, 299] {
+            buf[at] = 0;
+            assert_eq!(first_not(&buf, FREED), Some(at), "at {at}");
+            assert_eq!(first_not(&buf[..at], FREED), None);
+            buf[at] = FREED;
+        }
+        assert_eq!(first_not(&[], CANARY), None);
+    }
+}
