@@ -473,16 +473,23 @@ def check_nested(label, py):
         top = max((s for s in d.stacks if heap_dump.python_frames(d, s)),
                   key=lambda s: s.inuse_bytes)
         check(not heap_dump.is_python(top.frames[0]), f"{label}: no native frames before Python")
-        # memx report shows the same stack, Python frames named in order.
+        # memx report shows the same stack, Python frames named in order,
+        # and --python-only / --native-only keep one kind of frame.
         memx = os.path.join(ROOT, "target", "release", "memx")
         if os.path.exists(memx):
-            out = subprocess.run([memx, "report", r.dumps()[0], "--by", "stack", "--top", "1"],
-                                 capture_output=True, text=True, timeout=120).stdout
+            def report(*opts):
+                return subprocess.run([memx, "report", r.dumps()[0], *opts], capture_output=True,
+                                      text=True, timeout=120).stdout
+
             name = os.path.basename(script)
             want_lines = [f"{f} ({name}:{n})" for f, n in want[0][0]]
-            got = [ln.strip().split("  ")[-1].strip() for ln in out.splitlines()]
-            got = [g for g in got if g in want_lines]
-            check(got == want_lines, f"{label}: memx report stack {got}, want {want_lines}")
+            out = report("--by", "stack", "--top", "1", "--python-only")
+            rows = [ln for ln in out.splitlines() if f"({name}:" in ln or "[no Python" in ln]
+            got = [ln.strip().split("  ")[-1].strip() for ln in rows]
+            check(got == want_lines, f"{label}: memx report --python-only stack {got}, want {want_lines}")
+            out = report("--by", "line", "--native-only")
+            check(".py:" not in out and "PyObject_Malloc" in out,
+                  f"{label}: memx report --native-only shows Python lines:\n{out}")
     finally:
         r.cleanup()
 

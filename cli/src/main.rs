@@ -26,14 +26,16 @@ usage:
       Run COMMAND with libmemx.so preloaded and heap profiling on; dumps go
       to PREFIX.<pid>.<seq>.heap (default ./memx-prof/<command>).
   memx report DUMP [--top N] [--inuse|--alloc] [--by function|line|stack] [--cum]
-                   [--python]
+                   [--python] [--python-only|--native-only]
       The sites holding (or having allocated) the most memory. --python
       charges memory to the innermost Python frame instead of the
-      interpreter's C functions.
+      interpreter's C functions; --python-only and --native-only keep only
+      the Python or only the native frames of each stack.
   memx diff OLD NEW [--top N] [--inuse|--alloc] [--by function|line|stack] [--python]
+                   [--python-only|--native-only]
       Growth per site between two dumps: the leak suspects.
   memx flamegraph DUMP [-o FILE.svg] [--inuse|--alloc] [--by function|line]
-                       [--folded] [--python]
+                       [--folded] [--python] [--python-only|--native-only]
       An interactive SVG flame graph (or folded stacks with --folded).
   memx pprof DUMP [-o FILE.pb.gz]
       The dump as gzip'd profile.proto, for `go tool pprof`, Pyroscope, Parca.
@@ -66,6 +68,8 @@ impl Args {
 struct Common {
     report: report::Options,
     python: bool,
+    /// `--python-only` (Some(true)) or `--native-only` (Some(false)).
+    only: Option<bool>,
     output: Option<PathBuf>,
     folded: bool,
     timeout: Duration,
@@ -76,6 +80,7 @@ fn parse_common(mut args: Args, allowed: &[&str]) -> Result<Common, String> {
     let mut c = Common {
         report: report::Options::default(),
         python: false,
+        only: None,
         output: None,
         folded: false,
         timeout: Duration::from_secs(10),
@@ -116,6 +121,8 @@ fn parse_common(mut args: Args, allowed: &[&str]) -> Result<Common, String> {
             "--cum" => c.report.sort_cum = true,
             "--folded" => c.folded = true,
             "--python" => c.python = true,
+            "--python-only" => c.only = Some(true),
+            "--native-only" => c.only = Some(false),
             "--by" => {
                 let v = val(&mut args)?;
                 c.report.by = By::parse(&v)
@@ -137,7 +144,16 @@ fn parse_common(mut args: Args, allowed: &[&str]) -> Result<Common, String> {
     Ok(c)
 }
 
-const REPORT_OPTS: &[&str] = &["--top", "--inuse", "--alloc", "--by", "--cum", "--python"];
+const REPORT_OPTS: &[&str] = &[
+    "--top",
+    "--inuse",
+    "--alloc",
+    "--by",
+    "--cum",
+    "--python",
+    "--python-only",
+    "--native-only",
+];
 
 /// Loads and symbolises a dump, in the Python view with `--python`.
 fn load(path: &Path, c: &Common) -> Result<SymProfile, String> {
@@ -150,6 +166,9 @@ fn load(path: &Path, c: &Common) -> Result<SymProfile, String> {
             );
         }
         p.python_view();
+    }
+    if let Some(python) = c.only {
+        p.only(python);
     }
     Ok(p)
 }
@@ -261,7 +280,15 @@ fn main_inner() -> Result<i32, String> {
             let c = parse_common(
                 args,
                 &[
-                    "--inuse", "--alloc", "--by", "-o", "--output", "--folded", "--python",
+                    "--inuse",
+                    "--alloc",
+                    "--by",
+                    "-o",
+                    "--output",
+                    "--folded",
+                    "--python",
+                    "--python-only",
+                    "--native-only",
                 ],
             )?;
             let input = one_path(&c, "DUMP")?;

@@ -140,6 +140,33 @@ impl SymProfile {
         }
     }
 
+    /// Keeps only the Python frames (`python`) or only the native ones
+    /// (`!python`) of every stack. A stack left empty is charged to one
+    /// placeholder frame, so totals and percentages still add up.
+    pub fn only(&mut self, python: bool) {
+        let placeholder = self.frames.len();
+        self.frames.push(Frame {
+            function: if python {
+                "[no Python frames]"
+            } else {
+                "[Python code only]"
+            }
+            .to_string(),
+            file: None,
+            line: None,
+            module: String::new(),
+            hidden: false,
+        });
+        let frames = &self.frames;
+        for s in &mut self.samples {
+            s.stack
+                .retain(|&f| (frames[f].module == PYTHON_MODULE) == python);
+            if s.stack.is_empty() {
+                s.stack.push(placeholder);
+            }
+        }
+    }
+
     pub fn total(&self) -> Estimate {
         self.dump.total()
     }
