@@ -16,16 +16,16 @@ fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// Creates `path` (NUL-terminated) for writing, refusing to follow a
-/// symlink or to reuse an existing file; mode 0600. The errno on failure.
-pub fn create_exclusive(path: &[u8]) -> Result<i32, i32> {
+/// Opens `path` (NUL-terminated) with `flags` (plus close-on-exec and
+/// never through a symlink), mode 0600 if created. The errno on failure.
+fn open_file(path: &[u8], flags: i32) -> Result<i32, i32> {
     debug_assert!(path.ends_with(b"\0"));
     let saved = errno();
     // SAFETY: `path` is NUL-terminated (callers build it with a trailing 0).
     let fd = unsafe {
         libc::open(
             path.as_ptr() as *const libc::c_char,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
             0o600 as libc::c_uint,
         )
     };
@@ -38,32 +38,19 @@ pub fn create_exclusive(path: &[u8]) -> Result<i32, i32> {
     }
 }
 
-/// Opens `path` for appending, created (mode 0600) if missing and emptied
-/// first if `truncate`; never through a symlink. The errno on failure.
+/// Creates `path` for writing, refusing to reuse an existing file.
+pub fn create_exclusive(path: &[u8]) -> Result<i32, i32> {
+    open_file(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL)
+}
+
+/// Opens `path` for appending, created if missing and emptied first if
+/// `truncate`.
 pub fn open_log(path: &[u8], truncate: bool) -> Result<i32, i32> {
     let trunc = if truncate { libc::O_TRUNC } else { 0 };
-    debug_assert!(path.ends_with(b"\0"));
-    let saved = errno();
-    // SAFETY: `path` is NUL-terminated.
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr() as *const libc::c_char,
-            libc::O_WRONLY
-                | libc::O_CREAT
-                | trunc
-                | libc::O_APPEND
-                | libc::O_NOFOLLOW
-                | libc::O_CLOEXEC,
-            0o600 as libc::c_uint,
-        )
-    };
-    let e = errno();
-    set_errno(saved);
-    if fd < 0 {
-        Err(e)
-    } else {
-        Ok(fd)
-    }
+    open_file(
+        path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | trunc,
+    )
 }
 
 /// Opens `path` read-only; -1 on failure.

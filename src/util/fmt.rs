@@ -98,16 +98,7 @@ impl<const N: usize> FixedBuf<N> {
 
     /// Zero-pads a number to `width` digits (sequence numbers in names).
     pub fn u64_width_zero(&mut self, v: u64, width: usize) -> &mut Self {
-        let mut digits = 1;
-        let mut t = v;
-        while t >= 10 {
-            t /= 10;
-            digits += 1;
-        }
-        for _ in digits..width {
-            self.str("0");
-        }
-        self.u64(v)
+        self.padded(v, width, "0")
     }
 
     pub const fn capacity() -> usize {
@@ -116,6 +107,10 @@ impl<const N: usize> FixedBuf<N> {
 
     /// Right-aligns a number in a field of `width` characters.
     pub fn u64_width(&mut self, v: u64, width: usize) -> &mut Self {
+        self.padded(v, width, " ")
+    }
+
+    fn padded(&mut self, v: u64, width: usize, fill: &str) -> &mut Self {
         let mut digits = 1;
         let mut t = v;
         while t >= 10 {
@@ -123,7 +118,7 @@ impl<const N: usize> FixedBuf<N> {
             digits += 1;
         }
         for _ in digits..width {
-            self.str(" ");
+            self.str(fill);
         }
         self.u64(v)
     }
