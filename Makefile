@@ -48,5 +48,10 @@ soak: build
 bench:
 	scripts/bench.sh
 
+# Only the heap profiler's overhead section of BENCHMARKS.md (part of `make bench`).
+.PHONY: bench-profiler
+bench-profiler:
+	scripts/bench.sh --profiler-only
+
 clean:
 	cargo clean

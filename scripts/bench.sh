@@ -2,14 +2,18 @@
 # memx benchmark suite. Compares glibc, jemalloc, mimalloc, tcmalloc and memx
 # (target/release/libmemx.so, via LD_PRELOAD) on allocation-heavy workloads,
 # prints a table and writes BENCHMARKS.md + bench-ratios.svg in the repo root.
+# Then the heap profiler's overhead: memx with MEMX_PROFILE vs without, beside
+# gperftools' HEAPPROFILE and heaptrack (scripts/bench/profile_overhead.py).
 #
 #   scripts/bench.sh                          # full suite (3 interleaved rounds)
 #   BENCH_QUICK=1 scripts/bench.sh            # smoke test (1 round, small scales)
 #   scripts/bench.sh --only churn,larson --allocs glibc,memx
+#   scripts/bench.sh --profiler-only          # only the profiler overhead section
 #   scripts/bench.sh --help                   # all options
 #
 # Environment: BENCH_ROUNDS, BENCH_THREADS, BENCH_QUICK, BENCH_SCALE,
-# BENCH_TIMEOUT, BENCH_NO_CALLGRIND. The driver is scripts/bench/bench.py.
+# BENCH_TIMEOUT, BENCH_NO_CALLGRIND, BENCH_PROFILER_ROUNDS, BENCH_NO_PROFILER.
+# The driver is scripts/bench/bench.py.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +33,9 @@ missing_pkgs() {
     [ -e "$LIBDIR/libjemalloc.so.2" ] || pkgs+=(libjemalloc2)
     compgen -G "$LIBDIR/libmimalloc.so*" >/dev/null || pkgs+=(libmimalloc2.0)
     [ -e "$LIBDIR/libtcmalloc_minimal.so.4" ] || pkgs+=(libtcmalloc-minimal4)
+    # the profiler overhead section: gperftools' HEAPPROFILE and heaptrack
+    [ -e "$LIBDIR/libtcmalloc.so.4" ] || pkgs+=(libgoogle-perftools4)
+    command -v heaptrack >/dev/null 2>&1 || pkgs+=(heaptrack)
     command -v valgrind >/dev/null 2>&1 || pkgs+=(valgrind)
     [ -x /usr/bin/time ] || pkgs+=(time)
     command -v gcc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)

@@ -7,6 +7,8 @@
 #   apt: gcc g++ make valgrind time (/usr/bin/time) binutils (nm)
 #        python3 (only if there is no python3 at all)
 #        libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 google-perftools
+#        libgoogle-perftools4 heaptrack (only `make bench` uses them: its
+#        profiler overhead section; no test needs them)
 #        sqlite3 (the CLI, for scripts/real-programs.sh)
 #        libpython3.N-testsuite (only when python3 is Debian's own and lacks
 #        its test suite, which scripts/real-programs.sh runs)
@@ -54,6 +56,8 @@ want libmimalloc2.0 installed 'libmimalloc2*'
 want libtcmalloc-minimal4 installed 'libtcmalloc-minimal4*'
 want sqlite3 have sqlite3
 want google-perftools bash -c 'command -v google-pprof || command -v pprof'
+want libgoogle-perftools4 installed 'libgoogle-perftools4*'
+want heaptrack have heaptrack
 
 # Debian's python3 keeps its test suite in a package of its own.
 if command -v python3 >/dev/null 2>&1; then

@@ -6,8 +6,10 @@ Builds memx and the C workloads, runs every workload under every allocator
 interleaved round by round, and reports the median wall time and median
 peak RSS of each, each also as a ratio to glibc, with the geometric mean of
 each ratio column. Then measures instructions per malloc+free pair under
-valgrind --tool=callgrind. Prints one table to stdout and writes
-BENCHMARKS.md and bench-ratios.svg.
+valgrind --tool=callgrind. Then the heap profiler's overhead (memx with
+MEMX_PROFILE vs without, gperftools' HEAPPROFILE, heaptrack:
+profile_overhead.py). Prints the tables to stdout and writes BENCHMARKS.md
+and bench-ratios.svg.
 
 Run `scripts/bench.sh --help` for the options.
 """
@@ -28,6 +30,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import profile_overhead
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -216,6 +220,7 @@ def make_env(lib, extra=None):
     env = dict(os.environ)
     for k in ("LD_PRELOAD", "PYTHONMALLOC", "PYTHONDEVMODE", "PYTHONTRACEMALLOC"):
         env.pop(k, None)
+    profile_overhead.clean_env_keys(env)  # MEMX_*, HEAPPROFILE, ...: every run starts from the defaults
     if lib:
         env["LD_PRELOAD"] = lib
     if extra:
@@ -249,15 +254,16 @@ def check_preload(name, lib):
 
 
 class Result:
-    def __init__(self, ok, wall=None, rss_kib=None, reason=None, stderr_tail=None):
+    def __init__(self, ok, wall=None, rss_kib=None, reason=None, stderr_tail=None, cpu=None):
         self.ok = ok
         self.wall = wall
         self.rss_kib = rss_kib
+        self.cpu = cpu            # user + system seconds of the workload (and its reaped children)
         self.reason = reason
         self.stderr_tail = stderr_tail
 
     def as_json(self):
-        return {"ok": self.ok, "wall_s": self.wall, "maxrss_kib": self.rss_kib,
+        return {"ok": self.ok, "wall_s": self.wall, "maxrss_kib": self.rss_kib, "cpu_s": self.cpu,
                 "reason": self.reason, "stderr_tail": self.stderr_tail}
 
 
@@ -307,11 +313,11 @@ def run_measured(cmd, lib, extra_env, timeout, tag):
         stdout = f.read()
     with open(err_path, errors="replace") as f:
         stderr = f.read()
-    wall = rss = status = None
+    wall = rss = status = cpu = None
     try:
         with open(res_path) as f:
-            wall_s, rss_s, status_s = f.read().split()
-        wall, rss, status = float(wall_s), int(rss_s), int(status_s)
+            wall_s, rss_s, status_s, cpu_s = f.read().split()
+        wall, rss, status, cpu = float(wall_s), int(rss_s), int(status_s), float(cpu_s)
     except (OSError, ValueError):
         pass
     reason = None
@@ -334,7 +340,7 @@ def run_measured(cmd, lib, extra_env, timeout, tag):
         reason = "no success line on stdout"
     if reason:
         return Result(False, reason=reason, stderr_tail=tail(stderr, 12) or tail(stdout, 5))
-    return Result(True, wall=wall, rss_kib=rss)
+    return Result(True, wall=wall, rss_kib=rss, cpu=cpu)
 
 
 def median(xs):
@@ -627,7 +633,9 @@ def callgrind_total(path):
     return None
 
 
-def run_ipp(allocs, libs, n1, n2):
+def run_ipp(allocs, libs, n1, n2, envs=None):
+    """ENVS: optional {alloc: extra environment}."""
+    envs = envs or {}
     outdir = os.path.join(BUILD, "callgrind")
     os.makedirs(outdir, exist_ok=True)
     prog = os.path.join(BUILD, "ipp")
@@ -643,7 +651,7 @@ def run_ipp(allocs, libs, n1, n2):
                     os.unlink(cg)
                 cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + cg, prog, str(size), str(n)]
                 try:
-                    r = subprocess.run(cmd, env=make_env(libs[a]), stdout=subprocess.PIPE,
+                    r = subprocess.run(cmd, env=make_env(libs[a], envs.get(a)), stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
                 except subprocess.TimeoutExpired:
                     err = "timed out"
@@ -785,6 +793,14 @@ def write_report(path_md, path_svg, ctx):
     else:
         L.append("Not measured in this run (%s)." % ctx["ipp_skipped"])
     L.append("")
+    prof = ctx.get("profiler_md")
+    if prof is None and os.path.isfile(path_md):
+        # not measured in this run: keep the section of the last run that did (it has its own date)
+        with open(path_md, errors="replace") as f:
+            prof = profile_overhead.extract_section(f.read())
+    if prof:
+        L.append(prof)
+        L.append("")
     L.append("## Workloads")
     L.append("")
     L.append("Sources in `scripts/bench/`; C programs built with `gcc -O2 -pthread` into `target/bench/`. "
@@ -806,6 +822,7 @@ def write_report(path_md, path_svg, ctx):
     L.append("scripts/bench.sh                      # full suite, 3 rounds, writes BENCHMARKS.md + bench-ratios.svg")
     L.append("BENCH_QUICK=1 scripts/bench.sh        # smoke test: 1 round, small scales")
     L.append("scripts/bench.sh --only churn,larson --allocs glibc,memx   # a subset (report under target/bench/)")
+    L.append("scripts/bench.sh --profiler-only      # only the profiler-overhead section (make bench-profiler)")
     L.append("scripts/bench.sh --help               # all options (BENCH_ROUNDS, BENCH_THREADS, ...)")
     L.append("```")
     L.append("")
@@ -826,7 +843,8 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="environment: BENCH_ROUNDS (default 3, quick 1), BENCH_THREADS (default 4), BENCH_QUICK=1 "
                "(smoke test), BENCH_SCALE (multiplies all workload scales), BENCH_TIMEOUT (s per run), "
-               "BENCH_NO_CALLGRIND=1.\nworkloads: " + ", ".join(w.name for w in WORKLOADS))
+               "BENCH_NO_CALLGRIND=1, BENCH_PROFILER_ROUNDS (default 6, quick 1), BENCH_NO_PROFILER=1."
+               "\nworkloads: " + ", ".join(w.name for w in WORKLOADS))
     p.add_argument("--only", metavar="NAME[,NAME]", help="run only these workloads (names or prefixes, e.g. py)")
     p.add_argument("--allocs", metavar="A[,A]", help="allocators to run (default: %s)" % ",".join(ALLOC_ORDER))
     p.add_argument("--rounds", type=int, help="rounds (default: BENCH_ROUNDS or 3; 1 with --quick)")
@@ -839,6 +857,13 @@ def parse_args(argv):
     p.add_argument("--memx", metavar="PATH", help="use this libmemx.so (implies no cargo build)")
     p.add_argument("--no-callgrind", action="store_true", help="skip the instruction-count benchmark")
     p.add_argument("--callgrind-only", action="store_true", help="only the instruction-count benchmark")
+    p.add_argument("--profiler-only", action="store_true",
+                   help="only the heap-profiler overhead section (memx MEMX_PROFILE on/off, gperftools "
+                        "HEAPPROFILE, heaptrack); replaces that section of BENCHMARKS.md, keeps the rest")
+    p.add_argument("--no-profiler", action="store_true",
+                   help="skip the profiler overhead section (BENCHMARKS.md keeps the previous one)")
+    p.add_argument("--profiler-rounds", type=int, metavar="N",
+                   help="rounds of the profiler section (default: BENCH_PROFILER_ROUNDS or 6; 1 with --quick)")
     p.add_argument("--report-dir", metavar="DIR",
                    help="where BENCHMARKS.md and bench-ratios.svg go (default: the repository root for "
                         "a run of the whole suite, target/bench/ with --only/--allocs)")
@@ -887,6 +912,11 @@ def main(argv):
     if args.callgrind_only:
         workloads = []
         subset = True
+    if args.profiler_only:
+        if args.only or args.allocs or args.callgrind_only:
+            sys.exit("bench: --profiler-only does not combine with --only, --allocs or --callgrind-only")
+        workloads, allocs = [], []
+    do_profiler = args.profiler_only or not (subset or args.no_profiler or env_flag("BENCH_NO_PROFILER"))
 
     compile_workloads()
 
@@ -913,11 +943,12 @@ def main(argv):
         if a == "memx" and libs.get(a):
             notes[a] = "%s (%s)" % (os.path.relpath(libs[a], REPO), notes[a])
     alloc_notes = ["%s: %s" % (a, notes[a]) for a in allocs]
-    if "glibc" not in allocs:
+    if "glibc" not in allocs and not args.profiler_only:
         log("bench: glibc is not in --allocs, so there are no ratios")
 
-    log("bench: %d workload(s) x %d allocator(s) x %d round(s), %d threads, scale x%g%s" % (
-        len(workloads), len(available), rounds, threads, scale_factor, " (quick)" if quick else ""))
+    if not args.profiler_only:
+        log("bench: %d workload(s) x %d allocator(s) x %d round(s), %d threads, scale x%g%s" % (
+            len(workloads), len(available), rounds, threads, scale_factor, " (quick)" if quick else ""))
 
     # the timed runs: interleaved, round by round, workload by workload
     results = {w.name: {a: [] for a in allocs} for w in workloads}
@@ -960,6 +991,8 @@ def main(argv):
     n1, n2 = 100000, 200000
     if interrupted:
         ipp_skipped = "interrupted"
+    elif args.profiler_only:
+        ipp_skipped = "--profiler-only"
     elif not do_callgrind:
         ipp_skipped = "--no-callgrind"
     elif not shutil.which("valgrind"):
@@ -977,45 +1010,79 @@ def main(argv):
     elapsed = time.time() - t_start
     suite_time = "%d min %02d s" % (elapsed // 60, elapsed % 60)
 
-    print()
-    if workloads:
-        print("memx benchmark: median of %d round(s); time in s, peak RSS in MiB, x = ratio to glibc "
-              "(lower is better)%s" % (rounds, "  [QUICK]" if quick else ""))
+    if not args.profiler_only:  # the allocator suite's tables
         print()
-        print(text_table(summary, workloads, allocs, gm))
-        if any(gm[a]["tratio"] is not None and gm[a]["tratio_n"] < len(workloads) for a in allocs):
-            print("* geomean over the workloads that did not fail")
-        print()
-    if ipp:
-        print("Instructions per malloc+free pair (callgrind, (Ir(2N)-Ir(N))/N, N=%d):" % (n2 - n1))
-        print()
-        print(ipp_text(ipp, allocs))
-        print()
-    if failures:
-        print("Failures:")
-        for f in failures:
-            print("  %s under %s: %s" % (f["workload"], f["alloc"], f["reason"]))
-        print("  (stderr tails above; logs in %s)" % os.path.relpath(os.path.join(BUILD, "logs"), REPO))
-        print()
-    print("suite wall time: %s" % suite_time)
+        if workloads:
+            print("memx benchmark: median of %d round(s); time in s, peak RSS in MiB, x = ratio to glibc "
+                  "(lower is better)%s" % (rounds, "  [QUICK]" if quick else ""))
+            print()
+            print(text_table(summary, workloads, allocs, gm))
+            if any(gm[a]["tratio"] is not None and gm[a]["tratio_n"] < len(workloads) for a in allocs):
+                print("* geomean over the workloads that did not fail")
+            print()
+        if ipp:
+            print("Instructions per malloc+free pair (callgrind, (Ir(2N)-Ir(N))/N, N=%d):" % (n2 - n1))
+            print()
+            print(ipp_text(ipp, allocs))
+            print()
+        if failures:
+            print("Failures:")
+            for f in failures:
+                print("  %s under %s: %s" % (f["workload"], f["alloc"], f["reason"]))
+            print("  (stderr tails above; logs in %s)" % os.path.relpath(os.path.join(BUILD, "logs"), REPO))
+            print()
+        print("suite wall time: %s" % suite_time)
 
-    noisy = []
-    for w in workloads:
-        cells = ["%s %.0f%%" % (a, 100 * summary[w.name][a]["spread"]) for a in allocs
-                 if summary[w.name][a]["spread"] is not None and summary[w.name][a]["spread"] > 0.25]
-        if cells:
-            noisy.append("%s (%s)" % (w.name, ", ".join(cells)))
+        noisy = []
+        for w in workloads:
+            cells = ["%s %.0f%%" % (a, 100 * summary[w.name][a]["spread"]) for a in allocs
+                     if summary[w.name][a]["spread"] is not None and summary[w.name][a]["spread"] > 0.25]
+            if cells:
+                noisy.append("%s (%s)" % (w.name, ", ".join(cells)))
 
-    os.makedirs(BUILD, exist_ok=True)
-    with open(os.path.join(BUILD, "last-results.json"), "w") as f:
-        json.dump({"rounds": rounds, "threads": threads, "scale_factor": scale_factor, "quick": quick,
-                   "allocators": {a: libs.get(a) for a in allocs}, "available": available,
-                   "runs": {w: {a: [x.as_json() for x in rs] for a, rs in d.items()} for w, d in results.items()},
-                   "instructions_per_pair": ipp}, f, indent=1)
+        os.makedirs(BUILD, exist_ok=True)
+        with open(os.path.join(BUILD, "last-results.json"), "w") as f:
+            json.dump({"rounds": rounds, "threads": threads, "scale_factor": scale_factor, "quick": quick,
+                       "allocators": {a: libs.get(a) for a in allocs}, "available": available,
+                       "runs": {w: {a: [x.as_json() for x in rs] for a, rs in d.items()} for w, d in results.items()},
+                       "instructions_per_pair": ipp}, f, indent=1)
 
     if interrupted:
         return 130
-    if args.no_report or not workloads:
+
+    command = "scripts/bench.sh" + ("".join(" " + a for a in argv) if argv else "") + \
+        ("  (BENCH_QUICK=1)" if quick and not args.quick else "")
+    prof_md = None
+    if do_profiler:
+        ipp_off = ipp.get("memx")  # the suite's profiling-off numbers, if it measured them
+        if not ipp_off or not all(isinstance(v, float) for v in ipp_off.values()):
+            ipp_off = None
+        pctx = profile_overhead.run_section(
+            sys.modules[__name__], args, quick, scale_factor, threads, timeout,
+            do_callgrind and not args.callgrind_only,
+            memx_lib=libs.get("memx") if "memx" in available else None, ipp_off=ipp_off)
+        if pctx is None:
+            return 130
+        prof_md = profile_overhead.section_md(
+            sys.modules[__name__], pctx, machine_info(),
+            datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), git_commit(), command)
+        elapsed = time.time() - t_start
+        print("total wall time: %d min %02d s" % (elapsed // 60, elapsed % 60))
+
+    if args.no_report:
+        return 0
+    if args.profiler_only:
+        md_path = os.path.join(args.report_dir or REPO, "BENCHMARKS.md")
+        os.makedirs(os.path.dirname(md_path), exist_ok=True)
+        text = "# memx benchmarks\n\n"
+        if os.path.isfile(md_path):
+            with open(md_path, errors="replace") as f:
+                text = f.read()
+        with open(md_path, "w") as f:
+            f.write(profile_overhead.splice(text, prof_md))
+        print("wrote the profiler-overhead section of %s" % os.path.relpath(md_path, REPO))
+        return 0
+    if not workloads:
         return 0
     report_dir = args.report_dir or (BUILD if subset else REPO)
     os.makedirs(report_dir, exist_ok=True)
@@ -1025,11 +1092,11 @@ def main(argv):
         "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
+        "profiler_md": prof_md,
         "alloc_notes": alloc_notes,
         "rounds": rounds, "threads": threads, "scale_factor": scale_factor, "quick": quick,
         "suite_time": suite_time,
-        "command": "scripts/bench.sh" + ("".join(" " + a for a in argv) if argv else "") +
-                   ("  (BENCH_QUICK=1)" if quick and not args.quick else ""),
+        "command": command,
         "md_table": md_table(summary, workloads, allocs, gm),
         "gm_partial": any(gm[a]["tratio"] is not None and gm[a]["tratio_n"] < len(workloads) for a in allocs),
         "noisy": noisy,

@@ -3,9 +3,10 @@
  *   runner RESULT_FILE CMD [ARGS...]
  *
  * Forks and execs CMD, waits for it with wait4() and writes
- * "WALL_SECONDS MAXRSS_KIB WAIT_STATUS" to RESULT_FILE. If BENCH_PRELOAD is
- * set, the child gets it as LD_PRELOAD (so this small process, not the
- * allocator under test, is what the child is forked from).
+ * "WALL_SECONDS MAXRSS_KIB WAIT_STATUS CPU_SECONDS" to RESULT_FILE (CPU =
+ * user + system time of CMD and the children it waited for). If
+ * BENCH_PRELOAD is set, the child gets it as LD_PRELOAD (so this small
+ * process, not the allocator under test, is what the child is forked from).
  *
  * The driver does not fork the workloads itself because ru_maxrss carries
  * over across exec: a child forked (or vforked) from the ~20 MiB Python
@@ -56,7 +57,9 @@ int main(int argc, char **argv) {
         perror("runner: result file");
         return 2;
     }
-    fprintf(f, "%.6f %ld %d\n", wall, ru.ru_maxrss, status);
+    double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+    fprintf(f, "%.6f %ld %d %.6f\n", wall, ru.ru_maxrss, status, cpu);
     fclose(f);
     return 0;
 }
