@@ -397,11 +397,19 @@ def test_invisible_to_the_program():
         t0 = time.time()
         p = r.run([exe])
         took = time.time() - t0
-        print(f"    {p.stdout.strip()} descriptors open (without memx: {plain.stdout.strip()}); "
-              f"ended {took:.1f} s after start")
-        check(p.stdout == plain.stdout, "memx left a descriptor open in the program")
+        fds, threads = p.stdout.split()
+        plain_fds, plain_threads = plain.stdout.split()
+        print(f"    {fds} descriptors open (without memx: {plain_fds}), {threads} threads "
+              f"(memx's helper: +1); ended {took:.1f} s after start")
+        check(fds == plain_fds, "memx left a descriptor open in the program")
+        check(int(threads) == int(plain_threads) + 1, f"{threads} threads, want the helper too")
         check(took < 5, f"the process took {took:.1f} s to end after its last thread")
         check(len(r.dumps()) == 1, f"expected the exit dump, got {r.dumps()}")
+        # Nothing but the exit dump asked for: no helper thread at all.
+        r.env["MEMX_PROFILE_SIGNAL"] = "0"
+        p = r.run([exe])
+        check(p.stdout.split()[1] == plain_threads, f"helper thread started for nothing: {p.stdout}")
+        check(len(r.dumps()) == 2, "no exit dump without the helper thread")
     finally:
         r.cleanup()
 

@@ -1,7 +1,9 @@
 /*
  * profile lifecycle: the profiler must be invisible to the program.
  * Prints how many descriptors are open (a child that lists its own, as
- * CPython's test_subprocess does, must see no extra ones), then ends with
+ * CPython's test_subprocess does, must see no extra ones) and how many
+ * threads the process has (memx's helper thread only when something needs
+ * it: CPython 3.12+ warns on fork() when there is more than one), then ends with
  * pthread_exit from main while a worker thread finishes: the process must
  * end when that last program thread does, not be kept alive by memx's
  * helper thread.
@@ -28,9 +30,17 @@ int main(void)
     DIR *d = opendir("/proc/self/fd");
     for (struct dirent *e; d && (e = readdir(d));)
         n += e->d_name[0] != '.';
-    printf("%d\n", n - 1); /* not counting the directory's own */
-    fflush(stdout);
     closedir(d);
+    int threads = 0;
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "Threads:", 8) == 0)
+            threads = atoi(line + 8);
+    if (f)
+        fclose(f);
+    printf("%d %d\n", n - 1, threads); /* not counting the directory's own fd */
+    fflush(stdout);
     pthread_t t;
     pthread_create(&t, NULL, worker, NULL);
     pthread_exit(NULL);

@@ -90,12 +90,26 @@ pub fn restart_in_child() {
     start_thread();
 }
 
+/// Whether anything but the exit dump is asked for. Without a signal,
+/// interval, stats or heap limit there is no helper thread at all: some
+/// programs notice an extra thread (CPython 3.12+ warns on fork() in a
+/// process with more than one).
+fn thread_needed() -> bool {
+    let c = config::get();
+    c.profile_signal != 0
+        || c.profile_alloc_interval != 0
+        || c.profile_inuse_interval != 0
+        || c.profile_time_interval != 0
+        || c.stats_interval_ms != 0
+        || c.heap_limit != 0
+}
+
 fn start_thread() {
     START_NS.store(sys::now_ns(), Ordering::Relaxed);
     if config::get().stats_interval_ms > 0 {
         open_stats_file();
     }
-    if !io::spawn_thread(run) {
+    if thread_needed() && !io::spawn_thread(run) {
         sys::write_stderr(b"memx: cannot start the profiler's thread; dumps only at exit\n");
     }
 }
