@@ -13,8 +13,14 @@ all: build demo
 build:
 	cargo build --release --workspace
 
+# The allocator under a Python workload (its malloc_stats report), then the
+# heap profiler on a script that leaks: what grew between two of its dumps.
 demo: build
 	LD_PRELOAD=$(LIB) MEMX_STATS_AT_EXIT=1 $(PYTHON) scripts/demo.py
+	@echo "--- heap profiling: memx run on scripts/cli-example.py (a cache that is never trimmed)"
+	rm -rf target/demo
+	target/release/memx run --profile target/demo/app -- $(PYTHON) scripts/cli-example.py
+	target/release/memx diff target/demo/app.*.0001.heap target/demo/app.*.0003.heap --python --by line --top 5
 
 test: lint unit build cdylib-tests profile-tests real-programs cli-tests
 
