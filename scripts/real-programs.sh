@@ -179,6 +179,7 @@ cpython_tests() {
     [ -n "$RP_PY" ] || skip "no python3"
     [ -n "$RP_PYTESTS" ] || skip "$RP_PY has no test suite (Debian: libpython3.N-testsuite)"
     local ignore=() t
+    # shellcheck disable=SC2086 # CPYTHON_EXTRA_IGNORE is a list
     for t in "${CPYTHON_IGNORE[@]}" ${CPYTHON_EXTRA_IGNORE:-}; do ignore+=(-i "$t"); done
     mkdir -p "$RP_WORK/cpython-tests"
     cd "$RP_WORK/cpython-tests"

@@ -208,7 +208,7 @@ pub fn at_exit() {
     }
 }
 
-/// Fork child (single-threaded, locks reset): own dump numbering, pipe,
+/// Fork child (single-threaded, locks reset): own dump numbering,
 /// helper thread and stats file; the inherited table stays (its live
 /// samples are live in the child too).
 pub fn fork_child() {

@@ -1,7 +1,7 @@
-//! Files, pipes, signals and helper threads for the profiler's dump side.
+//! Files, futex wake-ups, signals and helper threads for the profiler's dump side.
 //!
-//! Owns: thin wrappers over open/rename/read/write, pipe/poll, sigaction and
-//! pthread_create, each keeping errno as the program left it.
+//! Owns: thin wrappers over open/rename/read/write, futex wait/wake, sigaction
+//! and pthread_create, each keeping errno as the program left it.
 //! Must never: call malloc (none of these libc calls does), or decide policy
 //! (what to write, when, where: that is `profile`'s).
 
