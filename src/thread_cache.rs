@@ -270,9 +270,8 @@ pub fn free(p: *mut u8) {
         return free_overflow(p, offset / LIST_STRIDE);
     }
     let obj = p as *mut FreeObject;
-    // SAFETY: `p` is the start of an object of this class that the program
-    // gives back; it becomes a list member holding the link. `tc` is live
-    // (a static cache's avail is negative, so it never gets here).
+    // `tc` is live: a static cache's avail is negative, so it never gets here.
+    // SAFETY: `p` starts an object of this class that the program gives back.
     unsafe { set_link(obj, list.head.load(Relaxed), (*tc).key) };
     list.head.store(obj, Relaxed);
 }

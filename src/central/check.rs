@@ -314,8 +314,8 @@ pub(crate) fn arm_large(p: *mut u8, n: usize) {
 pub(crate) fn check_large(p: *mut u8, call: &str) {
     let heap = HEAP.lock();
     let s = PAGEMAP.lookup_addr(p as usize).span();
-    // SAFETY: a non-null entry points at a span struct; the heap lock keeps
-    // Large spans from changing while we look.
+    // The heap lock keeps Large spans from changing while we look.
+    // SAFETY: a non-null entry points at a span struct.
     let live =
         !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
     if !live {
@@ -342,8 +342,8 @@ pub(crate) fn check_large(p: *mut u8, call: &str) {
     let mut frames = [0usize; 24];
     let mut depth = 0;
     if !record.is_null() {
-        // SAFETY: a live sampled object's record (the profiler frees it only
-        // when the object is freed, after us); buckets never change.
+        // The profiler frees a record only when its object is freed, after us.
+        // SAFETY: a live sampled object's record; buckets never change.
         let stack =
             unsafe { (*(record as *const crate::profile::table::Record)).bucket() }.frames();
         depth = stack.len().min(frames.len());

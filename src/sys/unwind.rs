@@ -76,10 +76,9 @@ extern "C" {
 /// Finds memx's executable segment from its own program headers, so that
 /// `backtrace` can drop memx's frames. Called once, before profiling starts.
 pub fn find_own_code() {
-    // SAFETY: the ELF header and program headers of a loaded object are
-    // mapped read-only for the life of the process; the offsets read are
-    // those of the Elf64 layout (e_phoff at 32, e_phentsize at 54, e_phnum
-    // at 56; p_type at 0, p_flags at 4, p_vaddr at 16, p_memsz at 40).
+    // Offsets of the Elf64 layout: e_phoff at 32, e_phentsize at 54, e_phnum
+    // at 56; p_type at 0, p_flags at 4, p_vaddr at 16, p_memsz at 40.
+    // SAFETY: a loaded object's ELF and program headers stay mapped, read-only.
     unsafe {
         let base = (&raw const __ehdr_start) as *const u8;
         let phoff = (base.add(32) as *const u64).read_unaligned() as usize;
