@@ -14,17 +14,9 @@
  * the child to die of SIGABRT with stderr containing "invalid pointer" and
  * that hex value (leading zeros and letter case are tolerated).
  */
-#include "check.h"
-#include <ctype.h>
-#include <strings.h>
-#include <signal.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
+#include "memx_check_cases.h"
 
 static char global_buf[256];
-/* Through a volatile pointer so that GCC's -Wuse-after-free and
- * -Wfree-nonheap-object do not reject the deliberate misuse. */
-static void (*volatile free_v)(void *) = free;
 
 enum {
     C_STACK,
@@ -43,14 +35,6 @@ static const char *const names[NCASES] = {
     "double free of a 1 MiB block",
     "realloc(stack address, 100)",
 };
-
-static void send_ptr(int fd, void *p)
-{
-    char buf[64];
-    int n = snprintf(buf, sizeof buf, "%p", p);
-    check_write_all(fd, buf, (size_t)n);
-    close(fd);
-}
 
 static void child(int which, int ptr_fd)
 {
@@ -106,74 +90,10 @@ static void child(int which, int ptr_fd)
     _exit(0);
 }
 
-/* Whether `text` contains the hex number `ptr` ("0x..." as %p prints it),
- * allowing leading zeros after 0x and any letter case. */
-static int contains_hex(const char *text, const char *ptr)
-{
-    const char *want = ptr;
-    if (want[0] == '0' && (want[1] == 'x' || want[1] == 'X'))
-        want += 2;
-    while (*want == '0' && want[1])
-        want++;
-    size_t wl = strlen(want);
-    for (const char *s = text; *s; s++) {
-        if (s[0] != '0' || (s[1] != 'x' && s[1] != 'X'))
-            continue;
-        const char *d = s + 2;
-        while (*d == '0' && isxdigit((unsigned char)d[1]))
-            d++;
-        if (strncasecmp(d, want, wl) == 0 && !isxdigit((unsigned char)d[wl]))
-            return 1;
-    }
-    return 0;
-}
-
-static void run_case(int which)
-{
-    int errp[2], ptrp[2];
-    CHECK(pipe(errp) == 0 && pipe(ptrp) == 0, "pipe failed");
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork failed");
-    if (pid == 0) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        alarm(20);
-        close(errp[0]);
-        close(ptrp[0]);
-        dup2(errp[1], 2);
-        close(errp[1]);
-        child(which, ptrp[1]);
-    }
-    close(errp[1]);
-    close(ptrp[1]);
-    char ptr[64] = {0}, err[8192] = {0};
-    size_t n = 0;
-    ssize_t r;
-    while ((r = read(ptrp[0], ptr + n, sizeof ptr - 1 - n)) > 0)
-        n += (size_t)r;
-    close(ptrp[0]);
-    n = 0;
-    while ((r = read(errp[0], err + n, sizeof err - 1 - n)) > 0)
-        n += (size_t)r;
-    close(errp[0]);
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid, "waitpid failed");
-
-    const char *what = names[which];
-    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
-          "%s (%s): child %s %d instead of dying of SIGABRT; its stderr: \"%s\"", what, ptr,
-          WIFSIGNALED(st) ? "died of signal" : "exited with status",
-          WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), err);
-    CHECK(strstr(err, "invalid pointer") != NULL,
-          "%s (%s): stderr lacks 'invalid pointer': \"%s\"", what, ptr, err);
-    CHECK(ptr[0] && contains_hex(err, ptr), "%s: stderr does not show the pointer %s: \"%s\"",
-          what, ptr, err);
-    say("ok: %s (%s): %s", what, ptr, err);
-}
-
 int main(void)
 {
+    static const char *const want[] = {"invalid pointer", NULL};
     for (int c = 0; c < NCASES; c++)
-        run_case(c);
+        expect_abort(names[c], child, c, want);
     return 0;
 }

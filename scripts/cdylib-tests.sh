@@ -47,15 +47,20 @@ START=$(date +%s)
 ulimit -c 0 || true
 
 # ---------------------------------------------------------------- build
-# Rebuild a target when its source or check.h is newer. Builds run in
+# Rebuild a target when its source, a shared header (cdylib-tests/*.h) or
+# this script is newer. Builds run in
 # parallel (one job per CPU); results are collected afterwards.
 declare -A BUILD_LOG=()
 JOBS=$(nproc 2>/dev/null || echo 2)
 running=0
 
 needs_build() { # out src
-    [ ! -e "$1" ] || [ "$2" -nt "$1" ] || [ "$SRC/check.h" -nt "$1" ] ||
-        [ "${BASH_SOURCE[0]}" -nt "$1" ]
+    [ ! -e "$1" ] || [ "$2" -nt "$1" ] || [ "${BASH_SOURCE[0]}" -nt "$1" ] && return 0
+    local h
+    for h in "$SRC"/*.h; do
+        [ "$h" -nt "$1" ] && return 0
+    done
+    return 1
 }
 
 start_build() { # name out cmd...
