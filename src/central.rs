@@ -96,10 +96,7 @@ fn new_link_key() -> usize {
 #[inline]
 pub unsafe fn next_or_abort(class: usize, obj: *mut FreeObject, key: usize) -> *mut FreeObject {
     // SAFETY: as the caller promises.
-    match unsafe { link_checked(obj, key) } {
-        Ok(next) => next,
-        Err(bad) => diag::corrupt_free_list(class, bad),
-    }
+    diag::link_or_abort(class, unsafe { link_checked(obj, key) })
 }
 
 pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] =

@@ -53,6 +53,15 @@ pub fn corrupt_free_list(class: usize, bad: BadLink) -> ! {
     sys::abort()
 }
 
+/// The value of a checked free-list walk, or the abort for its bad link.
+#[inline]
+pub fn link_or_abort<T>(class: usize, r: Result<T, BadLink>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(bad) => corrupt_free_list(class, bad),
+    }
+}
+
 /// What checked mode (`MEMX_CHECK=1`) found wrong with one object.
 pub struct CheckFailure<'a> {
     /// "double free", "heap overflow", "use after free".

@@ -547,10 +547,7 @@ fn flush(t: &ThreadCache, class: usize, n: usize) {
         return;
     }
     // SAFETY: list members form an END-terminated chain (links checked).
-    let (tail, k) = match unsafe { chain_prefix(head, n, t.key) } {
-        Ok(r) => r,
-        Err(bad) => diag::corrupt_free_list(class, bad),
-    };
+    let (tail, k) = diag::link_or_abort(class, unsafe { chain_prefix(head, n, t.key) });
     // SAFETY: `tail` is a list member; cut the chain after it.
     unsafe {
         list.head.store(link(tail, t.key), Relaxed);
@@ -812,10 +809,7 @@ pub fn flush_current() {
 fn flush_all(t: &ThreadCache) {
     for (class, list) in t.lists.iter().enumerate().skip(1) {
         // SAFETY: list members form an END-terminated chain.
-        let n = match unsafe { chain_len(list.head.load(Relaxed), t.key) } {
-            Ok(n) => n,
-            Err(bad) => diag::corrupt_free_list(class, bad),
-        };
+        let n = diag::link_or_abort(class, unsafe { chain_len(list.head.load(Relaxed), t.key) });
         flush(t, class, n);
     }
 }
@@ -862,10 +856,9 @@ pub unsafe fn reclaim_after_fork() {
             unsafe {
                 (*(*tc).cold.get()).tid = crate::sys::gettid();
                 for (class, list) in (*tc).lists.iter().enumerate().skip(1) {
-                    let len = match chain_len(list.head.load(Relaxed), (*tc).key) {
-                        Ok(n) => n as i32,
-                        Err(bad) => diag::corrupt_free_list(class, bad),
-                    };
+                    let len =
+                        diag::link_or_abort(class, chain_len(list.head.load(Relaxed), (*tc).key))
+                            as i32;
                     list.avail
                         .store(list.max_len.load(Relaxed) as i32 - len, Relaxed);
                 }
