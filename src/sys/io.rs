@@ -154,11 +154,9 @@ pub fn thread_count() -> usize {
     let Some(at) = text.windows(key.len()).position(|w| w == key) else {
         return 0;
     };
-    text[at + key.len()..]
-        .iter()
-        .skip_while(|c| c.is_ascii_whitespace())
-        .take_while(|c| c.is_ascii_digit())
-        .fold(0, |a, &c| a * 10 + (c - b'0') as usize)
+    let rest = &text[at + key.len()..];
+    let digits = rest.iter().position(|c| !c.is_ascii_whitespace());
+    digits.map_or(0, |i| super::parse_decimal(&rest[i..]))
 }
 
 /// Whether the process's main thread has exited (a zombie until the other

@@ -165,7 +165,8 @@ pub fn rss_bytes() -> usize {
     pages * os_page_size()
 }
 
-fn parse_decimal(s: &[u8]) -> usize {
+/// The decimal number at the start of `s` (0 if none; saturating).
+pub(crate) fn parse_decimal(s: &[u8]) -> usize {
     s.iter()
         .take_while(|c| c.is_ascii_digit())
         .fold(0usize, |a, &c| {
@@ -173,40 +174,22 @@ fn parse_decimal(s: &[u8]) -> usize {
         })
 }
 
-/// Reads up to `buf.len()` bytes of a file named by a NUL-terminated path.
+/// Reads up to `buf.len()` bytes of a file named by a NUL-terminated path
+/// (0 if it cannot be opened); errno is kept.
 pub fn read_file(path: &[u8], buf: &mut [u8]) -> usize {
-    debug_assert!(path.ends_with(b"\0"));
-    let saved = errno();
-    // SAFETY: `path` is NUL-terminated (checked above in debug builds; all
-    // callers pass literals ending in \0).
-    let fd = unsafe {
-        libc::open(
-            path.as_ptr() as *const libc::c_char,
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
+    let fd = io::open_read(path);
     if fd < 0 {
-        set_errno(saved);
         return 0;
     }
     let mut off = 0;
     while off < buf.len() {
-        // SAFETY: reading into the unfilled tail of `buf`.
-        let n = unsafe {
-            libc::read(
-                fd,
-                buf[off..].as_mut_ptr() as *mut libc::c_void,
-                buf.len() - off,
-            )
-        };
-        if n <= 0 {
+        let n = io::read_fd(fd, &mut buf[off..]);
+        if n == 0 {
             break;
         }
-        off += n as usize;
+        off += n;
     }
-    // SAFETY: `fd` was opened above.
-    unsafe { libc::close(fd) };
-    set_errno(saved);
+    io::close(fd);
     off
 }
 
