@@ -144,13 +144,9 @@ pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
     let depth = unwind::backtrace(&mut native);
     let mut py = [python::PyFrame::default(); python::MAX_FRAMES];
     let npy = python::capture(&mut py);
+    // With no Python frames, stitching copies the native stack as it is.
     let mut words = [0usize; MAX_DEPTH];
-    let len = if npy == 0 {
-        words[..depth].copy_from_slice(&native[..depth]);
-        depth
-    } else {
-        python::stitch(&native[..depth], &py[..npy], &mut words)
-    };
+    let len = python::stitch(&native[..depth], &py[..npy], &mut words);
     let est = estimate(size, sampler::mean());
     let (record, reason) = {
         let mut st = STATE.lock();

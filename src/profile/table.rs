@@ -75,10 +75,6 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     pub fn bucket(&self) -> &Bucket {
         // SAFETY: records always point at a published, never-freed bucket.
         unsafe { &*self.bucket }
