@@ -73,7 +73,11 @@ fn core_init() {
     // SAFETY: we are the only thread in initialisation (state BUSY).
     unsafe { config::install() };
     let cfg = config::get();
-    HEAP.lock().set_release_rate(cfg.release_rate_mib);
+    {
+        let mut heap = HEAP.lock();
+        heap.set_release_rate(cfg.release_rate_mib);
+        heap.set_limit(cfg.heap_limit as usize);
+    }
     profile::configure(cfg);
     thread_cache::set_budget(cfg.thread_cache_bytes);
     if let Some(key) = sys::create_thread_key(thread_exit_destructor) {

@@ -102,9 +102,8 @@ pub struct PageHeap {
     /// are reserved and not yet handed to the free lists.
     region_next: usize,
     region_end: usize,
-    /// Heap limit in bytes (0: none); `None`: `MEMX_HEAP_LIMIT` from the
-    /// configuration (read when needed, so init need not pass it on).
-    limit: Option<usize>,
+    /// Heap limit in bytes (0: none); init sets it from `MEMX_HEAP_LIMIT`.
+    limit: usize,
     /// The first refusal has been reported.
     limit_reported: bool,
 }
@@ -145,22 +144,19 @@ impl PageHeap {
             rate_bytes_per_s: 64 << 20,
             region_next: 0,
             region_end: 0,
-            limit: None,
+            limit: 0,
             limit_reported: false,
         }
     }
 
-    /// Sets the heap limit in bytes (0: none), overriding `MEMX_HEAP_LIMIT`.
+    /// Sets the heap limit in bytes (0: none).
     pub fn set_limit(&mut self, bytes: usize) {
-        self.limit = Some(bytes);
+        self.limit = bytes;
     }
 
-    /// The heap limit in force (0: none).
-    pub fn limit(&self) -> usize {
-        match self.limit {
-            Some(l) => l,
-            None => crate::config::get().heap_limit as usize,
-        }
+    /// Whether `charge` more resident bytes would pass the limit.
+    fn over_limit(&self, charge: usize) -> bool {
+        self.limit != 0 && self.stats.held() + charge > self.limit
     }
 
     pub fn set_release_rate(&mut self, mib_per_s: u64) {
@@ -244,14 +240,12 @@ impl PageHeap {
         }
         let mut s = self.find(npages, true);
         // SAFETY: `s` is a live free span when non-null.
-        if s.is_null() || unsafe { (*s).released } {
-            let limit = self.limit();
-            if limit != 0 && self.stats.held() + (charge << PAGE_SHIFT) > limit {
-                s = self.reuse_under_limit(npages, charge << PAGE_SHIFT, limit);
-                if s.is_null() {
-                    self.refuse(npages, limit);
-                    return s;
-                }
+        let from_released = s.is_null() || unsafe { (*s).released };
+        if from_released && self.over_limit(charge << PAGE_SHIFT) {
+            s = self.reuse_under_limit(npages, charge << PAGE_SHIFT);
+            if s.is_null() {
+                self.refuse(npages);
+                return s;
             }
         }
         if s.is_null() {
@@ -321,12 +315,12 @@ impl PageHeap {
     /// and a released span (grown if need be). Null if neither works.
     #[cold]
     #[inline(never)]
-    fn reuse_under_limit(&mut self, npages: usize, charge: usize, limit: usize) -> *mut Span {
+    fn reuse_under_limit(&mut self, npages: usize, charge: usize) -> *mut Span {
         let s = self.find(npages, false);
         if !s.is_null() {
             return s;
         }
-        if !self.make_room(charge, limit) {
+        if !self.make_room(charge) {
             return core::ptr::null_mut();
         }
         let s = self.find(npages, true);
@@ -337,13 +331,13 @@ impl PageHeap {
     }
 
     /// Releases resident free spans, largest first, until `charge` more
-    /// bytes fit under `limit`. Releases nothing and returns false when even
-    /// releasing every resident free page would not be enough.
-    fn make_room(&mut self, charge: usize, limit: usize) -> bool {
-        if self.stats.held() - self.stats.free_normal + charge > limit {
+    /// bytes fit under the limit. Releases nothing and returns false when
+    /// even releasing every resident free page would not be enough.
+    fn make_room(&mut self, charge: usize) -> bool {
+        if self.stats.held() - self.stats.free_normal + charge > self.limit {
             return false;
         }
-        while self.stats.held() + charge > limit {
+        while self.over_limit(charge) {
             let s = self.largest_normal();
             if s.is_null() || self.release_span(s) == 0 {
                 return false;
@@ -356,7 +350,7 @@ impl PageHeap {
     /// with one line on stderr and to the profiler.
     #[cold]
     #[inline(never)]
-    fn refuse(&mut self, npages: usize, limit: usize) {
+    fn refuse(&mut self, npages: usize) {
         self.stats.limit_hits += 1;
         if self.limit_reported {
             return;
@@ -366,7 +360,7 @@ impl PageHeap {
         line.str("memx: MEMX_HEAP_LIMIT reached: ")
             .usize(self.stats.held())
             .str(" bytes held of a limit of ")
-            .usize(limit)
+            .usize(self.limit)
             .str("; a request for ")
             .usize(npages << PAGE_SHIFT)
             .str(" more bytes gets ENOMEM (reported once)\n");
@@ -479,13 +473,12 @@ impl PageHeap {
         }
         // SAFETY: `next` is a live Free span.
         if unsafe { (*next).released } {
-            let limit = self.limit();
             let charge = want << PAGE_SHIFT;
-            if limit != 0 && self.stats.held() + charge > limit {
+            if self.over_limit(charge) {
                 // Releasing may merge `next` with released spans after it;
                 // it still starts at `start + old`.
-                if !self.make_room(charge, limit) {
-                    self.refuse(want, limit);
+                if !self.make_room(charge) {
+                    self.refuse(want);
                     return false;
                 }
                 next = self.free_after(start + old, want);
