@@ -87,6 +87,21 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs `memx ARGS INPUT -o OUT`, which must succeed.
+fn write_output(
+    args: &[&str],
+    input: impl AsRef<std::ffi::OsStr>,
+    out: impl AsRef<std::ffi::OsStr>,
+) {
+    ok(memx()
+        .args(args)
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .unwrap());
+}
+
 fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
@@ -474,13 +489,7 @@ impl Decoded {
 fn pprof_decodes_with_the_right_totals() {
     let (dir, dumps) = grow_dumps("pprof");
     let out = dir.join("heap.pb.gz");
-    ok(memx()
-        .arg("pprof")
-        .arg(&dumps[1])
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap());
+    write_output(&["pprof"], &dumps[1], &out);
     let d = decode(&std::fs::read(&out).unwrap());
     let pairs = |a: &[(&str, &str)]| -> Vec<(String, String)> {
         a.iter()
@@ -594,13 +603,7 @@ fn xml_text(svg: &[u8]) -> String {
 fn flamegraph_is_xml_with_the_sites() {
     let (dir, dumps) = grow_dumps("flame");
     let out = dir.join("heap.svg");
-    ok(memx()
-        .arg("flamegraph")
-        .arg(&dumps[1])
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap());
+    write_output(&["flamegraph"], &dumps[1], &out);
     let t = xml_text(&std::fs::read(&out).unwrap());
     assert!(t.contains("site_one"), "site_one missing");
     assert!(t.contains("site_two"), "site_two missing");
@@ -608,13 +611,7 @@ fn flamegraph_is_xml_with_the_sites() {
     assert!(!t.contains("site_temp"), "freed memory in the in-use graph");
     // Allocated bytes include the freed site.
     let out = dir.join("alloc.svg");
-    ok(memx()
-        .args(["flamegraph", "--alloc", "--by", "line"])
-        .arg(&dumps[1])
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap());
+    write_output(&["flamegraph", "--alloc", "--by", "line"], &dumps[1], &out);
     let t = xml_text(&std::fs::read(&out).unwrap());
     let temp = site_line("grow.c", "SITE_TEMP");
     assert!(
@@ -644,13 +641,7 @@ fn plot_is_xml_with_curves_and_dumps() {
         .collect();
     assert_eq!(stats.len(), 1, "one stats file expected");
     let out = dir.join("mem.svg");
-    ok(memx()
-        .arg("plot")
-        .arg(&stats[0])
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap());
+    write_output(&["plot"], &stats[0], &out);
     let svg = std::fs::read(&out).unwrap();
     let t = xml_text(&svg);
     for d in &dumps {
@@ -799,20 +790,8 @@ fn moved_or_stripped_binaries_give_module_offsets() {
             assert!(text(&out.stderr).contains(&format!("cannot read {}", bin.display())));
         }
         // pprof and flame graphs cope too.
-        ok(memx()
-            .arg("pprof")
-            .arg(last)
-            .arg("-o")
-            .arg(dir.join(format!("{name}.pb.gz")))
-            .output()
-            .unwrap());
-        ok(memx()
-            .arg("flamegraph")
-            .arg(last)
-            .arg("-o")
-            .arg(dir.join(format!("{name}.svg")))
-            .output()
-            .unwrap());
+        write_output(&["pprof"], last, dir.join(format!("{name}.pb.gz")));
+        write_output(&["flamegraph"], last, dir.join(format!("{name}.svg")));
     }
 }
 
@@ -840,13 +819,7 @@ fn sampled_estimates_are_unsampled() {
     let (out, dumps) = memx_run(&dir, "churn", &[], &[prog.as_os_str()]);
     ok(out);
     let pb = dir.join("churn.pb.gz");
-    ok(memx()
-        .arg("pprof")
-        .arg(dumps.last().unwrap())
-        .arg("-o")
-        .arg(&pb)
-        .output()
-        .unwrap());
+    write_output(&["pprof"], dumps.last().unwrap(), &pb);
     let d = decode(&std::fs::read(&pb).unwrap());
     assert!(
         d.period > 1,
