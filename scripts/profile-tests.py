@@ -169,12 +169,17 @@ def test_accuracy():
     print("    google-pprof --text top functions:", " ".join(names[:5]))
 
 
+def tell(proc, line):
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
 def talk(proc, expect):
     line = proc.stdout.readline().strip()
     check(line == expect, f"program said {line!r}, expected {expect!r}")
 
 
-def signal_two_dumps(argv, env_extra, first, second, module):
+def signal_two_dumps(argv, env_extra, first, second):
     """Sends the dump signal at each 'ready'; the second dump shows the
     growth in between. Returns the Run (caller cleans up)."""
     r = Run("signal", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=7, **env_extra)
@@ -185,8 +190,7 @@ def signal_two_dumps(argv, env_extra, first, second, module):
         p.send_signal(signal.SIGUSR2)
         d1 = wait_for(lambda: r.dumps())
         check(d1, "no dump after the first signal")
-        p.stdin.write("\n")
-        p.stdin.flush()
+        tell(p, "")
         talk(p, "ready")
         p.send_signal(signal.SIGUSR2)
         d2 = wait_for(lambda: r.dumps() if len(r.dumps()) >= 2 else None)
@@ -210,19 +214,17 @@ def test_signal_c():
     """A running C program gets the signal twice and writes two dumps; a
     handler the program installs later replaces memx's (no third dump)."""
     exe = os.path.join(BIN, "signal")
-    r, p = signal_two_dumps([exe], {}, 16 * MiB, 48 * MiB, "/signal")
+    r, p = signal_two_dumps([exe], {}, 16 * MiB, 48 * MiB)
     try:
         fa = per_function(heap_dump.Dump(r.dumps()[0]), "/signal")
         fb = per_function(heap_dump.Dump(r.dumps()[1]), "/signal")
         check("grow_first" in fa and "grow_second" not in fa, f"dump 1 functions {sorted(fa)}")
         check("grow_second" in fb, f"dump 2 functions {sorted(fb)}")
-        p.stdin.write("chain\n")
-        p.stdin.flush()
+        tell(p, "chain")
         talk(p, "program handler ran")
         time.sleep(0.3)
         check(len(r.dumps()) == 2, "memx dumped on a signal the program took over")
-        p.stdin.write("\n")
-        p.stdin.flush()
+        tell(p, "")
         check(p.wait(timeout=30) == 0, "program failed")
     finally:
         p.kill()
@@ -254,10 +256,9 @@ def test_signal_chains_to_earlier_handler():
 def test_signal_python():
     """The same with a Python script growing bytearrays."""
     script = os.path.join(SRC, "signal.py")
-    r, p = signal_two_dumps([PYTHON, script], {}, 16 * MiB, 48 * MiB, "python")
+    r, p = signal_two_dumps([PYTHON, script], {}, 16 * MiB, 48 * MiB)
     try:
-        p.stdin.write("\n")
-        p.stdin.flush()
+        tell(p, "")
         check(p.wait(timeout=30) == 0, "python failed")
     finally:
         p.kill()
