@@ -193,6 +193,14 @@ pub fn limit_hit() {
     }
 }
 
+/// A thread's exit destructor ran; `main` if it is the process's main
+/// thread (pthread_exit from main: other threads, and ours, live on).
+pub fn thread_exiting(main: bool) {
+    if main && enabled() {
+        worker::main_thread_exiting();
+    }
+}
+
 /// From the library destructor: the last stats line and the exit dump.
 pub fn at_exit() {
     if !enabled() {

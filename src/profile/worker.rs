@@ -7,7 +7,8 @@
 //! could see (a child that lists its descriptors sees only its own).
 //! The helper thread must not keep a process alive whose own threads have
 //! all exited (glibc ends a process with exit(0) when its last thread
-//! exits): it checks, and ends the process the same way.
+//! exits): once the main thread has called pthread_exit, it checks every
+//! half second, and ends the process the same way.
 //! Owns: the request word, the previous signal action, the stats file name.
 //! Must never: write a dump from the signal handler or from an allocating
 //! thread.
@@ -38,8 +39,11 @@ pub const SIGNAL: u32 = 1;
 pub const ALLOC_INTERVAL: u32 = 2;
 pub const INUSE_INTERVAL: u32 = 4;
 pub const HEAP_LIMIT: u32 = 8;
+/// Not a dump: the main thread is exiting through pthread_exit.
+const MAIN_EXITING: u32 = 16;
 
-/// How often the helper looks whether it is the last thread left.
+/// How often, once the main thread has called pthread_exit, the helper
+/// looks whether it is the last thread left.
 const LIVENESS_MS: i32 = 500;
 
 /// Reports the allocator's view for the stats file: in use, cached, mapped.
@@ -54,6 +58,14 @@ pub fn set_stats_probe(f: StatsProbe) {
 pub fn request(reason: u32) {
     REQUEST.fetch_or(reason, Ordering::Release);
     io::futex_wake(&REQUEST);
+}
+
+/// The main thread is exiting through pthread_exit (its thread-exit
+/// destructor runs): from now on the helper watches for being the last
+/// thread. Only then does it read /proc, which opens a descriptor for a
+/// moment; a program listing its descriptors never sees one otherwise.
+pub fn main_thread_exiting() {
+    request(MAIN_EXITING);
 }
 
 extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -125,7 +137,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     let now = sys::now_ns();
     let mut next_dump = deadline(now, dump_every);
     let mut next_stats = if stats_every > 0 { now } else { u64::MAX };
-    let mut next_liveness = now;
+    let mut next_liveness = u64::MAX;
     loop {
         let now = sys::now_ns();
         if now >= next_liveness {
@@ -145,12 +157,22 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             super::dump_now();
             next_dump = deadline(now, dump_every);
         }
-        if REQUEST.swap(0, Ordering::Acquire) != 0 {
+        let request = REQUEST.swap(0, Ordering::Acquire);
+        if request & MAIN_EXITING != 0 && next_liveness == u64::MAX {
+            next_liveness = now;
+        }
+        if request & !MAIN_EXITING != 0 {
             super::dump_now();
+        }
+        if request != 0 {
             continue;
         }
         let wake = next_dump.min(next_stats).min(next_liveness);
-        let timeout = (wake.saturating_sub(now) / 1_000_000).min(LIVENESS_MS as u64) as i32;
+        let timeout = if wake == u64::MAX {
+            -1
+        } else {
+            (wake.saturating_sub(now) / 1_000_000).min(i32::MAX as u64) as i32
+        };
         io::futex_wait(&REQUEST, 0, timeout);
     }
 }
