@@ -586,7 +586,14 @@ fn free_overflow(p: *mut u8, class: usize) {
     }
     let max_len = list.max_len.load(Relaxed);
     if max_len == 0 {
+        // This thread has not allocated from `class` lately (malloc's refill
+        // would have raised the limit), so `p` most likely came from another
+        // thread, whose neighbouring objects it shares cache lines with.
+        // Caching it would make it this thread's next allocation (passive
+        // false sharing: 4x glibc on cache-scratch). It goes back to its
+        // span instead; the limit grows, so later frees are cached.
         grow(t, class);
+        return central_free_one(p, class);
     } else if list.avail.load(Relaxed) <= 0 {
         let len = list.len();
         flush(t, class, len.min(k.batch as usize));

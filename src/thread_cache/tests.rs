@@ -130,3 +130,27 @@ fn cached_links_are_encoded_and_checked() {
     free(a);
     free(b);
 }
+
+#[test]
+fn a_foreign_object_is_not_this_threads_next_allocation() {
+    // The cache-scratch pattern: a thread's first free of a class is an
+    // object another thread allocated (its neighbours are that thread's).
+    // Handing it straight back would share its cache line across threads.
+    for size in [8, 24, 48, 200] {
+        let foreign = malloc(size) as usize;
+        std::thread::spawn(move || {
+            free(foreign as *mut u8);
+            let mine = malloc(size);
+            assert_ne!(
+                mine as usize, foreign,
+                "size {size}: got the foreign object back"
+            );
+            // Later frees of the class are cached as usual.
+            free(mine);
+            assert_eq!(malloc(size), mine);
+            free(mine);
+        })
+        .join()
+        .unwrap();
+    }
+}
