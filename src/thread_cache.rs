@@ -20,7 +20,11 @@
 //! and shrinks by a batch after repeated overflows. All lists of a thread
 //! together stay within the thread's claimed share of the global budget
 //! `MEMX_THREAD_CACHE_BYTES`; a thread that cannot claim more steals
-//! capacity from its own other lists.
+//! capacity from its own other lists. A thread claims at most START_CAP
+//! until it finds a central lock held by another thread; each such
+//! contended lock raises its cap by CAP_STEP, up to PER_THREAD_MAX. So
+//! caches grow where they save lock traffic (servers), and threads that
+//! take turns (Python's GIL) keep small ones.
 //!
 //! Hardened lists: a free object's link is stored xor the process's random
 //! key (`central::link_key`, copied into each cache so the fast paths read
@@ -39,7 +43,7 @@
 //! holding a central lock, write to the static EMPTY/EXITED caches, or read
 //! or write a link except through the `util` link helpers.
 
-use crate::central::{check, link_key, CENTRAL};
+use crate::central::{check, link_key, CentralFreeList, CENTRAL};
 use crate::diag;
 use crate::large;
 use crate::meta::Pool;
@@ -48,7 +52,7 @@ use crate::sampler;
 use crate::size_class::{
     class_for_aligned, class_of, size_of, tiny_offset, ClassInfo, CLASSES, NUM_CLASSES, PAGE_SIZE,
 };
-use crate::sys::lock::Locked;
+use crate::sys::lock::{Locked, LockedGuard};
 use crate::sys::tls;
 use crate::util::{chain_len, chain_prefix, link, set_link, BadLink, FreeObject, END};
 use core::cell::UnsafeCell;
@@ -58,6 +62,13 @@ use core::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering::R
 const MAX_LEN: u32 = 8192;
 /// The most one thread may claim of the global budget.
 pub const PER_THREAD_MAX: usize = 2 << 20;
+/// What a thread may claim until it meets contention. Without contention a
+/// batch from the central list costs one uncontended lock, so a small
+/// cache loses little speed, and threads that take turns (Python's GIL)
+/// would otherwise each hold a full cache of idle objects.
+const START_CAP: usize = 256 << 10;
+/// How much each contended central lock raises the thread's cap.
+const CAP_STEP: usize = 256 << 10;
 /// Budget is claimed from the global pool in steps of this much.
 const CLAIM_STEP: usize = 64 << 10;
 /// Overflows tolerated before a list at more than one batch shrinks.
@@ -96,6 +107,9 @@ struct Cold {
     capacity: usize,
     /// Bytes claimed from the global budget.
     limit: usize,
+    /// The most this thread may claim: START_CAP, raised towards
+    /// PER_THREAD_MAX each time it finds a central lock held by another.
+    cap: usize,
     overages: [u32; NUM_CLASSES],
     steal_cursor: usize,
     next: *mut ThreadCache,
@@ -148,6 +162,7 @@ impl ThreadCache {
             cold: UnsafeCell::new(Cold {
                 capacity: 0,
                 limit: 0,
+                cap: START_CAP,
                 overages: [0; NUM_CLASSES],
                 steal_cursor: 1,
                 next: core::ptr::null_mut(),
@@ -416,7 +431,7 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     }
     let max_len = list.max_len.load(Relaxed);
     let want = (k.batch).min(max_len.max(1)) as usize;
-    let (head, n) = CENTRAL[class].lock().remove_range(class, want);
+    let (head, n) = central(t, class).remove_range(class, want);
     if n == 0 {
         return END;
     }
@@ -486,7 +501,7 @@ fn growth_step(k: &ClassInfo, max_len: u32) -> u32 {
 fn claim(cold: &mut Cold, cost: usize) -> bool {
     let need = cold.capacity + cost - cold.limit;
     let step = need.div_ceil(CLAIM_STEP) * CLAIM_STEP;
-    if cold.limit + step > PER_THREAD_MAX {
+    if cold.limit + step > cold.cap {
         return false;
     }
     let mut left = BUDGET.load(Relaxed);
@@ -535,6 +550,21 @@ fn shrink(t: &ThreadCache, cold: &mut Cold, class: usize) {
     cold.capacity -= cut as usize * k.size as usize;
 }
 
+/// `class`'s central list, locked; a contended lock raises this thread's
+/// cache cap (see START_CAP).
+fn central(t: &ThreadCache, class: usize) -> LockedGuard<'static, CentralFreeList> {
+    let (guard, contended) = CENTRAL[class].lock_reporting();
+    if contended {
+        // SAFETY: owner-only state of the caller's own cache.
+        raise_cap(unsafe { &mut *t.cold.get() });
+    }
+    guard
+}
+
+fn raise_cap(cold: &mut Cold) {
+    cold.cap = (cold.cap + CAP_STEP).min(PER_THREAD_MAX);
+}
+
 /// Moves the first `n` objects of a list to the central list.
 ///
 /// Walks the chain itself rather than trusting `n`: in a fork child whose
@@ -556,7 +586,7 @@ fn flush(t: &ThreadCache, class: usize, n: usize) {
     list.avail
         .store(list.avail.load(Relaxed) + k as i32, Relaxed);
     // SAFETY: the chain holds exactly `k` free objects of `class`.
-    unsafe { CENTRAL[class].lock().insert_range(class, head, k) };
+    unsafe { central(t, class).insert_range(class, head, k) };
 }
 
 #[cold]

@@ -31,14 +31,21 @@ impl Lock {
 
     #[inline]
     pub fn lock(&self) -> LockGuard<'_> {
-        if self
+        self.lock_reporting().0
+    }
+
+    /// Takes the lock; also says whether another thread held it (the
+    /// thread caches size themselves by how contended the central lists are).
+    #[inline]
+    pub fn lock_reporting(&self) -> (LockGuard<'_>, bool) {
+        let contended = self
             .state
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+            .is_err();
+        if contended {
             self.lock_contended();
         }
-        LockGuard { lock: self }
+        (LockGuard { lock: self }, contended)
     }
 
     #[cold]
@@ -92,6 +99,12 @@ impl Lock {
         }
     }
 
+    /// Whether a thread is asleep waiting for the lock (tests).
+    #[cfg(test)]
+    pub fn has_sleepers(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == CONTENDED
+    }
+
     pub fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) != UNLOCKED
     }
@@ -143,10 +156,18 @@ impl<T> Locked<T> {
 
     #[inline]
     pub fn lock(&self) -> LockedGuard<'_, T> {
-        LockedGuard {
-            _guard: self.lock.lock(),
+        self.lock_reporting().0
+    }
+
+    /// As `lock`, and whether another thread held the lock at first.
+    #[inline]
+    pub fn lock_reporting(&self) -> (LockedGuard<'_, T>, bool) {
+        let (guard, contended) = self.lock.lock_reporting();
+        let g = LockedGuard {
+            _guard: guard,
             data: self.data.get(),
-        }
+        };
+        (g, contended)
     }
 
     /// The bare lock, for fork handlers that take every lock in order.
@@ -179,6 +200,24 @@ impl<T> core::ops::DerefMut for LockedGuard<'_, T> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn lock_reporting_tells_a_contended_lock() {
+        let l = Arc::new(Lock::new());
+        let (g, contended) = l.lock_reporting();
+        assert!(!contended);
+        let waiter = {
+            let l = l.clone();
+            std::thread::spawn(move || l.lock_reporting().1)
+        };
+        // Release only once the other thread sleeps on the lock.
+        while !l.has_sleepers() {
+            std::thread::yield_now();
+        }
+        drop(g);
+        assert!(waiter.join().unwrap(), "the waiter saw no contention");
+        assert!(!l.lock_reporting().1);
+    }
 
     #[test]
     fn excludes_across_threads() {

@@ -154,3 +154,37 @@ fn a_foreign_object_is_not_this_threads_next_allocation() {
         .unwrap();
     }
 }
+
+#[test]
+fn claims_stop_at_the_threads_cap() {
+    std::thread::spawn(|| {
+        free(malloc(64));
+        // SAFETY: this thread's own cache, owner-only state.
+        let cold = unsafe { &mut *(*tls::get()).cold.get() };
+        cold.cap = START_CAP;
+        let room = START_CAP - cold.capacity;
+        assert!(!claim(cold, room + CLAIM_STEP), "claimed past the cap");
+        assert!(claim(cold, room), "could not claim up to the cap");
+        assert!(cold.limit <= START_CAP);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn contention_raises_the_cap_up_to_the_per_thread_max() {
+    std::thread::spawn(|| {
+        free(malloc(64));
+        // SAFETY: this thread's own cache, owner-only state.
+        let cold = unsafe { &mut *(*tls::get()).cold.get() };
+        cold.cap = START_CAP;
+        raise_cap(cold);
+        assert_eq!(cold.cap, START_CAP + CAP_STEP);
+        for _ in 0..100 {
+            raise_cap(cold);
+        }
+        assert_eq!(cold.cap, PER_THREAD_MAX);
+    })
+    .join()
+    .unwrap();
+}
