@@ -129,17 +129,19 @@ const fn smallest_class_for(n: usize) -> u8 {
     0
 }
 
-const fn build_big_lut() -> [u8; BIG_LUT_LEN] {
-    let mut lut = [0u8; BIG_LUT_LEN];
+/// Requests above 1 KiB, in 128-byte steps: the list offset (16 × class)
+/// of their class, so the fast path indexes the thread cache directly.
+const fn build_big_lut() -> [u16; BIG_LUT_LEN] {
+    let mut lut = [0u16; BIG_LUT_LEN];
     let mut i = 0;
     while i < BIG_LUT_LEN {
-        lut[i] = smallest_class_for(if i == 0 { 1 } else { i * 128 });
+        lut[i] = smallest_class_for(if i == 0 { 1 } else { i * 128 }) as u16 * 16;
         i += 1;
     }
     lut
 }
 
-static BIG_LUT: [u8; BIG_LUT_LEN] = build_big_lut();
+static BIG_LUT: [u16; BIG_LUT_LEN] = build_big_lut();
 
 /// The class for a request of `n` bytes, or 0 if `n > MAX_SMALL`.
 #[inline(always)]
@@ -147,6 +149,19 @@ pub fn class_of(n: usize) -> usize {
     if n <= SMALL_LIMIT {
         ((n + 15) >> 4).max(1)
     } else if n <= MAX_SMALL {
+        BIG_LUT[(n + 127) >> 7] as usize / 16
+    } else {
+        0
+    }
+}
+
+/// For requests above 1 KiB: the byte offset of their class's list (16 ×
+/// class), or 0 above MAX_SMALL (list 0 is always empty, so large requests
+/// reach the slow path with no test of their own).
+#[inline(always)]
+pub fn medium_offset(n: usize) -> usize {
+    debug_assert!(n > SMALL_LIMIT);
+    if n <= MAX_SMALL {
         BIG_LUT[(n + 127) >> 7] as usize
     } else {
         0

@@ -50,7 +50,8 @@ use crate::meta::Pool;
 use crate::pagemap::{HIGH_BITS, PAGEMAP};
 use crate::sampler;
 use crate::size_class::{
-    class_for_aligned, class_of, size_of, tiny_offset, ClassInfo, CLASSES, NUM_CLASSES, PAGE_SIZE,
+    class_for_aligned, class_of, medium_offset, size_of, tiny_offset, ClassInfo, CLASSES,
+    MAX_SMALL, NUM_CLASSES, PAGE_SIZE,
 };
 use crate::sys::lock::{Locked, LockedGuard};
 use crate::sys::tls;
@@ -197,7 +198,8 @@ fn is_static(tc: *const ThreadCache) -> bool {
 
 /// `malloc` for every size. Requests up to 1 KiB (most of them) find their
 /// list at offset `(size + 15) & !15` with no table; larger ones go through
-/// `malloc_medium`, which is the same pop after a table lookup.
+/// `malloc_medium`, which is the same pop after a table lookup (large ones
+/// find list 0, always empty, and leave through the slow path).
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut u8 {
     match tiny_offset(size) {
@@ -208,11 +210,7 @@ pub fn malloc(size: usize) -> *mut u8 {
 
 #[inline(always)]
 fn malloc_medium(size: usize) -> *mut u8 {
-    let class = class_of(size);
-    if class == 0 {
-        return alloc_large(size, 1);
-    }
-    alloc_at(size, class * LIST_STRIDE)
+    alloc_at(size, medium_offset(size))
 }
 
 const LIST_STRIDE: usize = core::mem::size_of::<FreeList>();
@@ -239,7 +237,7 @@ fn alloc_at(size: usize, offset: usize) -> *mut u8 {
     let head = list.head.load(Relaxed);
     // Empty (END) or a corrupt link (misaligned): the slow path decides.
     if head as usize & 15 != 0 {
-        return malloc_slow(size, offset / LIST_STRIDE, false);
+        return malloc_slow(size, offset, false);
     }
     // The countdown is updated in memory first and checked after: one
     // instruction pair. Only live caches get here (static caches have no
@@ -251,7 +249,7 @@ fn alloc_at(size: usize, offset: usize) -> *mut u8 {
         *c
     };
     if left < 0 {
-        return malloc_slow(size, offset / LIST_STRIDE, true);
+        return malloc_slow(size, offset, true);
     }
     // SAFETY: `head` is a free object owned by this list; its first word is
     // the link (checked by the next pop's alignment test).
@@ -277,13 +275,13 @@ pub fn free(p: *mut u8) {
     let tc = tls::get();
     // SAFETY: the entry's class came from the page heap (< NUM_CLASSES).
     let list = unsafe { list_at(tc, offset) };
-    // Decrement first, check after; the slow path knows it was decremented.
-    // Static caches start near i32::MIN, so their decrements stay negative.
-    let avail = list.avail.load(Relaxed) - 1;
-    list.avail.store(avail, Relaxed);
-    if avail < 0 {
-        return free_overflow(p, offset / LIST_STRIDE);
+    // Static caches have no room (avail < 0), so they never get past here.
+    // Two loads on purpose: they compile to a compare and a decrement in
+    // memory, one instruction fewer than a load, test, decrement and store.
+    if list.avail.load(Relaxed) <= 0 {
+        return free_overflow(p, offset);
     }
+    list.avail.store(list.avail.load(Relaxed) - 1, Relaxed);
     let obj = p as *mut FreeObject;
     // `tc` is live: a static cache's avail is negative, so it never gets here.
     // SAFETY: `p` starts an object of this class that the program gives back.
@@ -296,9 +294,12 @@ pub fn free(p: *mut u8) {
 #[cold]
 #[inline(never)]
 /// `counted`: the fast path already took `size` off the countdown.
-fn malloc_slow(size: usize, class: usize, counted: bool) -> *mut u8 {
-    // A zero-byte request reaches here through the always-empty list 0.
-    let class = class.max(1);
+fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 {
+    // Large and zero-byte requests reach here through the always-empty list 0.
+    if offset == 0 && size > MAX_SMALL {
+        return alloc_large(size, 1);
+    }
+    let class = (offset / LIST_STRIDE).max(1);
     let tc = match current_or_create() {
         Some(tc) => tc,
         None if check::enabled() => return malloc_checked(size, 16),
@@ -591,15 +592,9 @@ fn flush(t: &ThreadCache, class: usize, n: usize) {
 
 #[cold]
 #[inline(never)]
-fn free_overflow(p: *mut u8, class: usize) {
-    let had_cache = !is_static(tls::get());
+fn free_overflow(p: *mut u8, offset: usize) {
+    let class = offset / LIST_STRIDE;
     if check::enabled() {
-        if had_cache {
-            // Undo the fast path's decrement: the list stays at limit 0.
-            // SAFETY: this thread's own live cache.
-            let list = unsafe { &(*tls::get()).lists[class] };
-            list.avail.store(list.avail.load(Relaxed) + 1, Relaxed);
-        }
         return check::free_small(class, p, "free");
     }
     let tc = match current_or_create() {
@@ -610,10 +605,6 @@ fn free_overflow(p: *mut u8, class: usize) {
     let t = unsafe { &*tc };
     let k = &CLASSES[class];
     let list = &t.lists[class];
-    if had_cache {
-        // Undo the fast path's decrement (it was checked after the store).
-        list.avail.store(list.avail.load(Relaxed) + 1, Relaxed);
-    }
     let max_len = list.max_len.load(Relaxed);
     if max_len == 0 {
         // This thread has not allocated from `class` lately (malloc's refill
