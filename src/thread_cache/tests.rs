@@ -172,6 +172,26 @@ fn claims_stop_at_the_threads_cap() {
 }
 
 #[test]
+fn frequent_central_trips_raise_the_cap_at_scavenge() {
+    std::thread::spawn(|| {
+        free(malloc(64));
+        let tc = tls::get();
+        // SAFETY: this thread's own cache, owner-only state.
+        let (t, cold) = unsafe { (&*tc, &mut *(*tc).cold.get()) };
+        cold.cap = START_CAP;
+        cold.central_trips = BUSY_TRIPS;
+        scavenge(t, cold);
+        assert_eq!(cold.cap, START_CAP, "raised at the threshold");
+        assert_eq!(cold.central_trips, 0, "the count restarts each period");
+        cold.central_trips = BUSY_TRIPS + 1;
+        scavenge(t, cold);
+        assert_eq!(cold.cap, START_CAP + CAP_STEP);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
 fn contention_raises_the_cap_up_to_the_per_thread_max() {
     std::thread::spawn(|| {
         free(malloc(64));
