@@ -22,10 +22,10 @@
 //! `MEMX_THREAD_CACHE_BYTES`; a thread that cannot claim more steals
 //! capacity from its own other lists. A thread claims at most START_CAP
 //! until it finds a central lock held by another thread, or goes to the
-//! central lists more than BUSY_TRIPS times in a scavenge period; each
-//! such event raises its cap by CAP_STEP, up to PER_THREAD_MAX. So caches
-//! grow where they save lock traffic (servers, big working sets), and
-//! threads that take turns (Python's GIL) keep small ones.
+//! central lists more than BUSY_TRIPS times per SCAVENGE_BYTES allocated;
+//! each such event raises its cap by CAP_STEP, up to PER_THREAD_MAX. So
+//! caches grow where they save lock traffic (servers, big working sets),
+//! and threads that take turns (Python's GIL) keep small ones.
 //!
 //! Hardened lists: a free object's link is stored xor the process's random
 //! key (`central::link_key`, copied into each cache so the fast paths read
@@ -71,8 +71,7 @@ pub const PER_THREAD_MAX: usize = 2 << 20;
 const START_CAP: usize = 256 << 10;
 /// How much each contended central lock raises the thread's cap.
 const CAP_STEP: usize = 256 << 10;
-/// Trips to the central lists per scavenge period (SCAVENGE_BYTES
-/// allocated) above which the cache is too small for the thread's working
+/// Trips to the central lists per SCAVENGE_BYTES allocated above which the cache is too small for the thread's working
 /// set, and its cap rises by CAP_STEP too. Measured at 256 KiB: a
 /// single-threaded churn of 8 B-1 KiB objects made 3,500 (and ran 18%
 /// slower than with 2 MiB), pure-Python JSON work 750.
@@ -128,6 +127,8 @@ struct Cold {
     dry: [u64; NUM_CLASSES.div_ceil(64)],
     /// Bytes allocated since the last scavenge, counted at sample points.
     since_scavenge: usize,
+    /// Length of the countdown now running (`until_sample` started there).
+    interval: usize,
     /// This thread is inside the profiler (stack capture may allocate).
     in_profiler: bool,
     /// Trips to the central lists (refills and flushes) since the last
@@ -182,6 +183,7 @@ impl ThreadCache {
                 sampler: sampler::Sampler::new(0),
                 dry: [0; NUM_CLASSES.div_ceil(64)],
                 since_scavenge: 0,
+                interval: 0,
                 in_profiler: false,
                 central_trips: 0,
             }),
@@ -360,13 +362,15 @@ fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 {
 fn countdown_expired(t: &ThreadCache) -> bool {
     // SAFETY: owner-only state of this thread's cache.
     let cold = unsafe { &mut *t.cold.get() };
-    let interval = cold.sampler.next_interval();
+    // The interval that just ran out is (give or take the last request)
+    // what the thread allocated since the previous expiry.
+    cold.since_scavenge += cold.interval;
+    cold.interval = cold.sampler.next_interval();
     // SAFETY: as above.
-    unsafe { *t.until_sample.get() = interval as isize };
-    cold.since_scavenge += interval;
+    unsafe { *t.until_sample.get() = cold.interval as isize };
     if cold.since_scavenge >= sampler::SCAVENGE_BYTES {
-        cold.since_scavenge = 0;
-        scavenge(t, cold);
+        let period = core::mem::take(&mut cold.since_scavenge);
+        scavenge(t, cold, period);
     }
     sampler::mean() != 0
 }
@@ -459,8 +463,10 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
 /// and its limit drops by a batch. Bursty programs (Python) otherwise keep
 /// a burst's worth of every class cached for good. A thread that went to
 /// the central lists often in the period gets a higher cap instead.
-fn scavenge(t: &ThreadCache, cold: &mut Cold) {
-    if cold.central_trips > BUSY_TRIPS {
+fn scavenge(t: &ThreadCache, cold: &mut Cold, period: usize) {
+    // Trips per SCAVENGE_BYTES allocated: with profiling on, periods vary
+    // (they are sums of random sampling intervals).
+    if cold.central_trips * sampler::SCAVENGE_BYTES > BUSY_TRIPS * period {
         raise_cap(cold);
     }
     cold.central_trips = 0;
@@ -753,7 +759,8 @@ fn create() -> *mut ThreadCache {
             let index = (cold.tid - crate::sys::getpid() as i64) as u64;
             let seed = sampler::thread_seed(index, cold.tid as u64 ^ tc as u64);
             cold.sampler = sampler::Sampler::new(seed);
-            *(*tc).until_sample.get() = cold.sampler.next_interval() as isize;
+            cold.interval = cold.sampler.next_interval();
+            *(*tc).until_sample.get() = cold.interval as isize;
             cold.next = reg.head;
             if !reg.head.is_null() {
                 (*(*reg.head).cold.get()).prev = tc;

@@ -179,12 +179,18 @@ fn frequent_central_trips_raise_the_cap_at_scavenge() {
         // SAFETY: this thread's own cache, owner-only state.
         let (t, cold) = unsafe { (&*tc, &mut *(*tc).cold.get()) };
         cold.cap = START_CAP;
+        let period = sampler::SCAVENGE_BYTES;
         cold.central_trips = BUSY_TRIPS;
-        scavenge(t, cold);
+        scavenge(t, cold, period);
         assert_eq!(cold.cap, START_CAP, "raised at the threshold");
         assert_eq!(cold.central_trips, 0, "the count restarts each period");
+        // The rate counts, not the number: a long period (profiling's are
+        // sums of random intervals) may hold more trips.
         cold.central_trips = BUSY_TRIPS + 1;
-        scavenge(t, cold);
+        scavenge(t, cold, 2 * period);
+        assert_eq!(cold.cap, START_CAP, "raised below the rate");
+        cold.central_trips = BUSY_TRIPS + 1;
+        scavenge(t, cold, period);
         assert_eq!(cold.cap, START_CAP + CAP_STEP);
     })
     .join()
