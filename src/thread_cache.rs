@@ -125,6 +125,9 @@ struct Cold {
     sampler: sampler::Sampler,
     /// Classes whose list ran empty since the last scavenge (bit per class).
     dry: [u64; NUM_CLASSES.div_ceil(64)],
+    /// Classes whose list has a limit above zero, the only ones a scavenge
+    /// visits: with large objects it runs every few hundred allocations.
+    active: [u64; NUM_CLASSES.div_ceil(64)],
     /// Bytes allocated since the last scavenge, counted at sample points.
     since_scavenge: usize,
     /// Length of the countdown now running (`until_sample` started there).
@@ -182,6 +185,7 @@ impl ThreadCache {
                 tid: 0,
                 sampler: sampler::Sampler::new(0),
                 dry: [0; NUM_CLASSES.div_ceil(64)],
+                active: [0; NUM_CLASSES.div_ceil(64)],
                 since_scavenge: 0,
                 interval: 0,
                 in_profiler: false,
@@ -470,15 +474,20 @@ fn scavenge(t: &ThreadCache, cold: &mut Cold, period: usize) {
         raise_cap(cold);
     }
     cold.central_trips = 0;
-    for (class, list) in t.lists.iter().enumerate().skip(1) {
-        let ran_dry = cold.dry[class / 64] & (1 << (class % 64)) != 0;
-        let len = list.len();
-        if ran_dry || len == 0 {
-            continue;
-        }
-        flush(t, class, len.div_ceil(2));
-        if list.max_len.load(Relaxed) > CLASSES[class].batch {
-            shrink(t, cold, class);
+    for w in 0..cold.active.len() {
+        let mut bits = cold.active[w] & !cold.dry[w];
+        while bits != 0 {
+            let class = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let list = &t.lists[class];
+            let len = list.len();
+            if len == 0 {
+                continue;
+            }
+            flush(t, class, len.div_ceil(2));
+            if list.max_len.load(Relaxed) > CLASSES[class].batch {
+                shrink(t, cold, class);
+            }
         }
     }
     cold.dry = [0; NUM_CLASSES.div_ceil(64)];
@@ -501,6 +510,7 @@ fn grow(t: &ThreadCache, class: usize) {
     let add = step.min(MAX_LEN - max_len);
     list.max_len
         .store(list.max_len.load(Relaxed) + add, Relaxed);
+    cold.active[class / 64] |= 1 << (class % 64);
     list.avail
         .store(list.avail.load(Relaxed) + add as i32, Relaxed);
     cold.capacity += add as usize * k.size as usize;
@@ -571,6 +581,9 @@ fn shrink(t: &ThreadCache, cold: &mut Cold, class: usize) {
     list.avail
         .store(list.avail.load(Relaxed) - cut as i32, Relaxed);
     cold.capacity -= cut as usize * k.size as usize;
+    if new_max == 0 {
+        cold.active[class / 64] &= !(1 << (class % 64));
+    }
 }
 
 /// `class`'s central list, locked; a contended lock raises this thread's

@@ -214,3 +214,42 @@ fn contention_raises_the_cap_up_to_the_per_thread_max() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn active_classes_are_exactly_those_with_a_limit() {
+    std::thread::spawn(|| {
+        free(malloc(16));
+        let tc = tls::get();
+        let check = || {
+            // SAFETY: this thread's own cache, owner-only state.
+            let cold = unsafe { &*(*tc).cold.get() };
+            for class in 1..NUM_CLASSES {
+                // SAFETY: as above.
+                let max_len = unsafe { (*tc).lists[class].max_len.load(Relaxed) };
+                let bit = cold.active[class / 64] & (1 << (class % 64)) != 0;
+                assert_eq!(bit, max_len > 0, "class {class}, max_len {max_len}");
+            }
+        };
+        let mut live = Vec::new();
+        for i in 0..20000usize {
+            live.push(malloc(16 + (i * 7919) % 40000));
+            if i % 3 == 0 {
+                free(live.swap_remove((i * 31) % live.len()));
+            }
+        }
+        live.into_iter().for_each(free);
+        check();
+        // Shrinking every list to nothing clears every bit.
+        // SAFETY: as above.
+        let (t, cold) = unsafe { (&*tc, &mut *(*tc).cold.get()) };
+        for class in 1..NUM_CLASSES {
+            while t.lists[class].max_len.load(Relaxed) > 0 {
+                shrink(t, cold, class);
+            }
+        }
+        check();
+        assert_eq!(cold.active, [0; NUM_CLASSES.div_ceil(64)]);
+    })
+    .join()
+    .unwrap();
+}
