@@ -142,6 +142,9 @@ struct Cold {
 // Lists first: the fast paths address `lists[class]` with no extra offset.
 #[repr(C, align(64))]
 pub struct ThreadCache {
+    /// List 0 stays empty with no room (limit 0): zero-byte and large
+    /// requests, and frees of anything that is not a small object, find it
+    /// and leave for the slow paths without a test of their own.
     lists: [FreeList; NUM_CLASSES],
     /// Bytes left before the next sample point; owner-only, and updated in
     /// place by the fast path (hence not atomic).
@@ -285,10 +288,9 @@ pub fn free(p: *mut u8) {
     if addr & (HIGH_BITS | 15) != 0 {
         return free_slow(p);
     }
+    // Class 0 (large, sampled, free or not ours) finds list 0, which never
+    // has room, so it needs no test of its own: free_overflow sends it on.
     let offset = PAGEMAP.lookup_low_addr(addr).list_offset();
-    if offset == 0 {
-        return free_slow(p);
-    }
     let tc = tls::get();
     // SAFETY: the entry's class came from the page heap (< NUM_CLASSES).
     let list = unsafe { list_at(tc, offset) };
@@ -630,6 +632,9 @@ fn flush(t: &ThreadCache, class: usize, n: usize) {
 #[cold]
 #[inline(never)]
 fn free_overflow(p: *mut u8, offset: usize) {
+    if offset == 0 {
+        return free_slow(p);
+    }
     let class = offset / LIST_STRIDE;
     if check::enabled() {
         return check::free_small(class, p, "free");

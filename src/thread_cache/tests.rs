@@ -253,3 +253,22 @@ fn active_classes_are_exactly_those_with_a_limit() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn list_zero_stays_empty_with_no_room() {
+    std::thread::spawn(|| {
+        let mut live = Vec::new();
+        for i in 0..5000usize {
+            live.push(malloc([0, 8, 300, 5000, 300 << 10][i % 5]));
+        }
+        live.into_iter().for_each(free);
+        let tc = tls::get();
+        // SAFETY: this thread's own cache.
+        let list = unsafe { &(*tc).lists[0] };
+        assert!(list.is_empty());
+        assert!(list.avail.load(Relaxed) <= 0);
+        assert_eq!(list.max_len.load(Relaxed), 0);
+    })
+    .join()
+    .unwrap();
+}
