@@ -3,9 +3,10 @@
 //! page heap, and gives wholly free spans back to it.
 //!
 //! A transfer cache of whole batches (a batch is a linked chain of exactly
-//! `batch` objects, stored by its head) sits in front of the spans, so a
-//! batch freed by one thread reaches another thread in O(1), the pattern of
-//! producer/consumer programs.
+//! `batch` objects) sits in front of the spans, so a batch freed by one
+//! thread reaches another thread in O(1), the pattern of producer/consumer
+//! programs. It is a stack linked through each batch head's second word,
+//! so a central list is a few words and the 129 of them share few pages.
 //!
 //! Every link in a free object is stored encoded with the process's random
 //! key (`link_key`, see `util::FreeObject`), and every link read here is
@@ -26,10 +27,12 @@ use crate::pagemap::PAGEMAP;
 use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys::lock::Locked;
-use crate::util::{link_checked, set_link, BadLink, FreeObject, END};
+use crate::util::{
+    batch_link_checked, link_checked, set_batch_link, set_link, BadLink, FreeObject, END,
+};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-const TRANSFER_SLOTS: usize = 64;
+const TRANSFER_MAX: usize = 64;
 /// Bytes of whole batches one class may park in its transfer cache: enough
 /// for a producer/consumer pair to trade batches without touching spans,
 /// small enough that 96 classes hold little memory.
@@ -38,7 +41,8 @@ const TRANSFER_BYTES: usize = 32 << 10;
 pub struct CentralFreeList {
     /// Spans of this class with at least one free or never-used object.
     nonempty: SpanList,
-    transfer: [*mut FreeObject; TRANSFER_SLOTS],
+    /// The transfer cache: the top batch's head (END if none).
+    transfer: *mut FreeObject,
     ntransfer: usize,
     /// Spans of this class, and their objects not out (free or never used).
     pub spans: usize,
@@ -104,7 +108,7 @@ pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] =
 
 /// How many whole batches class `c` may keep in its transfer cache.
 fn transfer_capacity(k: &ClassInfo) -> usize {
-    (TRANSFER_BYTES / (k.batch as usize * k.size as usize)).clamp(1, TRANSFER_SLOTS)
+    (TRANSFER_BYTES / (k.batch as usize * k.size as usize)).clamp(1, TRANSFER_MAX)
 }
 
 impl Default for CentralFreeList {
@@ -117,7 +121,7 @@ impl CentralFreeList {
     pub const fn new() -> Self {
         CentralFreeList {
             nonempty: SpanList::new(),
-            transfer: [core::ptr::null_mut(); TRANSFER_SLOTS],
+            transfer: END,
             ntransfer: 0,
             spans: 0,
             free_in_spans: 0,
@@ -135,8 +139,7 @@ impl CentralFreeList {
     pub fn remove_range(&mut self, class: usize, max: usize) -> (*mut FreeObject, usize) {
         let k = &CLASSES[class];
         if max == k.batch as usize && self.ntransfer > 0 {
-            self.ntransfer -= 1;
-            return (self.transfer[self.ntransfer], max);
+            return (self.pop_batch(class), max);
         }
         let key = link_key();
         let mut head: *mut FreeObject = END;
@@ -212,7 +215,9 @@ impl CentralFreeList {
             && self.ntransfer < transfer_capacity(k)
             && SHARING.load(Ordering::Relaxed)
         {
-            self.transfer[self.ntransfer] = head;
+            // SAFETY: `head` heads a free batch, now ours (caller).
+            unsafe { set_batch_link(head, self.transfer, link_key()) };
+            self.transfer = head;
             self.ntransfer += 1;
             return;
         }
@@ -294,13 +299,22 @@ impl CentralFreeList {
         }
     }
 
+    /// Takes the top batch off the transfer cache (not empty).
+    fn pop_batch(&mut self, class: usize) -> *mut FreeObject {
+        let head = self.transfer;
+        // SAFETY: `head` tops the transfer cache, so it holds a batch link.
+        let next = diag::link_or_abort(class, unsafe { batch_link_checked(head, link_key()) });
+        self.transfer = next;
+        self.ntransfer -= 1;
+        head
+    }
+
     /// Empties the transfer cache into the spans (malloc_trim), so wholly
     /// free spans go back to the page heap.
     pub fn drain_transfer(&mut self, class: usize) {
         let batch = CLASSES[class].batch;
         while self.ntransfer > 0 {
-            self.ntransfer -= 1;
-            let obj = self.transfer[self.ntransfer];
+            let obj = self.pop_batch(class);
             // SAFETY: a stored batch is a chain of `batch` free objects.
             unsafe { self.release_chain(class, obj, batch as usize) };
         }
