@@ -79,6 +79,22 @@ pub fn malloc_usable_size(p: *mut u8) -> usize {
     usable_size_checked(p, "malloc_usable_size")
 }
 
+/// Growth hysteresis for `realloc`: a block that must move to grow by less
+/// than 1/REALLOC_GROW_DIV of its usable size gets at least that much more.
+/// Without it a buffer grown in small steps (exact-size appends, CPython's
+/// x1.125 lists) moves at every class step (8 per doubling above 1 KiB, every
+/// 16 B below) and each move copies the whole old block: realloc_grow copied
+/// 2.7 GB where tcmalloc (which uses 1/4) copied 1.1 GB. 1/6 copies 1.5 GB
+/// for +2.5% peak RSS there; 1/4 copied 1.1 GB for +5.4%.
+const REALLOC_GROW_DIV: usize = 6;
+
+/// A small block stays put when shrunk by less than 1/REALLOC_KEEP_DIV of its
+/// usable size, even into a smaller class. This is what keeps a block that
+/// the growth hysteresis over-allocated in place for the requests it was
+/// made for: they land in a class below the block's, but above 3/4 of it
+/// (1/6 more, rounded up to a class, is at most ~1.31 × the old size).
+const REALLOC_KEEP_DIV: usize = 4;
+
 /// # Safety
 /// `p` is null or a live allocation of ours (checked cheaply; a bad pointer
 /// aborts when detected).
@@ -105,11 +121,15 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     }
     let class = class_of(size);
     let old_class = class_of(old);
-    // Stay in place when the new size lands in the same class, or for a
-    // large object that would not shrink by more than half. `size <= old`:
-    // a large span (aligned or sampled) below MAX_SMALL has a whole number
-    // of pages, which need not be its class's size.
-    if (class != 0 && class == old_class && old <= crate::size_class::MAX_SMALL && size <= old)
+    // Stay in place when the new size lands in the same class or shrinks
+    // the block by less than a quarter, or for a large object that would
+    // not shrink by more than half. `size <= old`: a large span (aligned or
+    // sampled) below MAX_SMALL has a whole number of pages, which need not
+    // be its class's size.
+    if (class != 0
+        && old <= crate::size_class::MAX_SMALL
+        && size <= old
+        && (class == old_class || size > old - old / REALLOC_KEEP_DIV))
         || (class == 0 && old > crate::size_class::MAX_SMALL && size <= old && size > old / 2)
     {
         return p;
@@ -117,7 +137,19 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if class == 0 && old > crate::size_class::MAX_SMALL && large::resize_in_place(p, size) {
         return p;
     }
-    let q = malloc(size);
+    let floor = old + old / REALLOC_GROW_DIV;
+    let q = if size > old && size < floor {
+        // A small request stays small: past MAX_SMALL it would become a
+        // large span of its own.
+        let want = if size <= crate::size_class::MAX_SMALL {
+            floor.min(crate::size_class::MAX_SMALL)
+        } else {
+            floor
+        };
+        malloc_at_least(want, size)
+    } else {
+        malloc(size)
+    };
     if q.is_null() {
         return q;
     }
@@ -125,6 +157,18 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(size)) };
     free(p);
     q
+}
+
+/// `malloc(want)`, or `malloc(size)` (`size <= want`) if that fails; errno
+/// is left as if only the call that decided the result had run.
+fn malloc_at_least(want: usize, size: usize) -> *mut u8 {
+    let saved = sys::errno();
+    let q = malloc(want);
+    if !q.is_null() {
+        return q;
+    }
+    sys::set_errno(saved);
+    malloc(size)
 }
 
 /// # Safety
@@ -235,4 +279,52 @@ pub fn mallopt(param: i32, _value: i32) -> i32 {
     const M_MXFAST: i32 = 1;
     const M_ARENA_MAX: i32 = -8;
     (M_ARENA_MAX..=M_MXFAST).contains(&param) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_grown_in_small_steps_moves_rarely() {
+        let mut n = 1000;
+        let mut p = malloc(n);
+        // SAFETY: `p` holds `n` bytes.
+        unsafe { core::ptr::write_bytes(p, 7, n) };
+        let mut moves = 0;
+        while n < 200_000 {
+            n += 64;
+            // SAFETY: `p` is live and ours.
+            let q = unsafe { realloc(p, n) };
+            assert!(!q.is_null());
+            if q != p {
+                moves += 1;
+            }
+            // SAFETY: the first 1000 bytes were written and carried over.
+            assert!(unsafe { core::slice::from_raw_parts(q, 1000) }
+                .iter()
+                .all(|&b| b == 7));
+            p = q;
+        }
+        // Each move grows by at least 1/REALLOC_GROW_DIV: at most
+        // log(200) / log(7/6) = 34 moves (moving at every size class, as
+        // before the floor, took about 60).
+        assert!(moves <= 35, "{moves} moves");
+        free(p);
+    }
+
+    #[test]
+    fn a_small_block_shrunk_by_less_than_a_quarter_stays() {
+        for size in [100, 1000, 5000, 100_000] {
+            let p = malloc(size);
+            let old = malloc_usable_size(p);
+            // SAFETY: `p` is live and ours.
+            let q = unsafe { realloc(p, old - old / REALLOC_KEEP_DIV + 1) };
+            assert_eq!(q, p, "size {size}");
+            // SAFETY: as above; a shrink to a tenth moves to a smaller class.
+            let r = unsafe { realloc(q, old / 10) };
+            assert_ne!(r, q, "size {size}");
+            free(r);
+        }
+    }
 }
