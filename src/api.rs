@@ -11,7 +11,7 @@ use crate::diag;
 use crate::large::{self, MAX_REQUEST};
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
-use crate::size_class::{class_for_aligned, class_of, size_of, NUM_CLASSES, PAGE_SIZE};
+use crate::size_class::{class_for_aligned, class_of, size_of, CLASSES, NUM_CLASSES, PAGE_SIZE};
 use crate::sys;
 use crate::thread_cache;
 
@@ -66,7 +66,7 @@ pub fn usable_size_checked(p: *mut u8, call: &str) -> usize {
     // SAFETY: a non-empty entry with a class points at its live Small span
     // (the program holds an object in it, so it cannot be freed meanwhile).
     let base = unsafe { (*e.span()).addr() };
-    if !(p as usize - base).is_multiple_of(size_of(class)) {
+    if !CLASSES[class].is_object_offset(p as usize - base) {
         diag::invalid_pointer(call, p as usize, "not the start of an object");
     }
     size_of(class)

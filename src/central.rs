@@ -333,9 +333,7 @@ pub fn span_of_object(class: usize, obj: *mut FreeObject) -> Option<*mut Span> {
     // whose fields are still readable metadata).
     let (state, base) = unsafe { ((*s).state, (*s).addr()) };
     let ok = state == SpanState::Small
-        && (obj as usize)
-            .wrapping_sub(base)
-            .is_multiple_of(CLASSES[class].size as usize);
+        && CLASSES[class].is_object_offset((obj as usize).wrapping_sub(base));
     ok.then_some(s)
 }
 

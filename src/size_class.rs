@@ -40,6 +40,20 @@ pub struct ClassInfo {
     pub batch: u32,
     /// Objects in one span.
     pub objects: u32,
+    /// `u64::MAX / size + 1`, for `is_object_offset` (no division).
+    pub div_magic: u64,
+}
+
+impl ClassInfo {
+    /// Whether `offset` (from a span's start, below 2^32) is a multiple of
+    /// the object size: the start of an object. A multiply instead of a
+    /// division (tens of cycles), since the central lists test every object
+    /// they take back under their lock (Lemire, Kaser and Kurz, "Faster
+    /// remainder by direct computation", 2019: exact for 32-bit offsets).
+    #[inline(always)]
+    pub fn is_object_offset(&self, offset: usize) -> bool {
+        offset >> 32 == 0 && (offset as u64).wrapping_mul(self.div_magic) < self.div_magic
+    }
 }
 
 const fn class_sizes() -> [u32; NUM_CLASSES] {
@@ -98,6 +112,7 @@ const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
         pages: 0,
         batch: 0,
         objects: 0,
+        div_magic: 0,
     }; NUM_CLASSES];
     let mut c = 1;
     while c < NUM_CLASSES {
@@ -108,6 +123,7 @@ const fn build_classes() -> [ClassInfo; NUM_CLASSES] {
             pages: pages as u32,
             batch: batch_for(size) as u32,
             objects: (pages * PAGE_SIZE / size) as u32,
+            div_magic: u64::MAX / size as u64 + 1,
         };
         c += 1;
     }
@@ -218,6 +234,26 @@ pub fn worst_waste_permille(c: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_offsets_without_division() {
+        for k in &CLASSES[1..] {
+            let span = k.pages as usize * PAGE_SIZE;
+            let size = k.size as usize;
+            for off in (0..span + 2 * size)
+                .step_by(16)
+                .chain([1, 8, size - 1, size + 1])
+            {
+                assert_eq!(
+                    k.is_object_offset(off),
+                    off % size == 0,
+                    "size {size} offset {off}"
+                );
+            }
+            assert!(!k.is_object_offset(1 << 32));
+            assert!(!k.is_object_offset(usize::MAX - 15));
+        }
+    }
 
     #[test]
     #[allow(clippy::needless_range_loop)]
