@@ -58,7 +58,9 @@ use crate::sys::lock::{Locked, LockedGuard};
 use crate::sys::tls;
 use crate::util::{chain_len, chain_prefix, link, set_link, BadLink, FreeObject, END};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering::Relaxed};
+use core::sync::atomic::{
+    AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicUsize, Ordering::Relaxed,
+};
 
 /// Longest a list may grow, in objects.
 const MAX_LEN: u32 = 8192;
@@ -761,6 +763,20 @@ fn current_or_create() -> Option<*mut ThreadCache> {
     Some(tc)
 }
 
+/// CPUs the process may use, read once (at the first thread cache).
+static CPUS: AtomicUsize = AtomicUsize::new(0);
+
+/// The number of threads with caches changed to `count`.
+fn threads_changed(count: usize) {
+    crate::central::set_sharing(count > 1);
+    let mut cpus = CPUS.load(Relaxed);
+    if cpus == 0 {
+        cpus = crate::sys::usable_cpus();
+        CPUS.store(cpus, Relaxed);
+    }
+    crate::sys::lock::set_spinning(count <= cpus);
+}
+
 fn create() -> *mut ThreadCache {
     let tc = {
         let mut reg = REGISTRY.lock();
@@ -786,7 +802,7 @@ fn create() -> *mut ThreadCache {
         }
         reg.head = tc;
         reg.count += 1;
-        crate::central::set_sharing(reg.count > 1);
+        threads_changed(reg.count);
         tc
     };
     // Publish before arming the exit hook: pthread_setspecific may call
@@ -824,7 +840,7 @@ fn unregister(reg: &mut Registry, tc: *mut ThreadCache) {
             (*(*cold.next).cold.get()).prev = cold.prev;
         }
         reg.count -= 1;
-        crate::central::set_sharing(reg.count > 1);
+        threads_changed(reg.count);
         reg.pool.give(tc);
     }
 }

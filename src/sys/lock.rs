@@ -8,6 +8,18 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+/// Spins before sleeping on a held lock. Spinning pays while the holder is
+/// running on another CPU; with more threads than CPUs it is often
+/// preempted instead, and the spinner only burns the time slice it needs
+/// (larson with 16 threads on 2 CPUs: 8% faster with no spinning).
+const SPINS: u32 = 100;
+static SPIN_LIMIT: AtomicU32 = AtomicU32::new(SPINS);
+
+/// Told by the thread caches whether every thread can have a CPU.
+pub fn set_spinning(on: bool) {
+    SPIN_LIMIT.store(if on { SPINS } else { 0 }, Ordering::Relaxed);
+}
+
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 const CONTENDED: u32 = 2;
@@ -51,7 +63,7 @@ impl Lock {
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) {
-        for _ in 0..100 {
+        for _ in 0..SPIN_LIMIT.load(Ordering::Relaxed) {
             core::hint::spin_loop();
             if self.state.load(Ordering::Relaxed) == UNLOCKED
                 && self

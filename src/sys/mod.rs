@@ -259,6 +259,27 @@ pub fn at_fork(
 }
 
 /// The kernel thread id of the calling thread.
+/// CPUs this process may run on (its affinity mask), at least 1. A raw
+/// syscall with the mask on the stack: glibc's sysconf may allocate.
+pub fn usable_cpus() -> usize {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    let size = core::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a writable buffer of `size` bytes; pid 0 = this thread.
+    let r = unsafe { libc::syscall(libc::SYS_sched_getaffinity, 0, size, &mut set) };
+    if r <= 0 {
+        return 1;
+    }
+    // SAFETY: `set` is an initialised plain struct of `size` bytes (the
+    // kernel filled its first `r`; the rest stay zero).
+    let bytes = unsafe { core::slice::from_raw_parts(&set as *const _ as *const u8, size) };
+    bytes
+        .iter()
+        .map(|b| b.count_ones() as usize)
+        .sum::<usize>()
+        .max(1)
+}
+
 pub fn gettid() -> i64 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) as i64 }
@@ -294,4 +315,13 @@ pub fn random_u64() -> u64 {
         v ^= now_ns().rotate_left(29) ^ (&v as *const u64 as u64);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usable_cpus_match_the_affinity_mask() {
+        let std_view = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(super::usable_cpus(), std_view);
+    }
 }
