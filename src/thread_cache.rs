@@ -501,12 +501,20 @@ fn scavenge(t: &ThreadCache, cold: &mut Cold, period: usize) {
 /// thread's budget allows,
 /// claiming more of the global budget or stealing from other lists.
 fn grow(t: &ThreadCache, class: usize) {
+    grow_with(t, class, true);
+}
+
+/// `grow`; with `may_steal` false, only within budget the thread can claim.
+fn grow_with(t: &ThreadCache, class: usize, may_steal: bool) {
     let k = &CLASSES[class];
     // SAFETY: owner-only state.
     let cold = unsafe { &mut *t.cold.get() };
     let step = growth_step(k, t.lists[class].max_len.load(Relaxed));
     let cost = step as usize * k.size as usize;
-    if cold.capacity + cost > cold.limit && !claim(cold, cost) && !steal(t, cold, class, cost) {
+    if cold.capacity + cost > cold.limit
+        && !claim(cold, cost)
+        && !(may_steal && steal(t, cold, class, cost))
+    {
         return;
     }
     let list = &t.lists[class];
@@ -659,7 +667,17 @@ fn free_overflow(p: *mut u8, offset: usize) {
         // span instead; the limit grows, so later frees are cached.
         grow(t, class);
         return central_free_one(p, class);
-    } else if list.avail.load(Relaxed) <= 0 {
+    }
+    if list.avail.load(Relaxed) <= 0 && max_len < k.batch {
+        // Slow start on this side too (as tcmalloc): a thread that only
+        // frees (a consumer) never refills, and at one object its every
+        // free went to the spans one at a time. At a batch, its flushes are
+        // whole batches, which the transfer cache passes on in O(1). Not
+        // by shrinking its other lists, though: a consumer freeing every
+        // class would only trade objects between them.
+        grow_with(t, class, false);
+    }
+    if list.avail.load(Relaxed) <= 0 {
         let len = list.len();
         flush(t, class, len.min(k.batch as usize));
         // SAFETY: owner-only state.

@@ -272,3 +272,22 @@ fn list_zero_stays_empty_with_no_room() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn a_thread_that_only_frees_caches_whole_batches() {
+    // The consumer of a producer/consumer pair never refills, so its lists
+    // must grow on the free side, or each free goes to the spans alone.
+    let size = 200;
+    let class = class_of(size);
+    let ptrs: Vec<usize> = (0..1000).map(|_| malloc(size) as usize).collect();
+    std::thread::spawn(move || {
+        for p in ptrs {
+            free(p as *mut u8);
+        }
+        // SAFETY: this thread's own cache.
+        let max_len = unsafe { (*tls::get()).lists[class].max_len.load(Relaxed) };
+        assert!(max_len >= CLASSES[class].batch, "max_len {max_len}");
+    })
+    .join()
+    .unwrap();
+}
