@@ -155,30 +155,34 @@ fn a_foreign_object_is_not_this_threads_next_allocation() {
     }
 }
 
-#[test]
-fn claims_stop_at_the_threads_cap() {
+/// Runs `f` on a new thread with its own cache, capped at START_CAP.
+fn with_fresh_cache(f: impl FnOnce(&ThreadCache, &mut Cold) + Send + 'static) {
     std::thread::spawn(|| {
         free(malloc(64));
-        // SAFETY: this thread's own cache, owner-only state.
-        let cold = unsafe { &mut *(*tls::get()).cold.get() };
+        let tc = tls::get();
+        // SAFETY: this thread's own cache; its owner-only state is touched
+        // by this thread alone.
+        let (t, cold) = unsafe { (&*tc, &mut *(*tc).cold.get()) };
         cold.cap = START_CAP;
-        let room = START_CAP - cold.capacity;
-        assert!(!claim(cold, room + CLAIM_STEP), "claimed past the cap");
-        assert!(claim(cold, room), "could not claim up to the cap");
-        assert!(cold.limit <= START_CAP);
+        f(t, cold);
     })
     .join()
     .unwrap();
 }
 
 #[test]
+fn claims_stop_at_the_threads_cap() {
+    with_fresh_cache(|_, cold| {
+        let room = START_CAP - cold.capacity;
+        assert!(!claim(cold, room + CLAIM_STEP), "claimed past the cap");
+        assert!(claim(cold, room), "could not claim up to the cap");
+        assert!(cold.limit <= START_CAP);
+    });
+}
+
+#[test]
 fn frequent_central_trips_raise_the_cap_at_scavenge() {
-    std::thread::spawn(|| {
-        free(malloc(64));
-        let tc = tls::get();
-        // SAFETY: this thread's own cache, owner-only state.
-        let (t, cold) = unsafe { (&*tc, &mut *(*tc).cold.get()) };
-        cold.cap = START_CAP;
+    with_fresh_cache(|t, cold| {
         let period = sampler::SCAVENGE_BYTES;
         cold.central_trips = BUSY_TRIPS;
         scavenge(t, cold, period);
@@ -192,27 +196,19 @@ fn frequent_central_trips_raise_the_cap_at_scavenge() {
         cold.central_trips = BUSY_TRIPS + 1;
         scavenge(t, cold, period);
         assert_eq!(cold.cap, START_CAP + CAP_STEP);
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn contention_raises_the_cap_up_to_the_per_thread_max() {
-    std::thread::spawn(|| {
-        free(malloc(64));
-        // SAFETY: this thread's own cache, owner-only state.
-        let cold = unsafe { &mut *(*tls::get()).cold.get() };
-        cold.cap = START_CAP;
+    with_fresh_cache(|_, cold| {
         raise_cap(cold);
         assert_eq!(cold.cap, START_CAP + CAP_STEP);
         for _ in 0..100 {
             raise_cap(cold);
         }
         assert_eq!(cold.cap, PER_THREAD_MAX);
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]

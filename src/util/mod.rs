@@ -92,12 +92,17 @@ pub struct BadLink {
 #[inline]
 pub unsafe fn link_checked(obj: *mut FreeObject, key: usize) -> Result<*mut FreeObject, BadLink> {
     // SAFETY: as `link` (caller).
-    let next = unsafe { link(obj, key) };
+    checked(obj, unsafe { link(obj, key) })
+}
+
+/// `next`, a link read from `at`, if it passes `is_valid_link`.
+#[inline]
+fn checked(at: *mut FreeObject, next: *mut FreeObject) -> Result<*mut FreeObject, BadLink> {
     if is_valid_link(next) {
         Ok(next)
     } else {
         Err(BadLink {
-            at: obj as usize,
+            at: at as usize,
             value: next as usize,
         })
     }
@@ -117,14 +122,7 @@ pub unsafe fn batch_link_checked(
 ) -> Result<*mut FreeObject, BadLink> {
     // SAFETY: the second word of a parked batch's head is a batch link.
     let next = (unsafe { *(head as *const usize).add(1) } ^ key) as *mut FreeObject;
-    if is_valid_link(next) {
-        Ok(next)
-    } else {
-        Err(BadLink {
-            at: head as usize,
-            value: next as usize,
-        })
-    }
+    checked(head, next)
 }
 
 /// Stores `next` as the batch link of `head`.
