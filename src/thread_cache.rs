@@ -73,8 +73,9 @@ pub const PER_THREAD_MAX: usize = 2 << 20;
 const START_CAP: usize = 256 << 10;
 /// How much each contended central lock raises the thread's cap.
 const CAP_STEP: usize = 256 << 10;
-/// Trips to the central lists per SCAVENGE_BYTES allocated above which the cache is too small for the thread's working
-/// set, and its cap rises by CAP_STEP too. Measured at 256 KiB: a
+/// Trips to the central lists per SCAVENGE_BYTES allocated above which the
+/// cache is too small for the thread's working set, and its cap rises by
+/// CAP_STEP too. Measured at 256 KiB: a
 /// single-threaded churn of 8 B-1 KiB objects made 3,500 (and ran 18%
 /// slower than with 2 MiB), pure-Python JSON work 750.
 const BUSY_TRIPS: usize = 1000;
@@ -110,6 +111,42 @@ impl FreeList {
     }
 }
 
+/// A set of size classes, one bit each.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct ClassSet([u64; NUM_CLASSES.div_ceil(64)]);
+
+impl ClassSet {
+    const EMPTY: ClassSet = ClassSet([0; NUM_CLASSES.div_ceil(64)]);
+
+    fn insert(&mut self, class: usize) {
+        self.0[class / 64] |= 1 << (class % 64);
+    }
+
+    fn remove(&mut self, class: usize) {
+        self.0[class / 64] &= !(1 << (class % 64));
+    }
+
+    #[cfg(test)]
+    fn contains(&self, class: usize) -> bool {
+        self.0[class / 64] & (1 << (class % 64)) != 0
+    }
+
+    /// The classes in `self` and not in `other`, in order.
+    fn minus(self, other: ClassSet) -> impl Iterator<Item = usize> {
+        (0..self.0.len()).flat_map(move |w| {
+            let mut bits = self.0[w] & !other.0[w];
+            core::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let class = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(class)
+            })
+        })
+    }
+}
+
 /// Owner-only bookkeeping, never read by other threads.
 struct Cold {
     /// Σ max_len × size over the lists, in bytes.
@@ -117,7 +154,7 @@ struct Cold {
     /// Bytes claimed from the global budget.
     limit: usize,
     /// The most this thread may claim: START_CAP, raised towards
-    /// PER_THREAD_MAX each time it finds a central lock held by another.
+    /// PER_THREAD_MAX on contention and on busy periods (`raise_cap`).
     cap: usize,
     overages: [u32; NUM_CLASSES],
     steal_cursor: usize,
@@ -126,10 +163,10 @@ struct Cold {
     tid: i64,
     sampler: sampler::Sampler,
     /// Classes whose list ran empty since the last scavenge (bit per class).
-    dry: [u64; NUM_CLASSES.div_ceil(64)],
+    dry: ClassSet,
     /// Classes whose list has a limit above zero, the only ones a scavenge
     /// visits: with large objects it runs every few hundred allocations.
-    active: [u64; NUM_CLASSES.div_ceil(64)],
+    active: ClassSet,
     /// Bytes allocated since the last scavenge, counted at sample points.
     since_scavenge: usize,
     /// Length of the countdown now running (`until_sample` started there).
@@ -189,8 +226,8 @@ impl ThreadCache {
                 prev: core::ptr::null_mut(),
                 tid: 0,
                 sampler: sampler::Sampler::new(0),
-                dry: [0; NUM_CLASSES.div_ceil(64)],
-                active: [0; NUM_CLASSES.div_ceil(64)],
+                dry: ClassSet::EMPTY,
+                active: ClassSet::EMPTY,
                 since_scavenge: 0,
                 interval: 0,
                 in_profiler: false,
@@ -447,7 +484,7 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     let k = &CLASSES[class];
     let list = &t.lists[class];
     // SAFETY: owner-only state.
-    unsafe { (*t.cold.get()).dry[class / 64] |= 1 << (class % 64) };
+    unsafe { (*t.cold.get()).dry.insert(class) };
     let max_len = list.max_len.load(Relaxed);
     // Growing on underflow: this class is in demand.
     if max_len < MAX_LEN {
@@ -478,23 +515,18 @@ fn scavenge(t: &ThreadCache, cold: &mut Cold, period: usize) {
         raise_cap(cold);
     }
     cold.central_trips = 0;
-    for w in 0..cold.active.len() {
-        let mut bits = cold.active[w] & !cold.dry[w];
-        while bits != 0 {
-            let class = w * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            let list = &t.lists[class];
-            let len = list.len();
-            if len == 0 {
-                continue;
-            }
-            flush(t, class, len.div_ceil(2));
-            if list.max_len.load(Relaxed) > CLASSES[class].batch {
-                shrink(t, cold, class);
-            }
+    for class in cold.active.minus(cold.dry) {
+        let list = &t.lists[class];
+        let len = list.len();
+        if len == 0 {
+            continue;
+        }
+        flush(t, class, len.div_ceil(2));
+        if list.max_len.load(Relaxed) > CLASSES[class].batch {
+            shrink(t, cold, class);
         }
     }
-    cold.dry = [0; NUM_CLASSES.div_ceil(64)];
+    cold.dry = ClassSet::EMPTY;
 }
 
 /// Raises `class`'s max_len (by one below a batch, else by a batch) if the
@@ -522,7 +554,7 @@ fn grow_with(t: &ThreadCache, class: usize, may_steal: bool) {
     let add = step.min(MAX_LEN - max_len);
     list.max_len
         .store(list.max_len.load(Relaxed) + add, Relaxed);
-    cold.active[class / 64] |= 1 << (class % 64);
+    cold.active.insert(class);
     list.avail
         .store(list.avail.load(Relaxed) + add as i32, Relaxed);
     cold.capacity += add as usize * k.size as usize;
@@ -594,7 +626,7 @@ fn shrink(t: &ThreadCache, cold: &mut Cold, class: usize) {
         .store(list.avail.load(Relaxed) - cut as i32, Relaxed);
     cold.capacity -= cut as usize * k.size as usize;
     if new_max == 0 {
-        cold.active[class / 64] &= !(1 << (class % 64));
+        cold.active.remove(class);
     }
 }
 

@@ -222,7 +222,7 @@ fn active_classes_are_exactly_those_with_a_limit() {
             for class in 1..NUM_CLASSES {
                 // SAFETY: as above.
                 let max_len = unsafe { (*tc).lists[class].max_len.load(Relaxed) };
-                let bit = cold.active[class / 64] & (1 << (class % 64)) != 0;
+                let bit = cold.active.contains(class);
                 assert_eq!(bit, max_len > 0, "class {class}, max_len {max_len}");
             }
         };
@@ -244,7 +244,7 @@ fn active_classes_are_exactly_those_with_a_limit() {
             }
         }
         check();
-        assert_eq!(cold.active, [0; NUM_CLASSES.div_ceil(64)]);
+        assert_eq!(cold.active, ClassSet::EMPTY);
     })
     .join()
     .unwrap();
@@ -286,4 +286,18 @@ fn a_thread_that_only_frees_caches_whole_batches() {
     })
     .join()
     .unwrap();
+}
+
+#[test]
+fn class_set_difference_in_order() {
+    let (mut a, mut b) = (ClassSet::EMPTY, ClassSet::EMPTY);
+    for c in [1, 5, 63, 64, 100, NUM_CLASSES - 1] {
+        a.insert(c);
+    }
+    b.insert(5);
+    b.insert(100);
+    let got: Vec<_> = a.minus(b).collect();
+    assert_eq!(got, [1, 63, 64, NUM_CLASSES - 1]);
+    a.remove(64);
+    assert!(!a.contains(64) && a.contains(63));
 }
