@@ -547,6 +547,18 @@ fn pprof_decodes_with_the_right_totals() {
     assert!(d.strings.iter().any(|s| s.ends_with("grow.c")));
 }
 
+/// Appends each attribute value of `e`, one per line.
+fn push_attributes(e: &quick_xml::events::BytesStart, all: &mut String) {
+    for a in e.attributes() {
+        all.push_str(
+            &a.unwrap()
+                .normalized_value(quick_xml::XmlVersion::Explicit1_0)
+                .unwrap(),
+        );
+        all.push('\n');
+    }
+}
+
 /// Parses an SVG with quick-xml (well-formed, matching end tags) and
 /// returns all its text and attribute values.
 fn xml_text(svg: &[u8]) -> String {
@@ -565,25 +577,9 @@ fn xml_text(svg: &[u8]) -> String {
                     assert_eq!(e.name().as_ref(), b"svg");
                 }
                 depth += 1;
-                for a in e.attributes() {
-                    all.push_str(
-                        &a.unwrap()
-                            .normalized_value(quick_xml::XmlVersion::Explicit1_0)
-                            .unwrap(),
-                    );
-                    all.push('\n');
-                }
+                push_attributes(&e, &mut all);
             }
-            Ok(Event::Empty(e)) => {
-                for a in e.attributes() {
-                    all.push_str(
-                        &a.unwrap()
-                            .normalized_value(quick_xml::XmlVersion::Explicit1_0)
-                            .unwrap(),
-                    );
-                    all.push('\n');
-                }
-            }
+            Ok(Event::Empty(e)) => push_attributes(&e, &mut all),
             Ok(Event::End(_)) => depth -= 1,
             Ok(Event::Text(t)) => {
                 all.push_str(&t.decode().unwrap());
