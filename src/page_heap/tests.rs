@@ -228,6 +228,15 @@ fn large_spans_resize_in_place() {
     heap.check_invariants();
 }
 
+/// A private heap limited to `bytes`, releasing nothing on its own (so
+/// what it holds moves only with the test's own calls).
+fn limited_heap(bytes: usize) -> PageHeap {
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(0);
+    heap.set_limit(bytes);
+    heap
+}
+
 /// Bytes in live and resident free spans: what the limit bounds.
 fn held_by_parts(heap: &PageHeap) -> usize {
     heap.stats.small_span_bytes + heap.stats.large_bytes + heap.stats.free_normal
@@ -235,9 +244,7 @@ fn held_by_parts(heap: &PageHeap) -> usize {
 
 #[test]
 fn limit_bounds_held_bytes_and_memory_is_reused_after_free() {
-    let mut heap = PageHeap::new();
-    heap.set_release_rate(0);
-    heap.set_limit(4 << 20);
+    let mut heap = limited_heap(4 << 20);
     let mut spans = Vec::new();
     loop {
         let s = heap.alloc(16, 0);
@@ -286,9 +293,7 @@ fn limit_bounds_held_bytes_and_memory_is_reused_after_free() {
 
 #[test]
 fn limit_releases_small_free_spans_to_serve_a_larger_one() {
-    let mut heap = PageHeap::new();
-    heap.set_release_rate(0);
-    heap.set_limit(128 * PAGE_SIZE);
+    let mut heap = limited_heap(128 * PAGE_SIZE);
     let spans: Vec<_> = (0..128).map(|_| heap.alloc(1, 0)).collect();
     assert!(spans.iter().all(|s| !s.is_null()));
     assert_eq!(heap.stats.held(), 128 * PAGE_SIZE);
@@ -350,9 +355,7 @@ fn limit_releases_small_free_spans_to_serve_a_larger_one() {
 
 #[test]
 fn limit_applies_to_growing_a_large_span_in_place() {
-    let mut heap = PageHeap::new();
-    heap.set_release_rate(0);
-    heap.set_limit(128 * PAGE_SIZE);
+    let mut heap = limited_heap(128 * PAGE_SIZE);
     let a = heap.alloc(10, 0);
     // SAFETY: `a` is a live Large span of this heap.
     unsafe {
@@ -376,10 +379,8 @@ fn limit_applies_to_growing_a_large_span_in_place() {
 fn limit_model_random() {
     // Random spans under a limit: held never passes it, a refusal happens
     // only when the request really cannot fit, and the books balance.
-    let mut heap = PageHeap::new();
-    heap.set_release_rate(0);
     let limit = 2048 * PAGE_SIZE;
-    heap.set_limit(limit);
+    let mut heap = limited_heap(limit);
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut live: Vec<(*mut Span, usize)> = Vec::new();
     let mut refused = 0;
