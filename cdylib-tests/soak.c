@@ -48,11 +48,7 @@ struct obj {
     uint64_t seed;
 };
 
-struct inbox {
-    pthread_mutex_t mu;
-    struct obj q[INBOX];
-    int head, len;
-};
+#include "inbox.h"
 
 static struct inbox boxes[WORKERS];
 static volatile int stop_workers, stop_sampler;
@@ -170,33 +166,6 @@ static int consume(struct obj *o, uint64_t *rng, const char *where)
     return 1;
 }
 
-static int post(int to, struct obj o)
-{
-    struct inbox *b = &boxes[to];
-    pthread_mutex_lock(&b->mu);
-    int ok = b->len < INBOX;
-    if (ok) {
-        b->q[(b->head + b->len) % INBOX] = o;
-        b->len++;
-    }
-    pthread_mutex_unlock(&b->mu);
-    return ok;
-}
-
-static int take(int me, struct obj *o)
-{
-    struct inbox *b = &boxes[me];
-    pthread_mutex_lock(&b->mu);
-    int ok = b->len > 0;
-    if (ok) {
-        *o = b->q[b->head];
-        b->head = (b->head + 1) % INBOX;
-        b->len--;
-    }
-    pthread_mutex_unlock(&b->mu);
-    return ok;
-}
-
 /* ------------------------------------------------------------ workers */
 
 static void *worker(void *arg)
@@ -213,7 +182,7 @@ static void *worker(void *arg)
                 uint64_t r = rng_next(&rng) % 8;
                 if (r == 0) {
                     int to = (me + 1 + (int)(rng_next(&rng) % (WORKERS - 1))) % WORKERS;
-                    if (post(to, ring[slot])) {
+                    if (inbox_post(&boxes[to], ring[slot])) {
                         ring[slot].p = NULL;
                         continue;
                     }
@@ -223,14 +192,14 @@ static void *worker(void *arg)
             }
             ring[slot] = new_obj(&rng);
             struct obj in;
-            if (take(me, &in) && consume(&in, &rng, "worker inbox")) {
+            if (inbox_take(&boxes[me], &in) && consume(&in, &rng, "worker inbox")) {
                 verify(&in, in.n, "reallocated inbox object");
                 free(in.p);
             }
         }
     }
     struct obj in;
-    while (take(me, &in))
+    while (inbox_take(&boxes[me], &in))
         if (consume(&in, &rng, "worker inbox at end"))
             free(in.p);
     for (int s = 0; s < RING; s++)
@@ -257,7 +226,7 @@ static void *storm_thread(void *arg)
     for (int s = 0; s < 32; s++) {
         if (!ring[s].p)
             continue;
-        if (s % 3 == 0 && post((int)(rng_next(&rng) % WORKERS), ring[s]))
+        if (s % 3 == 0 && inbox_post(&boxes[(int)(rng_next(&rng) % WORKERS)], ring[s]))
             continue;
         verify(&ring[s], ring[s].n, "storm thread at exit");
         free(ring[s].p);
@@ -382,7 +351,7 @@ int main(void)
     /* Posted after their receiver had stopped. */
     for (int i = 0; i < WORKERS; i++) {
         struct obj in;
-        while (take(i, &in)) {
+        while (inbox_take(&boxes[i], &in)) {
             verify(&in, in.n, "left in an inbox");
             free(in.p);
         }

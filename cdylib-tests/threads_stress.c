@@ -34,11 +34,7 @@ struct obj {
     size_t n;
 };
 
-struct inbox {
-    pthread_mutex_t mu;
-    struct obj q[INBOX];
-    size_t head, len;
-};
+#include "inbox.h"
 
 static struct inbox boxes[NTHREADS];
 static double deadline;
@@ -126,33 +122,6 @@ static void consume(struct obj o, uint64_t *rng, const char *where)
     free(o.p);
 }
 
-static int post(int to, struct obj o)
-{
-    struct inbox *b = &boxes[to];
-    pthread_mutex_lock(&b->mu);
-    int ok = b->len < INBOX;
-    if (ok) {
-        b->q[(b->head + b->len) % INBOX] = o;
-        b->len++;
-    }
-    pthread_mutex_unlock(&b->mu);
-    return ok;
-}
-
-static int take(int me, struct obj *o)
-{
-    struct inbox *b = &boxes[me];
-    pthread_mutex_lock(&b->mu);
-    int ok = b->len > 0;
-    if (ok) {
-        *o = b->q[b->head];
-        b->head = (b->head + 1) % INBOX;
-        b->len--;
-    }
-    pthread_mutex_unlock(&b->mu);
-    return ok;
-}
-
 static void *worker(void *arg)
 {
     int me = (int)(intptr_t)arg;
@@ -175,11 +144,11 @@ static void *worker(void *arg)
             int to = (int)(rng_next(&rng) % NTHREADS);
             if (to == me)
                 to = (to + 1) % NTHREADS;
-            if (!post(to, o))
+            if (!inbox_post(&boxes[to], o))
                 consume(o, &rng, "inbox full");
         }
         struct obj in;
-        for (int k = 0; k < 2 && take(me, &in); k++)
+        for (int k = 0; k < 2 && inbox_take(&boxes[me], &in); k++)
             consume(in, &rng, "received");
     }
     for (int s = 0; s < LOCAL; s++)
@@ -213,7 +182,7 @@ int main(void)
     long leftover = 0;
     for (int i = 0; i < NTHREADS; i++) {
         struct obj o;
-        while (take(i, &o)) {
+        while (inbox_take(&boxes[i], &o)) {
             consume(o, &rng, "drained by main");
             leftover++;
         }
