@@ -165,7 +165,7 @@ impl CentralFreeList {
                 n += 1;
                 self.free_in_spans -= 1;
             }
-            if span.freelist == END && span.bump >= span.limit {
+            if is_dry(span, class) {
                 // SAFETY: `s` is on our list.
                 unsafe { self.nonempty.remove(s) };
                 span.in_list = false;
@@ -337,6 +337,15 @@ pub fn span_of_object(class: usize, obj: *mut FreeObject) -> Option<*mut Span> {
     ok.then_some(s)
 }
 
+/// Whether `span` (of `class`) has no object left to give: exactly when
+/// `take_from_span` returns `None`. The central lists take a span off their
+/// nonempty list by this test, so a span stays listed only while it can
+/// give: otherwise `remove_range` would spin on it for ever (as it did in
+/// a fork child that saw a span half-updated by the interrupted parent).
+pub fn is_dry(span: &Span, class: usize) -> bool {
+    span.freelist == END && span.bump + CLASSES[class].size as usize > span.limit
+}
+
 /// Takes one object out of `span` (of `class`): from its free list, else
 /// from its never-used tail; `None` if it has neither. A free-list link
 /// must lead into the span's objects, or the list was corrupted.
@@ -344,7 +353,9 @@ pub fn span_of_object(class: usize, obj: *mut FreeObject) -> Option<*mut Span> {
 /// # Safety
 /// `span` is a live Small span of `class`, guarded by the caller's lock.
 unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*mut FreeObject> {
-    let size = CLASSES[class].size as usize;
+    if is_dry(span, class) {
+        return None;
+    }
     let obj = if span.freelist != END {
         let o = span.freelist;
         // SAFETY: objects on a span's free list hold a link.
@@ -361,12 +372,10 @@ unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*m
         }
         span.freelist = next;
         o
-    } else if span.bump + size <= span.limit {
-        let o = span.bump as *mut FreeObject;
-        span.bump += size;
-        o
     } else {
-        return None;
+        let o = span.bump as *mut FreeObject;
+        span.bump += CLASSES[class].size as usize;
+        o
     };
     span.allocated += 1;
     Some(obj)
@@ -419,6 +428,26 @@ mod tests {
         c.drain_transfer(class);
         assert_eq!(c.spans, 0, "all spans went back to the page heap");
         assert_eq!(c.free_in_spans, 0);
+    }
+
+    #[test]
+    fn a_span_without_a_whole_object_left_leaves_the_list() {
+        // A fork child can find a span half-updated by the interrupted
+        // parent: here its never-used tail is shorter than an object.
+        // remove_range used to spin on such a span for ever.
+        let class = 5;
+        let mut c = CentralFreeList::new();
+        let (h, n) = c.remove_range(class, 1);
+        let s = c.nonempty.first();
+        // SAFETY: a live span of this private list, under our ownership.
+        unsafe { (*s).bump = (*s).limit - 8 };
+        let (h2, n2) = c.remove_range(class, 3);
+        assert_eq!(n2, 3);
+        // SAFETY: returning exactly what was taken.
+        unsafe {
+            c.insert_range(class, h, n);
+            c.insert_range(class, h2, n2);
+        }
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl CentralFreeList {
             diag::fatal(b"checked mode: a listed span had no free object");
         };
         self.free_in_spans -= 1;
-        if span.freelist == END && span.bump >= span.limit {
+        if super::is_dry(span, class) {
             // SAFETY: `s` is on our list.
             unsafe { self.nonempty.remove(s) };
             span.in_list = false;
