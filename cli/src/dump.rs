@@ -244,6 +244,15 @@ pub fn pid_seq_from_name(path: &Path) -> (Option<u32>, Option<u32>) {
 }
 
 impl Dump {
+    /// `load`, with the error as the one line the command prints: an I/O
+    /// error already names the file; a parse error gets its name added.
+    pub fn load_for_message(path: &Path) -> Result<Dump, String> {
+        Dump::load(path).map_err(|e| match e {
+            DumpError::Io(s) => s,
+            e => format!("{}: {e}", path.display()),
+        })
+    }
+
     pub fn load(path: &Path) -> Result<Dump, DumpError> {
         let bytes = std::fs::read(path).map_err(|e| {
             DumpError::Io(match e.kind() {

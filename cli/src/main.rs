@@ -313,10 +313,7 @@ fn main_inner() -> Result<i32, String> {
         "pprof" => {
             let c = parse_common(args, &["-o", "--output"])?;
             let input = one_path(&c, "DUMP")?;
-            let d = dump::Dump::load(&input).map_err(|e| match e {
-                dump::DumpError::Io(s) => s,
-                e => format!("{}: {e}", input.display()),
-            })?;
+            let d = dump::Dump::load_for_message(&input)?;
             let data = pprof::gzip(&d)?;
             let out = c.output.unwrap_or_else(|| default_output(&input, ".pb.gz"));
             write_output(&out, &data)?;

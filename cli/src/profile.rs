@@ -72,10 +72,7 @@ pub const ALLOC_FUNCTIONS_RE: &str = "^(operator new.*|operator delete.*|malloc|
 
 impl SymProfile {
     pub fn load(path: &Path) -> Result<SymProfile, String> {
-        let dump = Dump::load(path).map_err(|e| match e {
-            crate::dump::DumpError::Io(s) => s,
-            e => format!("{}: {e}", path.display()),
-        })?;
+        let dump = Dump::load_for_message(path)?;
         Ok(SymProfile::new(dump))
     }
 
