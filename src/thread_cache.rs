@@ -58,9 +58,7 @@ use crate::sys::lock::{Locked, LockedGuard};
 use crate::sys::tls;
 use crate::util::{chain_len, chain_prefix, link, set_link, BadLink, FreeObject, END};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{
-    AtomicI32, AtomicI64, AtomicPtr, AtomicU32, AtomicUsize, Ordering::Relaxed,
-};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicPtr, AtomicU32, Ordering::Relaxed};
 
 /// Longest a list may grow, in objects.
 const MAX_LEN: u32 = 8192;
@@ -813,18 +811,10 @@ fn current_or_create() -> Option<*mut ThreadCache> {
     Some(tc)
 }
 
-/// CPUs the process may use, read once (at the first thread cache).
-static CPUS: AtomicUsize = AtomicUsize::new(0);
-
 /// The number of threads with caches changed to `count`.
 fn threads_changed(count: usize) {
     crate::central::set_sharing(count > 1);
-    let mut cpus = CPUS.load(Relaxed);
-    if cpus == 0 {
-        cpus = crate::sys::usable_cpus();
-        CPUS.store(cpus, Relaxed);
-    }
-    crate::sys::lock::set_spinning(count <= cpus);
+    crate::sys::lock::set_spinning(count <= crate::sys::usable_cpus());
 }
 
 fn create() -> *mut ThreadCache {

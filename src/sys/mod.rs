@@ -259,9 +259,21 @@ pub fn at_fork(
 }
 
 /// The kernel thread id of the calling thread.
-/// CPUs this process may run on (its affinity mask), at least 1. A raw
-/// syscall with the mask on the stack: glibc's sysconf may allocate.
+/// CPUs this process may run on (its affinity mask when first asked), at
+/// least 1.
 pub fn usable_cpus() -> usize {
+    static CPUS: AtomicUsize = AtomicUsize::new(0);
+    let v = CPUS.load(Ordering::Relaxed);
+    if v != 0 {
+        return v;
+    }
+    let v = read_affinity_cpus();
+    CPUS.store(v, Ordering::Relaxed);
+    v
+}
+
+/// A raw syscall with the mask on the stack: glibc's sysconf may allocate.
+fn read_affinity_cpus() -> usize {
     // SAFETY: an all-zero cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
     let size = core::mem::size_of::<libc::cpu_set_t>();
