@@ -2,6 +2,7 @@
 
 mod dump;
 mod flame;
+mod options;
 mod plot;
 mod pprof;
 mod profile;
@@ -15,56 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use options::Cmd;
 use profile::{By, SymProfile};
 
-const USAGE: &str = "\
-memx — heap profiles from libmemx.so
-
-usage:
-  memx run [--profile PREFIX] [--sample SIZE] [--signal SIG] [--limit SIZE]
-           [--stats-interval MS] [--python-all] -- COMMAND [ARGS...]
-      Run COMMAND with libmemx.so preloaded and heap profiling on; dumps go
-      to PREFIX.<pid>.<seq>.heap (default ./memx-prof/<command>).
-  memx report DUMP [--top N] [--inuse|--alloc] [--by function|line|stack] [--cum]
-                   [--python] [--python-only|--native-only]
-      The sites holding (or having allocated) the most memory. --python
-      charges memory to the innermost Python frame instead of the
-      interpreter's C functions; --python-only and --native-only keep only
-      the Python or only the native frames of each stack.
-  memx diff OLD NEW [--top N] [--inuse|--alloc] [--by function|line|stack] [--python]
-                   [--python-only|--native-only]
-      Growth per site between two dumps: the leak suspects.
-  memx flamegraph DUMP [-o FILE.svg] [--inuse|--alloc] [--by function|line]
-                       [--folded] [--python] [--python-only|--native-only]
-      An interactive SVG flame graph (or folded stacks with --folded).
-  memx pprof DUMP [-o FILE.pb.gz]
-      The dump as gzip'd profile.proto, for `go tool pprof`, Pyroscope, Parca.
-  memx plot STATS [-o FILE.svg]
-      Memory over time from PREFIX.<pid>.stats (run with --stats-interval).
-  memx snapshot PID [--timeout SECS] [report options]
-      Ask a running memx process for a dump, wait for it and report it.
-";
-
-struct Args {
-    items: Vec<OsString>,
-    pos: usize,
-}
-
-impl Args {
-    fn next(&mut self) -> Option<OsString> {
-        let a = self.items.get(self.pos).cloned();
-        self.pos += 1;
-        a
-    }
-
-    fn value(&mut self, opt: &str) -> Result<String, String> {
-        self.next()
-            .map(|v| v.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("{opt} needs a value"))
-    }
-}
-
-/// Options shared by report, diff, flamegraph and snapshot.
+/// Options shared by report, diff, flamegraph, pprof, plot and snapshot.
 struct Common {
     report: report::Options,
     python: bool,
@@ -76,7 +31,10 @@ struct Common {
     positional: Vec<OsString>,
 }
 
-fn parse_common(mut args: Args, allowed: &[&str]) -> Result<Common, String> {
+/// Turns the parsed options into settings; `options::parse` has already
+/// checked that `cmd` takes each of them.
+fn common(cmd: Cmd, args: Vec<OsString>) -> Result<Common, String> {
+    let parsed = options::parse(cmd, args)?;
     let mut c = Common {
         report: report::Options::default(),
         python: false,
@@ -84,34 +42,12 @@ fn parse_common(mut args: Args, allowed: &[&str]) -> Result<Common, String> {
         output: None,
         folded: false,
         timeout: Duration::from_secs(10),
-        positional: Vec::new(),
+        positional: parsed.operands,
     };
-    while let Some(a) = args.next() {
-        let s = a.to_string_lossy().into_owned();
-        let (name, inline) = match s.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (s.clone(), None),
-        };
-        if !name.starts_with('-') || name == "-" {
-            c.positional.push(a);
-            continue;
-        }
-        if name == "--" {
-            while let Some(a) = args.next() {
-                c.positional.push(a);
-            }
-            break;
-        }
-        if !allowed.contains(&name.as_str()) {
-            return Err(format!("unknown option {name} (see memx --help)"));
-        }
-        let val = |args: &mut Args| match &inline {
-            Some(v) => Ok(v.clone()),
-            None => args.value(&name),
-        };
-        match name.as_str() {
+    for (name, value) in parsed.opts {
+        let v = value.unwrap_or_default();
+        match name {
             "--top" => {
-                let v = val(&mut args)?;
                 c.report.top = v
                     .parse()
                     .map_err(|_| format!("--top {v}: expected a whole number"))?;
@@ -124,13 +60,11 @@ fn parse_common(mut args: Args, allowed: &[&str]) -> Result<Common, String> {
             "--python-only" => c.only = Some(true),
             "--native-only" => c.only = Some(false),
             "--by" => {
-                let v = val(&mut args)?;
                 c.report.by = By::parse(&v)
                     .ok_or_else(|| format!("--by {v}: expected function, line or stack"))?;
             }
-            "-o" | "--output" => c.output = Some(PathBuf::from(val(&mut args)?)),
+            "--output" => c.output = Some(PathBuf::from(v)),
             "--timeout" => {
-                let v = val(&mut args)?;
                 let secs: f64 = v
                     .parse()
                     .ok()
@@ -138,26 +72,20 @@ fn parse_common(mut args: Args, allowed: &[&str]) -> Result<Common, String> {
                     .ok_or_else(|| format!("--timeout {v}: expected seconds"))?;
                 c.timeout = Duration::from_secs_f64(secs);
             }
-            _ => unreachable!(),
+            other => unreachable!("{other} is in the table but not handled"),
         }
     }
     Ok(c)
 }
 
-const REPORT_OPTS: &[&str] = &[
-    "--top",
-    "--inuse",
-    "--alloc",
-    "--by",
-    "--cum",
-    "--python",
-    "--python-only",
-    "--native-only",
-];
-
-/// Loads and symbolises a dump, in the Python view with `--python`.
+/// Loads and symbolises a dump, in the views the options ask for.
 fn load(path: &Path, c: &Common) -> Result<SymProfile, String> {
-    let mut p = SymProfile::load(path)?;
+    Ok(view(SymProfile::load(path)?, path, c))
+}
+
+/// The Python view with `--python`, then `--python-only`/`--native-only`:
+/// the same for a dump read from a file and one `snapshot` just waited for.
+fn view(mut p: SymProfile, path: &Path, c: &Common) -> SymProfile {
     if c.python {
         if !p.has_python() {
             eprintln!(
@@ -170,7 +98,7 @@ fn load(path: &Path, c: &Common) -> Result<SymProfile, String> {
     if let Some(python) = c.only {
         p.only(python);
     }
-    Ok(p)
+    p
 }
 
 fn one_path(c: &Common, what: &str) -> Result<PathBuf, String> {
@@ -199,37 +127,22 @@ fn default_output(input: &Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn parse_run(mut args: Args) -> Result<run::RunOpts, String> {
-    let mut o = run::RunOpts::default();
-    while let Some(a) = args.next() {
-        let s = a.to_string_lossy().into_owned();
-        if s == "--" {
-            break;
-        }
-        if !s.starts_with('-') {
-            o.command.push(a);
-            break;
-        }
-        let (name, inline) = match s.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (s.clone(), None),
-        };
-        let val = |args: &mut Args| match &inline {
-            Some(v) => Ok(v.clone()),
-            None => args.value(&name),
-        };
-        match name.as_str() {
-            "--profile" => o.profile = Some(val(&mut args)?),
-            "--sample" => o.sample = Some(val(&mut args)?),
-            "--signal" => o.signal = Some(val(&mut args)?),
-            "--limit" => o.limit = Some(val(&mut args)?),
-            "--stats-interval" => o.stats_interval = Some(val(&mut args)?),
+fn parse_run(args: Vec<OsString>) -> Result<run::RunOpts, String> {
+    let parsed = options::parse(Cmd::Run, args)?;
+    let mut o = run::RunOpts {
+        command: parsed.operands,
+        ..Default::default()
+    };
+    for (name, value) in parsed.opts {
+        match name {
+            "--profile" => o.profile = value,
+            "--sample" => o.sample = value,
+            "--signal" => o.signal = value,
+            "--limit" => o.limit = value,
+            "--stats-interval" => o.stats_interval = value,
             "--python-all" => o.python_all = true,
-            _ => return Err(format!("run: unknown option {name} (see memx --help)")),
+            other => unreachable!("{other} is in the table but not handled"),
         }
-    }
-    while let Some(a) = args.next() {
-        o.command.push(a);
     }
     Ok(o)
 }
@@ -237,32 +150,48 @@ fn parse_run(mut args: Args) -> Result<run::RunOpts, String> {
 fn main_inner() -> Result<i32, String> {
     let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     if argv.is_empty() {
-        eprint!("{USAGE}");
+        eprint!("{}", options::usage());
         return Ok(2);
     }
-    let cmd = argv.remove(0).to_string_lossy().into_owned();
-    let args = Args {
-        items: argv,
-        pos: 0,
-    };
-    match cmd.as_str() {
+    let name = argv.remove(0).to_string_lossy().into_owned();
+    match name.as_str() {
         "-h" | "--help" | "help" => {
-            print!("{USAGE}");
-            Ok(0)
+            print!("{}", options::usage());
+            return Ok(0);
         }
         "-V" | "--version" => {
             println!("memx {}", env!("CARGO_PKG_VERSION"));
-            Ok(0)
+            return Ok(0);
         }
-        "run" => run::run(parse_run(args)?),
-        "report" => {
-            let c = parse_common(args, REPORT_OPTS)?;
+        _ => {}
+    }
+    let cmd = options::command(&name)
+        .ok_or_else(|| format!("unknown command `{name}` (see memx --help)"))?
+        .cmd;
+    // `run`'s own `--help` comes before its command; after it, the
+    // command's (`memx run -- ls --help`).
+    let help_args = if cmd == Cmd::Run {
+        let first_operand = argv
+            .iter()
+            .position(|a| a == "--" || !a.to_string_lossy().starts_with('-'));
+        &argv[..first_operand.unwrap_or(argv.len())]
+    } else {
+        &argv[..]
+    };
+    if options::wants_help(help_args) {
+        print!("{}", options::command_usage(cmd));
+        return Ok(0);
+    }
+    match cmd {
+        Cmd::Run => run::run(parse_run(argv)?),
+        Cmd::Report => {
+            let c = common(cmd, argv)?;
             let p = load(&one_path(&c, "DUMP")?, &c)?;
             print!("{}", report::report(&p, &c.report));
             Ok(0)
         }
-        "diff" => {
-            let c = parse_common(args, REPORT_OPTS)?;
+        Cmd::Diff => {
+            let c = common(cmd, argv)?;
             let [old, new] = c.positional.as_slice() else {
                 return Err("diff needs two dumps: memx diff OLD NEW".into());
             };
@@ -276,21 +205,8 @@ fn main_inner() -> Result<i32, String> {
             print!("{}", report::diff(&old, &new, &c.report));
             Ok(0)
         }
-        "flamegraph" | "flame" => {
-            let c = parse_common(
-                args,
-                &[
-                    "--inuse",
-                    "--alloc",
-                    "--by",
-                    "-o",
-                    "--output",
-                    "--folded",
-                    "--python",
-                    "--python-only",
-                    "--native-only",
-                ],
-            )?;
+        Cmd::Flamegraph => {
+            let c = common(cmd, argv)?;
             let input = one_path(&c, "DUMP")?;
             let p = load(&input, &c)?;
             let by = if c.report.by == By::Stack {
@@ -310,8 +226,8 @@ fn main_inner() -> Result<i32, String> {
             }
             Ok(0)
         }
-        "pprof" => {
-            let c = parse_common(args, &["-o", "--output"])?;
+        Cmd::Pprof => {
+            let c = common(cmd, argv)?;
             let input = one_path(&c, "DUMP")?;
             let d = dump::Dump::load_for_message(&input)?;
             let data = pprof::gzip(&d)?;
@@ -319,8 +235,8 @@ fn main_inner() -> Result<i32, String> {
             write_output(&out, &data)?;
             Ok(0)
         }
-        "plot" => {
-            let c = parse_common(args, &["-o", "--output"])?;
+        Cmd::Plot => {
+            let c = common(cmd, argv)?;
             let input = one_path(&c, "STATS")?;
             let st = plot::load(&input)?;
             let title = format!(
@@ -332,10 +248,8 @@ fn main_inner() -> Result<i32, String> {
             write_output(&out, svg.as_bytes())?;
             Ok(0)
         }
-        "snapshot" => {
-            let mut allowed = REPORT_OPTS.to_vec();
-            allowed.push("--timeout");
-            let c = parse_common(args, &allowed)?;
+        Cmd::Snapshot => {
+            let c = common(cmd, argv)?;
             let pid_s = one_path(&c, "PID")?;
             let pid_s = pid_s.to_string_lossy();
             let pid: u32 = pid_s
@@ -343,14 +257,10 @@ fn main_inner() -> Result<i32, String> {
                 .map_err(|_| format!("snapshot: `{pid_s}` is not a process id"))?;
             let snap = run::snapshot(pid, c.timeout)?;
             eprintln!("memx: new dump {}", snap.path.display());
-            let mut p = SymProfile::new(snap.dump);
-            if c.python {
-                p.python_view();
-            }
+            let p = view(SymProfile::new(snap.dump), &snap.path, &c);
             print!("{}", report::report(&p, &c.report));
             Ok(0)
         }
-        other => Err(format!("unknown command `{other}` (see memx --help)")),
     }
 }
 

@@ -688,6 +688,14 @@ fn snapshot_of_a_running_process() {
         ])
         .output()
         .unwrap();
+    // A snapshot's report is the report of the dump it waited for, with
+    // every view option applied (it once ignored --python-only).
+    let only = ["--by", "line", "--python-only", "--timeout", "60"];
+    let snap_only = memx()
+        .args(["snapshot", &pid.to_string()])
+        .args(only)
+        .output()
+        .unwrap();
     // Let the program finish whatever happened.
     drop(child.stdin.take());
     let status = child.wait().unwrap();
@@ -703,8 +711,22 @@ fn snapshot_of_a_running_process() {
     let held_row = row(&r, &format!("held_site (waiter.c:{held})"));
     assert_eq!(held_row[7], "200", "{r}");
     assert_eq!(status.code(), Some(3), "exit status passed through: {err}");
-    // The snapshot and the at-exit dump.
-    assert_eq!(dumps(&dir, "waiter").len(), 2);
+    let snap_err = text(&snap_only.stderr);
+    let snap_path = snap_err
+        .lines()
+        .find_map(|l| l.strip_prefix("memx: new dump "))
+        .unwrap_or_else(|| panic!("snapshot named no dump: {snap_err}"));
+    let only_report = ok(snap_only);
+    assert!(!only_report.contains("held_site"), "{only_report}");
+    let from_file = memx()
+        .arg("report")
+        .arg(snap_path)
+        .args(&only[..3])
+        .output()
+        .unwrap();
+    assert_eq!(only_report, ok(from_file));
+    // The two snapshots and the at-exit dump.
+    assert_eq!(dumps(&dir, "waiter").len(), 3);
 
     // The test process itself does not run memx.
     let out = memx()
