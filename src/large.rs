@@ -4,6 +4,7 @@
 //! Owns: nothing; policy over `PageHeap`. Must never: be called with a
 //! central lock held (it takes the page heap lock).
 
+use crate::central::check;
 use crate::diag;
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
@@ -33,10 +34,14 @@ pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     // SAFETY: a fresh Large span, ours until its address is returned.
-    unsafe {
+    let p = unsafe {
         (*s).requested = size;
         ((*s).start << PAGE_SHIFT) as *mut u8
+    };
+    if check::enabled() {
+        check::arm_large(p, size);
     }
+    p
 }
 
 /// A sampled allocation: a span of its own (whatever the size), recorded
