@@ -53,12 +53,7 @@ pub fn usable_size_checked(p: *mut u8, call: &str) -> usize {
     }
     let class = e.class();
     if class == 0 {
-        let bytes = large::usable_size(p, call);
-        if check::enabled() {
-            // The canary follows the request: nothing past it is usable.
-            return check::large_requested(p);
-        }
-        return bytes;
+        return large::usable_size(p, call);
     }
     if check::enabled() {
         return CENTRAL[class].lock().checked_usable(class, p, call);

@@ -76,7 +76,7 @@ fn core_init() {
     {
         let mut heap = HEAP.lock();
         heap.set_release_rate(cfg.release_rate_mib);
-        heap.set_limit(cfg.heap_limit as usize);
+        heap.set_limit(cfg.heap_limit as usize, Some(profile::limit_hit));
     }
     profile::configure(cfg);
     thread_cache::set_budget(cfg.thread_cache_bytes);

@@ -27,7 +27,8 @@
 //! too small to serve are released (largest first) to make room, if that
 //! can be enough; otherwise the request fails (the caller returns NULL with
 //! ENOMEM). The first failure prints one line to stderr and tells the
-//! profiler (`profile::limit_hit`, called with HEAP held).
+//! profiler (through `on_limit`: init passes `profile::limit_hit`, which is
+//! called with HEAP held).
 //!
 //! Owns: free lists, the span pool, heap statistics, the limit's state.
 //! Must never: be used without its lock (the global `HEAP`), call into
@@ -36,7 +37,7 @@
 use crate::meta::Pool;
 use crate::pagemap::{Entry, PAGEMAP};
 use crate::size_class::PAGE_SHIFT;
-use crate::span::{Span, SpanList, SpanState};
+use crate::span::{LargeFields, Span, SpanList, SpanState};
 use crate::sys;
 use crate::sys::lock::Locked;
 use crate::util::fmt::FixedBuf;
@@ -106,6 +107,9 @@ pub struct PageHeap {
     limit: usize,
     /// The first refusal has been reported.
     limit_reported: bool,
+    /// Told of the first refusal (init passes the profiler's `limit_hit`,
+    /// so the heap never calls up into the profiler itself).
+    on_limit: Option<fn()>,
 }
 
 // SAFETY: raw span pointers are only followed with the heap's lock held.
@@ -146,12 +150,15 @@ impl PageHeap {
             region_end: 0,
             limit: 0,
             limit_reported: false,
+            on_limit: None,
         }
     }
 
-    /// Sets the heap limit in bytes (0: none).
-    pub fn set_limit(&mut self, bytes: usize) {
+    /// Sets the heap limit in bytes (0: none), and who hears of the first
+    /// request it refuses (called with the heap lock held).
+    pub fn set_limit(&mut self, bytes: usize, on_limit: Option<fn()>) {
         self.limit = bytes;
+        self.on_limit = on_limit;
     }
 
     /// Whether `charge` more resident bytes would pass the limit.
@@ -217,10 +224,9 @@ impl PageHeap {
             SpanState::Small
         };
         span.class = class as u8;
-        span.zeroed = span.released;
+        span.large = LargeFields::new();
+        span.large.zeroed = span.released;
         span.released = false;
-        span.sampled = false;
-        span.sample = core::ptr::null_mut();
         if class == 0 {
             self.stats.large_bytes += span.bytes();
             self.stats.large_count += 1;
@@ -365,7 +371,9 @@ impl PageHeap {
             .usize(npages << PAGE_SHIFT)
             .str(" more bytes gets ENOMEM (reported once)\n");
         sys::write_stderr(line.as_bytes());
-        crate::profile::limit_hit();
+        if let Some(f) = self.on_limit {
+            f();
+        }
     }
 
     /// Splits `s` after its first `n` pages; returns the new second part,
@@ -498,7 +506,7 @@ impl PageHeap {
         // SAFETY: `s` is the caller's; `next` is ours and absorbed into it.
         unsafe {
             (*s).npages = npages;
-            (*s).zeroed = false;
+            (*s).large.zeroed = false;
         }
         self.delete_span(next);
         self.stats.large_bytes += want << PAGE_SHIFT;

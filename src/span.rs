@@ -15,6 +15,7 @@
 //! Owns: no global state. Must never: be touched without the lock of the
 //! structure that holds it (page heap for Free/Large, central list for Small).
 
+use crate::profile::Sample;
 use crate::size_class::PAGE_SHIFT;
 use crate::util::FreeObject;
 
@@ -25,6 +26,27 @@ pub enum SpanState {
     Small,
     Large,
     Dead,
+}
+
+/// What only a `Large` span means (reset when a span becomes Large).
+#[derive(Default)]
+pub struct LargeFields {
+    /// The object's bytes are known to be zero (fresh pages; for calloc).
+    pub zeroed: bool,
+    /// The profiler's record, iff the object is sampled.
+    pub sample: Option<Sample>,
+    /// Bytes the program asked for (≤ the span's bytes).
+    pub requested: usize,
+}
+
+impl LargeFields {
+    pub const fn new() -> Self {
+        LargeFields {
+            zeroed: false,
+            sample: None,
+            requested: 0,
+        }
+    }
 }
 
 #[repr(C)]
@@ -38,10 +60,6 @@ pub struct Span {
     pub class: u8,
     /// Free spans: pages were given back to the OS and read as zero.
     pub released: bool,
-    /// Large spans: memory known to be zero when handed out (for calloc).
-    pub zeroed: bool,
-    /// Large spans holding one sampled object (the profiler tracks it).
-    pub sampled: bool,
     /// Small spans: on the central list's list of spans with free objects.
     pub in_list: bool,
     /// Small spans: objects currently out of the span.
@@ -54,10 +72,8 @@ pub struct Span {
     pub limit: usize,
     /// Free spans: when they were freed (ns), for release ordering.
     pub freed_at: u64,
-    /// Sampled spans: the profiler's record.
-    pub sample: *mut u8,
-    /// Large spans: bytes the program asked for (the profiler reports these).
-    pub requested: usize,
+    /// Large spans only.
+    pub large: LargeFields,
     /// Small spans in checked mode (`MEMX_CHECK=1`): the bitmap of objects
     /// out (`central::check`); null otherwise.
     pub check_bits: *mut u8,
@@ -73,16 +89,13 @@ impl Span {
             state: SpanState::Free,
             class: 0,
             released: false,
-            zeroed: false,
-            sampled: false,
             in_list: false,
             allocated: 0,
             freelist: crate::util::END,
             bump: 0,
             limit: 0,
             freed_at: 0,
-            sample: core::ptr::null_mut(),
-            requested: 0,
+            large: LargeFields::new(),
             check_bits: core::ptr::null_mut(),
         }
     }

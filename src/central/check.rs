@@ -21,7 +21,8 @@
 //! - Objects with a span of their own (large and sampled ones) get canary
 //!   bytes after the request, in the span's slack (when it has any), checked
 //!   on free; a sampled object's failure also prints its allocation stack.
-//!   Their double frees are caught by the always-on check in `large::free`.
+//!   Their double frees are caught by the always-on check in `large::free`;
+//!   `large` owns all of that (with `CANARY` and `first_not` from here).
 //!
 //! Owns: the span bitmaps (a pool per class, under the class's lock).
 //! Must never: run unless checked mode is on; take the page heap lock while
@@ -29,10 +30,8 @@
 
 use super::{link_key, span_of_object, take_from_span, CentralFreeList, CENTRAL};
 use crate::diag::{self, CheckFailure};
-use crate::page_heap::HEAP;
-use crate::pagemap::PAGEMAP;
 use crate::size_class::{CLASSES, NUM_CLASSES};
-use crate::span::{Span, SpanState};
+use crate::span::Span;
 use crate::util::{FreeObject, END};
 
 /// Bytes a checked object needs past its request: at least 8 canary bytes
@@ -42,9 +41,6 @@ pub const EXTRA: usize = 16;
 pub const CANARY: u8 = 0xfd;
 /// A freed object's bytes after its link.
 pub const FREED: u8 = 0xdd;
-/// Canary bytes after an object with a span of its own (if the span has
-/// room for them).
-const LARGE_CANARY: usize = 16;
 
 /// Most objects a span holds (the 16-byte class in one 8 KiB page).
 const MAX_OBJECTS: usize = 512;
@@ -69,7 +65,7 @@ pub fn enabled() -> bool {
 /// The first byte of `bytes` that is not `v`. Whole 64-byte chunks are
 /// or-folded first (which the compiler vectorises), then 8-byte words;
 /// only a word with a difference is looked into.
-fn first_not(bytes: &[u8], v: u8) -> Option<usize> {
+pub(crate) fn first_not(bytes: &[u8], v: u8) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(64);
     let mut off = 0;
     for c in &mut chunks {
@@ -290,85 +286,6 @@ pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
 /// Checked `free` of a small object.
 pub fn free_small(class: usize, p: *mut u8, call: &str) {
     CENTRAL[class].lock().checked_free(class, p, call);
-}
-
-/// Canary bytes after an object of `n` bytes with a span of its own (large
-/// or sampled), in the span's slack.
-pub(crate) fn arm_large(p: *mut u8, n: usize) {
-    let s = PAGEMAP.lookup_addr(p as usize).span();
-    if s.is_null() {
-        return;
-    }
-    // SAFETY: `p` was just allocated: `s` is its live Large span, ours.
-    let bytes = unsafe { (*s).bytes() };
-    let end = bytes.min(n.saturating_add(LARGE_CANARY));
-    if end > n {
-        // SAFETY: [n, end) lies inside the span, unused by the program.
-        unsafe { core::ptr::write_bytes(p.add(n), CANARY, end - n) };
-    }
-}
-
-/// Before `large::free(p)` (or a resize): checks the canary after a live
-/// object with a span of its own. Anything else is left to `large`'s own
-/// checks (which abort on a pointer that is not a live large object).
-pub(crate) fn check_large(p: *mut u8, call: &str) {
-    let heap = HEAP.lock();
-    let s = PAGEMAP.lookup_addr(p as usize).span();
-    // The heap lock keeps Large spans from changing while we look.
-    // SAFETY: a non-null entry points at a span struct.
-    let live =
-        !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
-    if !live {
-        return;
-    }
-    // SAFETY: the live Large span of `p`, under the heap lock.
-    let (n, bytes, record) = unsafe {
-        let rec = if (*s).sampled {
-            (*s).sample
-        } else {
-            core::ptr::null_mut()
-        };
-        ((*s).requested, (*s).bytes(), rec)
-    };
-    let end = bytes.min(n.saturating_add(LARGE_CANARY));
-    if end <= n {
-        return;
-    }
-    // SAFETY: [n, end) lies inside the live span.
-    let tail = unsafe { core::slice::from_raw_parts(p.add(n), end - n) };
-    let Some(off) = first_not(tail, CANARY) else {
-        return;
-    };
-    let mut frames = [0usize; 24];
-    let mut depth = 0;
-    if !record.is_null() {
-        // The profiler frees a record only when its object is freed, after us.
-        // SAFETY: a live sampled object's record; buckets never change.
-        let stack =
-            unsafe { (*(record as *const crate::profile::table::Record)).bucket() }.frames();
-        depth = stack.len().min(frames.len());
-        frames[..depth].copy_from_slice(&stack[..depth]);
-    }
-    drop(heap);
-    diag::check_failed(&CheckFailure {
-        what: "heap overflow",
-        call,
-        ptr: p as usize,
-        class: 0,
-        slot: bytes,
-        requested: Some(n),
-        detail: "the canary after the object was overwritten",
-        offset: Some(n + off),
-        stack: &frames[..depth],
-    })
-}
-
-/// Bytes the program asked for at the live large (or sampled) object `p`.
-pub fn large_requested(p: *mut u8) -> usize {
-    let _heap = HEAP.lock();
-    let s = PAGEMAP.lookup_addr(p as usize).span();
-    // SAFETY: the caller validated `p` as a live large object; heap lock.
-    unsafe { (*s).requested }
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ fn release_all_gives_back_and_memory_reads_zero() {
     let s2 = heap.alloc(64, 0);
     // SAFETY: as above.
     let span = unsafe { &*s2 };
-    assert!(span.zeroed);
+    assert!(span.large.zeroed);
     // SAFETY: the span's pages are mapped.
     let mem = unsafe { core::slice::from_raw_parts(span.addr() as *const u8, 64 * PAGE_SIZE) };
     assert!(mem.iter().all(|&b| b == 0));
@@ -233,7 +233,7 @@ fn large_spans_resize_in_place() {
 fn limited_heap(bytes: usize) -> PageHeap {
     let mut heap = PageHeap::new();
     heap.set_release_rate(0);
-    heap.set_limit(bytes);
+    heap.set_limit(bytes, None);
     heap
 }
 

@@ -134,11 +134,29 @@ pub fn start() {
     worker::start();
 }
 
+/// The profiler's record of one live sampled object, kept on its span
+/// until the object is freed and handed back to `record_free`.
+pub struct Sample(core::ptr::NonNull<table::Record>);
+
+impl Sample {
+    /// The object's allocation stack, innermost frame first.
+    pub fn stack(&self) -> &[usize] {
+        // SAFETY: a record lives until `record_free` takes its `Sample`;
+        // its bucket's frames never change.
+        unsafe { self.0.as_ref() }.bucket().frames()
+    }
+}
+
+// SAFETY: a `Sample` is only followed by whoever holds its object's span
+// (under the heap lock) or by `record_free` under the profiler's lock.
+unsafe impl Send for Sample {}
+
 /// Records a sampled object of `size` bytes with the calling stack. The
 /// caller holds no allocator lock and has set the thread's re-entry guard.
-pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
+/// None if profiling is off or the table is full.
+pub fn record_alloc(_addr: usize, size: usize) -> Option<Sample> {
     if !enabled() {
-        return core::ptr::null_mut();
+        return None;
     }
     let mut native = [0usize; NATIVE_DEPTH];
     let depth = unwind::backtrace(&mut native);
@@ -167,15 +185,15 @@ pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
     if let Some(r) = reason {
         worker::request(r);
     }
-    record as *mut u8
+    core::ptr::NonNull::new(record).map(Sample)
 }
 
 /// The sampled object whose record this is was freed.
-pub fn record_free(record: *mut u8) {
+pub fn record_free(sample: Sample) {
     let mut st = STATE.lock();
-    // SAFETY: `record` came from `record_alloc` (its span kept it) and its
+    // SAFETY: `sample` came from `record_alloc` (its span kept it) and its
     // object is freed exactly once.
-    let size = unsafe { st.table.remove(record as *mut table::Record) };
+    let size = unsafe { st.table.remove(sample.0.as_ptr()) };
     st.triggers.on_free(estimate(size, sampler::mean()));
 }
 

@@ -7,7 +7,9 @@
 //! that crossed zero is a sample. Large objects (and aligned ones no class
 //! can serve) go through the same countdown as small ones, so they are
 //! sampled in proportion to their size. A sampled object gets a span of its
-//! own (`large::alloc_sampled`), recorded by the profiler.
+//! own, recorded by the profiler. This file is the allocation path's one
+//! door into the profiler (`record_alloc`, `record_free`); the layers
+//! below only keep the `profile::Sample` it returns.
 //!
 //! Owns: the per-thread sampler state and the profiler re-entry guard.
 //! Must never: sample an allocation the profiler itself makes.
@@ -15,6 +17,7 @@
 use super::registry::is_static;
 use super::{current, sizing, ThreadCache};
 use crate::large;
+use crate::profile;
 use crate::sampler;
 
 /// One thread's sampling state (owner-only).
@@ -78,9 +81,23 @@ pub(super) fn alloc_sampled(size: usize, align_pages: usize) -> *mut u8 {
     if !enter_profiler() {
         return large::alloc(size, align_pages);
     }
-    let p = large::alloc_sampled(size, align_pages);
+    let p = large::alloc(size, align_pages);
+    if !p.is_null() {
+        // No allocator lock is held here: the profiler may take its own.
+        if let Some(sample) = profile::record_alloc(p as usize, size) {
+            large::set_sample(p, sample);
+        }
+    }
     leave_profiler();
     p
+}
+
+/// `free` of a large (or sampled) object: a sampled one's record goes back
+/// to the profiler once its span is free.
+pub(super) fn free_large(p: *mut u8) {
+    if let Some(sample) = large::free(p, "free") {
+        profile::record_free(sample);
+    }
 }
 
 /// Large objects (and aligned ones no class can serve), after the countdown.

@@ -8,12 +8,11 @@
 //! into anything that could take another one.
 
 use super::registry::current_or_create;
-use super::sampling::{alloc_large, alloc_sampled, countdown_expired};
+use super::sampling::{alloc_large, alloc_sampled, countdown_expired, free_large};
 use super::sizing::{self, central};
 use super::{ThreadCache, LIST_STRIDE, MAX_LEN};
 use crate::central::{check, link_key, CENTRAL};
 use crate::diag;
-use crate::large;
 use crate::pagemap::PAGEMAP;
 use crate::size_class::{class_for_aligned, class_of, CLASSES, MAX_SMALL, PAGE_SIZE};
 use crate::util::{set_link, BadLink, FreeObject, END};
@@ -153,10 +152,7 @@ pub(super) fn free_slow(p: *mut u8) {
     if entry.class() != 0 {
         diag::invalid_pointer("free", p as usize, "not the start of an object");
     }
-    if check::enabled() {
-        check::check_large(p, "free");
-    }
-    large::free(p, "free");
+    free_large(p);
 }
 
 fn central_alloc_one(class: usize) -> *mut u8 {
