@@ -168,7 +168,7 @@ impl CentralFreeList {
             if is_dry(span, class) {
                 // SAFETY: `s` is on our list.
                 unsafe { self.nonempty.remove(s) };
-                span.in_list = false;
+                span.small.in_list = false;
             }
         }
         (head, n)
@@ -183,11 +183,11 @@ impl CentralFreeList {
         }
         // SAFETY: a fresh Small span, exclusively ours until listed.
         let span = unsafe { &mut *s };
-        span.freelist = END;
-        span.allocated = 0;
-        span.bump = span.addr();
-        span.limit = span.addr() + k.objects as usize * k.size as usize;
-        span.check_bits = core::ptr::null_mut();
+        span.small.freelist = END;
+        span.small.allocated = 0;
+        span.small.bump = span.addr();
+        span.small.limit = span.addr() + k.objects as usize * k.size as usize;
+        span.small.check_bits = core::ptr::null_mut();
         if check::enabled() {
             let bits = self.take_bits();
             if bits.is_null() {
@@ -195,9 +195,9 @@ impl CentralFreeList {
                 unsafe { HEAP.lock().free(s) };
                 return core::ptr::null_mut();
             }
-            span.check_bits = bits as *mut u8;
+            span.small.check_bits = bits as *mut u8;
         }
-        span.in_list = true;
+        span.small.in_list = true;
         // SAFETY: `s` is on no list.
         unsafe { self.nonempty.push_front(s) };
         self.spans += 1;
@@ -277,25 +277,25 @@ impl CentralFreeList {
         // SAFETY: a live Small span of our class, guarded by our lock (caller).
         let span = unsafe { &mut *s };
         // SAFETY: `obj` is a free object of this span.
-        unsafe { set_link(obj, span.freelist, key) };
-        span.freelist = obj;
-        span.allocated -= 1;
+        unsafe { set_link(obj, span.small.freelist, key) };
+        span.small.freelist = obj;
+        span.small.allocated -= 1;
         self.free_in_spans += 1;
-        if span.allocated == 0 {
-            if span.in_list {
+        if span.small.allocated == 0 {
+            if span.small.in_list {
                 // SAFETY: `s` is on our list.
                 unsafe { self.nonempty.remove(s) };
             }
-            span.in_list = false;
+            span.small.in_list = false;
             self.spans -= 1;
             self.free_in_spans -= k.objects as usize;
             self.give_bits(span);
             // SAFETY: every object of the span is back: nothing uses it.
             unsafe { HEAP.lock().free(s) };
-        } else if !span.in_list {
+        } else if !span.small.in_list {
             // SAFETY: `s` is on no list.
             unsafe { self.nonempty.push_front(s) };
-            span.in_list = true;
+            span.small.in_list = true;
         }
     }
 
@@ -343,7 +343,7 @@ pub fn span_of_object(class: usize, obj: *mut FreeObject) -> Option<*mut Span> {
 /// give: otherwise `remove_range` would spin on it for ever (as it did in
 /// a fork child that saw a span half-updated by the interrupted parent).
 pub fn is_dry(span: &Span, class: usize) -> bool {
-    span.freelist == END && span.bump + CLASSES[class].size as usize > span.limit
+    span.small.freelist == END && span.small.bump + CLASSES[class].size as usize > span.small.limit
 }
 
 /// Takes one object out of `span` (of `class`): from its free list, else
@@ -356,12 +356,12 @@ unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*m
     if is_dry(span, class) {
         return None;
     }
-    let obj = if span.freelist != END {
-        let o = span.freelist;
+    let obj = if span.small.freelist != END {
+        let o = span.small.freelist;
         // SAFETY: objects on a span's free list hold a link.
         let next = unsafe { next_or_abort(class, o, key) };
         let base = span.addr();
-        if next != END && (next as usize).wrapping_sub(base) >= span.limit - base {
+        if next != END && (next as usize).wrapping_sub(base) >= span.small.limit - base {
             diag::corrupt_free_list(
                 class,
                 BadLink {
@@ -370,14 +370,14 @@ unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*m
                 },
             );
         }
-        span.freelist = next;
+        span.small.freelist = next;
         o
     } else {
-        let o = span.bump as *mut FreeObject;
-        span.bump += CLASSES[class].size as usize;
+        let o = span.small.bump as *mut FreeObject;
+        span.small.bump += CLASSES[class].size as usize;
         o
     };
-    span.allocated += 1;
+    span.small.allocated += 1;
     Some(obj)
 }
 
@@ -440,7 +440,7 @@ mod tests {
         let (h, n) = c.remove_range(class, 1);
         let s = c.nonempty.first();
         // SAFETY: a live span of this private list, under our ownership.
-        unsafe { (*s).bump = (*s).limit - 8 };
+        unsafe { (*s).small.bump = (*s).small.limit - 8 };
         let (h2, n2) = c.remove_range(class, 3);
         assert_eq!(n2, 3);
         // SAFETY: returning exactly what was taken.

@@ -225,8 +225,8 @@ impl PageHeap {
         };
         span.class = class as u8;
         span.large = LargeFields::new();
-        span.large.zeroed = span.released;
-        span.released = false;
+        span.large.zeroed = span.free.released;
+        span.free.released = false;
         if class == 0 {
             self.stats.large_bytes += span.bytes();
             self.stats.large_count += 1;
@@ -246,7 +246,7 @@ impl PageHeap {
         }
         let mut s = self.find(npages, true);
         // SAFETY: `s` is a live free span when non-null.
-        let from_released = s.is_null() || unsafe { (*s).released };
+        let from_released = s.is_null() || unsafe { (*s).free.released };
         if from_released && self.over_limit(charge << PAGE_SHIFT) {
             s = self.reuse_under_limit(npages, charge << PAGE_SHIFT);
             if s.is_null() {
@@ -263,18 +263,24 @@ impl PageHeap {
                 return s;
             }
         }
+        self.take_and_trim(s, npages);
+        s
+    }
+
+    /// Takes the free span `s` off its list and trims it to `npages` (at
+    /// most its length), the rest going back to the free lists. `s` ends
+    /// Taken: off the free lists it must stop looking Free, or a
+    /// neighbour's coalescing could grab it (or a piece split from it)
+    /// while it is on no list; the caller gives it its final state.
+    fn take_and_trim(&mut self, s: *mut Span, npages: usize) {
         self.unlink_free(s);
-        // Off the free lists it must stop looking Free, or a neighbour's
-        // coalescing could grab it (or a piece split from it) while it is on
-        // no list. `mark_in_use` sets the final state.
-        // SAFETY: `s` is live and now owned by the caller.
-        unsafe { (*s).state = SpanState::Large };
-        // SAFETY: `s` is live.
+        // SAFETY: `s` is live and now on no list, the caller's.
+        unsafe { (*s).state = SpanState::Taken };
+        // SAFETY: as above.
         if unsafe { (*s).npages } > npages {
             let rest = self.split(s, npages);
             self.insert_free(rest);
         }
-        s
     }
 
     /// Smallest-fitting free span, resident before released at each length
@@ -385,8 +391,8 @@ impl PageHeap {
             (*rest).start = (*s).start + n;
             (*rest).npages = (*s).npages - n;
             (*rest).state = (*s).state;
-            (*rest).released = (*s).released;
-            (*rest).freed_at = (*s).freed_at;
+            (*rest).free.released = (*s).free.released;
+            (*rest).free.freed_at = (*s).free.freed_at;
             (*s).npages = n;
         }
         rest
@@ -424,7 +430,7 @@ impl PageHeap {
     /// Puts a Free span on its list and maps its first and last pages.
     fn insert_free(&mut self, s: *mut Span) {
         // SAFETY: `s` is live and on no list.
-        let (npages, released, start) = unsafe { ((*s).npages, (*s).released, (*s).start) };
+        let (npages, released, start) = unsafe { ((*s).npages, (*s).free.released, (*s).start) };
         // SAFETY: as above.
         unsafe { (*s).state = SpanState::Free };
         // SAFETY: `s` is on no list.
@@ -442,7 +448,7 @@ impl PageHeap {
 
     fn unlink_free(&mut self, s: *mut Span) {
         // SAFETY: `s` is a live Free span on its list.
-        let (npages, released) = unsafe { ((*s).npages, (*s).released) };
+        let (npages, released) = unsafe { ((*s).npages, (*s).free.released) };
         // SAFETY: as above.
         unsafe { self.list_for(npages, released).remove(s) };
         let bytes = npages << PAGE_SHIFT;
@@ -469,7 +475,7 @@ impl PageHeap {
             let tail = self.split(s, npages);
             self.stats.large_bytes -= (old - npages) << PAGE_SHIFT;
             // SAFETY: `tail` was split off `s`; its pages are ours.
-            unsafe { (*tail).released = false };
+            unsafe { (*tail).free.released = false };
             PAGEMAP.set_range(start + npages, old - npages, Entry::new(tail, 0));
             self.free_span_inner(tail, Some(sys::now_ns()));
             return true;
@@ -480,7 +486,7 @@ impl PageHeap {
             return false;
         }
         // SAFETY: `next` is a live Free span.
-        if unsafe { (*next).released } {
+        if unsafe { (*next).free.released } {
             let charge = want << PAGE_SHIFT;
             if self.over_limit(charge) {
                 // Releasing may merge `next` with released spans after it;
@@ -495,14 +501,7 @@ impl PageHeap {
                 }
             }
         }
-        self.unlink_free(next);
-        // SAFETY: `next` is live, now on no list.
-        unsafe { (*next).state = SpanState::Large };
-        // SAFETY: as above.
-        if unsafe { (*next).npages } > want {
-            let rest = self.split(next, want);
-            self.insert_free(rest);
-        }
+        self.take_and_trim(next, want);
         // SAFETY: `s` is the caller's; `next` is ours and absorbed into it.
         unsafe {
             (*s).npages = npages;
@@ -549,13 +548,13 @@ impl PageHeap {
         // Interior pages must stop naming a class: a stale pointer then
         // reaches the slow path instead of a thread cache.
         PAGEMAP.set_range(span.start, span.npages, Entry::new(s, 0));
-        span.released = false;
+        span.free.released = false;
         let now = if self.rate_bytes_per_s > 0 {
             sys::now_ns()
         } else {
             0
         };
-        span.freed_at = now;
+        span.free.freed_at = now;
         self.free_span_inner(s, Some(now));
     }
 
@@ -578,12 +577,12 @@ impl PageHeap {
         // SAFETY: `s` is live; neighbours found through the page map are
         // checked to be Free spans that really adjoin `s` before use.
         unsafe {
-            let released = (*s).released;
+            let released = (*s).free.released;
             if (*s).start > 0 {
                 let prev = PAGEMAP.get((*s).start - 1).span();
                 if !prev.is_null()
                     && (*prev).state == SpanState::Free
-                    && (*prev).released == released
+                    && (*prev).free.released == released
                     && (*prev).end_page() == (*s).start
                 {
                     self.unlink_free(prev);
@@ -591,19 +590,19 @@ impl PageHeap {
                     (*s).npages += (*prev).npages;
                     // The merged span counts as old as its oldest part, so a
                     // small fresh neighbour does not keep old pages resident.
-                    (*s).freed_at = (*s).freed_at.min((*prev).freed_at);
+                    (*s).free.freed_at = (*s).free.freed_at.min((*prev).free.freed_at);
                     self.delete_span(prev);
                 }
             }
             let next = PAGEMAP.get((*s).end_page()).span();
             if !next.is_null()
                 && (*next).state == SpanState::Free
-                && (*next).released == released
+                && (*next).free.released == released
                 && (*next).start == (*s).end_page()
             {
                 self.unlink_free(next);
                 (*s).npages += (*next).npages;
-                (*s).freed_at = (*s).freed_at.min((*next).freed_at);
+                (*s).free.freed_at = (*s).free.freed_at.min((*next).free.freed_at);
                 self.delete_span(next);
             }
         }
@@ -659,7 +658,7 @@ impl PageHeap {
         let s = self.new_span(start, pages);
         // SAFETY: `s` is fresh; untouched anonymous memory reads as zero and
         // is not resident, exactly what "released" means.
-        unsafe { (*s).released = true };
+        unsafe { (*s).free.released = true };
         let s = self.coalesce(s);
         self.insert_free(s);
     }
@@ -696,7 +695,7 @@ impl PageHeap {
             .chain(core::iter::once(&self.large_normal));
         for s in lists.flat_map(|l| l.iter()) {
             // SAFETY: list members are live.
-            let (freed, n) = unsafe { ((*s).freed_at, (*s).npages) };
+            let (freed, n) = unsafe { ((*s).free.freed_at, (*s).npages) };
             // SAFETY: `best` is a live member when non-null.
             if freed <= before && (best.is_null() || n > unsafe { (*best).npages }) {
                 best = s;
@@ -720,7 +719,7 @@ impl PageHeap {
         if ok {
             self.stats.released_total += bytes as u64;
             // SAFETY: as above.
-            unsafe { (*s).released = true };
+            unsafe { (*s).free.released = true };
         }
         let s = self.coalesce(s);
         self.insert_free(s);
@@ -765,7 +764,7 @@ impl PageHeap {
                 assert_eq!(span.state, SpanState::Free);
                 assert_eq!(PAGEMAP.get(span.start).span(), s);
                 assert_eq!(PAGEMAP.get(span.end_page() - 1).span(), s);
-                if span.released {
+                if span.free.released {
                     released += span.bytes();
                 } else {
                     normal += span.bytes();

@@ -111,11 +111,11 @@ impl CentralFreeList {
 
     /// Gives a span's bitmap back when the span goes back to the heap.
     pub(super) fn give_bits(&mut self, span: &mut Span) {
-        if !span.check_bits.is_null() {
+        if !span.small.check_bits.is_null() {
             // SAFETY: taken from this pool by `take_bits`; the span, whose
             // objects are all back, no longer uses it.
-            unsafe { self.bits.give(span.check_bits as *mut Bits) };
-            span.check_bits = core::ptr::null_mut();
+            unsafe { self.bits.give(span.small.check_bits as *mut Bits) };
+            span.small.check_bits = core::ptr::null_mut();
         }
     }
 
@@ -134,7 +134,7 @@ impl CentralFreeList {
         }
         // SAFETY: a live Small span of this class on our list.
         let span = unsafe { &mut *s };
-        let reused = span.freelist != END;
+        let reused = span.small.freelist != END;
         // SAFETY: our span, under our lock; it is on the nonempty list, so
         // it has an object to give.
         let Some(obj) = (unsafe { take_from_span(span, class, key) }) else {
@@ -144,7 +144,7 @@ impl CentralFreeList {
         if super::is_dry(span, class) {
             // SAFETY: `s` is on our list.
             unsafe { self.nonempty.remove(s) };
-            span.in_list = false;
+            span.small.in_list = false;
         }
         let p = obj as *mut u8;
         // SAFETY: `obj` is a whole slot of `size` bytes of this span, out of
@@ -167,7 +167,7 @@ impl CentralFreeList {
         }
         let (word, bit) = bit_of(span, p, size);
         // SAFETY: every span this list carves in checked mode has a bitmap.
-        let bits = unsafe { &mut (*(span.check_bits as *mut Bits)).0 };
+        let bits = unsafe { &mut (*(span.small.check_bits as *mut Bits)).0 };
         if bits[word] & bit != 0 {
             diag::fatal(b"checked mode: an object on a free list was marked allocated");
         }
@@ -190,7 +190,7 @@ impl CentralFreeList {
         let span = unsafe { &mut *s };
         let (word, bit) = bit_of(span, p, size);
         // SAFETY: checked spans have a bitmap.
-        unsafe { (*(span.check_bits as *mut Bits)).0[word] &= !bit };
+        unsafe { (*(span.small.check_bits as *mut Bits)).0[word] &= !bit };
         // SAFETY: a free object of `class` in its live span `s`, our lock.
         unsafe { self.release_to_span(class, s, p as *mut FreeObject, key) };
     }
@@ -230,12 +230,12 @@ impl CentralFreeList {
         } else {
             "use after free"
         };
-        if span.check_bits.is_null() {
+        if span.small.check_bits.is_null() {
             fail(freed, "the object is not allocated", None, None);
         }
         let (word, bit) = bit_of(span, p, size);
         // SAFETY: checked spans have a bitmap, guarded by our lock.
-        if unsafe { (*(span.check_bits as *mut Bits)).0[word] } & bit == 0 {
+        if unsafe { (*(span.small.check_bits as *mut Bits)).0[word] } & bit == 0 {
             fail(
                 freed,
                 "the object is not allocated (freed already)",
