@@ -35,10 +35,12 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 const TRANSFER_MAX: usize = 64;
 /// Bytes of whole batches one class may park in its transfer cache: enough
 /// for a producer/consumer pair to trade batches without touching spans,
-/// small enough that 96 classes hold little memory.
+/// small enough that all 128 classes together hold little memory.
 const TRANSFER_BYTES: usize = 32 << 10;
 
 pub struct CentralFreeList {
+    /// The size class this list serves (0 only for the unused list 0).
+    class: u8,
     /// Spans of this class with at least one free or never-used object.
     nonempty: SpanList,
     /// The transfer cache: the top batch's head (END if none).
@@ -103,23 +105,27 @@ pub unsafe fn next_or_abort(class: usize, obj: *mut FreeObject, key: usize) -> *
     diag::link_or_abort(class, unsafe { link_checked(obj, key) })
 }
 
-pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] =
-    [const { Locked::new(CentralFreeList::new()) }; NUM_CLASSES];
+/// One list per class, each knowing its class: `CENTRAL[c].class == c`.
+pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] = {
+    let mut lists = [const { Locked::new(CentralFreeList::new(0)) }; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        lists[c] = Locked::new(CentralFreeList::new(c));
+        c += 1;
+    }
+    lists
+};
 
 /// How many whole batches class `c` may keep in its transfer cache.
 fn transfer_capacity(k: &ClassInfo) -> usize {
     (TRANSFER_BYTES / (k.batch as usize * k.size as usize)).clamp(1, TRANSFER_MAX)
 }
 
-impl Default for CentralFreeList {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl CentralFreeList {
-    pub const fn new() -> Self {
+    /// An empty list for `class` (< NUM_CLASSES).
+    pub const fn new(class: usize) -> Self {
         CentralFreeList {
+            class: class as u8,
             nonempty: SpanList::new(),
             transfer: END,
             ntransfer: 0,
@@ -130,16 +136,18 @@ impl CentralFreeList {
     }
 
     /// Objects held in the transfer cache.
-    pub fn transfer_objects(&self, class: usize) -> usize {
+    pub fn transfer_objects(&self) -> usize {
+        let class = self.class as usize;
         self.ntransfer * CLASSES[class].batch as usize
     }
 
     /// Takes up to `max` objects of `class` as a chain; returns its head and
     /// length (0 only if the OS refuses memory).
-    pub fn remove_range(&mut self, class: usize, max: usize) -> (*mut FreeObject, usize) {
+    pub fn remove_range(&mut self, max: usize) -> (*mut FreeObject, usize) {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         if max == k.batch as usize && self.ntransfer > 0 {
-            return (self.pop_batch(class), max);
+            return (self.pop_batch(), max);
         }
         let key = link_key();
         let mut head: *mut FreeObject = END;
@@ -147,7 +155,7 @@ impl CentralFreeList {
         while n < max {
             let mut s = self.nonempty.first();
             if s.is_null() {
-                s = self.populate(class);
+                s = self.populate();
                 if s.is_null() {
                     break;
                 }
@@ -175,7 +183,8 @@ impl CentralFreeList {
     }
 
     /// A new span for `class` from the page heap, on the nonempty list.
-    fn populate(&mut self, class: usize) -> *mut Span {
+    fn populate(&mut self) -> *mut Span {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         let s = HEAP.lock().alloc(k.pages as usize, class);
         if s.is_null() {
@@ -209,7 +218,8 @@ impl CentralFreeList {
     ///
     /// # Safety
     /// `head` starts a chain of exactly `n` objects of `class`, none in use.
-    pub unsafe fn insert_range(&mut self, class: usize, head: *mut FreeObject, n: usize) {
+    pub unsafe fn insert_range(&mut self, head: *mut FreeObject, n: usize) {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         if n == k.batch as usize
             && self.ntransfer < transfer_capacity(k)
@@ -222,7 +232,7 @@ impl CentralFreeList {
             return;
         }
         // SAFETY: as the caller promises.
-        unsafe { self.release_chain(class, head, n) };
+        unsafe { self.release_chain(head, n) };
     }
 
     /// Returns each object of a chain to its span. Each object is checked
@@ -231,7 +241,8 @@ impl CentralFreeList {
     ///
     /// # Safety
     /// As `insert_range`.
-    unsafe fn release_chain(&mut self, class: usize, head: *mut FreeObject, n: usize) {
+    unsafe fn release_chain(&mut self, head: *mut FreeObject, n: usize) {
+        let class = self.class as usize;
         let key = link_key();
         let mut obj = head;
         let mut from = 0;
@@ -255,7 +266,7 @@ impl CentralFreeList {
             // be one; the next one is checked in the next round.
             let next = unsafe { crate::util::link(obj, key) };
             // SAFETY: `s` is `obj`'s live span of our class, under our lock.
-            unsafe { self.release_to_span(class, s, obj, key) };
+            unsafe { self.release_to_span(s, obj, key) };
             from = obj as usize;
             obj = next;
         }
@@ -266,13 +277,8 @@ impl CentralFreeList {
     /// # Safety
     /// `obj` is a free object of `class` in the live Small span `s` (see
     /// `span_of_object`), guarded by our lock.
-    unsafe fn release_to_span(
-        &mut self,
-        class: usize,
-        s: *mut Span,
-        obj: *mut FreeObject,
-        key: usize,
-    ) {
+    unsafe fn release_to_span(&mut self, s: *mut Span, obj: *mut FreeObject, key: usize) {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         // SAFETY: a live Small span of our class, guarded by our lock (caller).
         let span = unsafe { &mut *s };
@@ -300,7 +306,8 @@ impl CentralFreeList {
     }
 
     /// Takes the top batch off the transfer cache (not empty).
-    fn pop_batch(&mut self, class: usize) -> *mut FreeObject {
+    fn pop_batch(&mut self) -> *mut FreeObject {
+        let class = self.class as usize;
         let head = self.transfer;
         // SAFETY: `head` tops the transfer cache, so it holds a batch link.
         let next = diag::link_or_abort(class, unsafe { batch_link_checked(head, link_key()) });
@@ -311,12 +318,13 @@ impl CentralFreeList {
 
     /// Empties the transfer cache into the spans (malloc_trim), so wholly
     /// free spans go back to the page heap.
-    pub fn drain_transfer(&mut self, class: usize) {
+    pub fn drain_transfer(&mut self) {
+        let class = self.class as usize;
         let batch = CLASSES[class].batch;
         while self.ntransfer > 0 {
-            let obj = self.pop_batch(class);
+            let obj = self.pop_batch();
             // SAFETY: a stored batch is a chain of `batch` free objects.
-            unsafe { self.release_chain(class, obj, batch as usize) };
+            unsafe { self.release_chain(obj, batch as usize) };
         }
     }
 }
@@ -397,10 +405,10 @@ mod tests {
         // A private list for class 40 (the global lists serve other tests).
         let class = 40;
         let k = CLASSES[class];
-        let mut c = CentralFreeList::new();
+        let mut c = CentralFreeList::new(class);
         let mut got = Vec::new();
         for _ in 0..(k.objects as usize * 3 / k.batch as usize + 2) {
-            let (h, n) = c.remove_range(class, k.batch as usize);
+            let (h, n) = c.remove_range(k.batch as usize);
             assert_eq!(n, k.batch as usize);
             assert_eq!(chain_len(h), n);
             got.push((h, n));
@@ -423,9 +431,9 @@ mod tests {
         assert!(c.spans >= 3);
         for (h, n) in got {
             // SAFETY: returning exactly what was taken.
-            unsafe { c.insert_range(class, h, n) };
+            unsafe { c.insert_range(h, n) };
         }
-        c.drain_transfer(class);
+        c.drain_transfer();
         assert_eq!(c.spans, 0, "all spans went back to the page heap");
         assert_eq!(c.free_in_spans, 0);
     }
@@ -436,28 +444,28 @@ mod tests {
         // parent: here its never-used tail is shorter than an object.
         // remove_range used to spin on such a span for ever.
         let class = 5;
-        let mut c = CentralFreeList::new();
-        let (h, n) = c.remove_range(class, 1);
+        let mut c = CentralFreeList::new(class);
+        let (h, n) = c.remove_range(1);
         let s = c.nonempty.first();
         // SAFETY: a live span of this private list, under our ownership.
         unsafe { (*s).small.bump = (*s).small.limit - 8 };
-        let (h2, n2) = c.remove_range(class, 3);
+        let (h2, n2) = c.remove_range(3);
         assert_eq!(n2, 3);
         // SAFETY: returning exactly what was taken.
         unsafe {
-            c.insert_range(class, h, n);
-            c.insert_range(class, h2, n2);
+            c.insert_range(h, n);
+            c.insert_range(h2, n2);
         }
     }
 
     #[test]
     fn partial_ranges() {
         let class = 3;
-        let mut c = CentralFreeList::new();
-        let (h, n) = c.remove_range(class, 5);
+        let mut c = CentralFreeList::new(class);
+        let (h, n) = c.remove_range(5);
         assert_eq!(n, 5);
         // SAFETY: returning what was taken.
-        unsafe { c.insert_range(class, h, n) };
+        unsafe { c.insert_range(h, n) };
         assert_eq!(c.spans, 0);
     }
 }

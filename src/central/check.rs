@@ -121,13 +121,14 @@ impl CentralFreeList {
 
     /// One object for a request of `n` bytes (n + EXTRA fits `class`), with
     /// its canary and trailer written. Null if the OS refuses memory.
-    pub fn checked_alloc(&mut self, class: usize, n: usize) -> *mut u8 {
+    pub fn checked_alloc(&mut self, n: usize) -> *mut u8 {
+        let class = self.class as usize;
         let size = CLASSES[class].size as usize;
         debug_assert!(n + EXTRA <= size);
         let key = link_key();
         let mut s = self.nonempty.first();
         if s.is_null() {
-            s = self.populate(class);
+            s = self.populate();
             if s.is_null() {
                 return core::ptr::null_mut();
             }
@@ -180,8 +181,8 @@ impl CentralFreeList {
     /// Checks and frees the object at `p` of `class` (for `call`): aborts on
     /// a pointer that is not an object, a double free, or an overwritten
     /// canary.
-    pub(crate) fn checked_free(&mut self, class: usize, p: *mut u8, call: &str) {
-        let (s, size, _) = self.checked_live(class, p, call);
+    pub(crate) fn checked_free(&mut self, p: *mut u8, call: &str) {
+        let (s, size, _) = self.checked_live(p, call);
         let key = link_key();
         // SAFETY: the live object's slot, which the program gives back.
         let slot = unsafe { core::slice::from_raw_parts_mut(p, size) };
@@ -192,17 +193,18 @@ impl CentralFreeList {
         // SAFETY: checked spans have a bitmap.
         unsafe { (*(span.small.check_bits as *mut Bits)).0[word] &= !bit };
         // SAFETY: a free object of `class` in its live span `s`, our lock.
-        unsafe { self.release_to_span(class, s, p as *mut FreeObject, key) };
+        unsafe { self.release_to_span(s, p as *mut FreeObject, key) };
     }
 
     /// Bytes the program asked for at the live object `p` of `class`.
-    pub fn checked_usable(&mut self, class: usize, p: *mut u8, call: &str) -> usize {
-        self.checked_live(class, p, call).2
+    pub fn checked_usable(&mut self, p: *mut u8, call: &str) -> usize {
+        self.checked_live(p, call).2
     }
 
     /// Checks that `p` is a live checked object of `class` with its canary
     /// and trailer intact; returns its span, slot size and request.
-    fn checked_live(&mut self, class: usize, p: *mut u8, call: &str) -> (*mut Span, usize, usize) {
+    fn checked_live(&mut self, p: *mut u8, call: &str) -> (*mut Span, usize, usize) {
+        let class = self.class as usize;
         let size = CLASSES[class].size as usize;
         let Some(s) = span_of_object(class, p as *mut FreeObject) else {
             diag::invalid_pointer(call, p as usize, "not the start of an object");
@@ -276,7 +278,7 @@ fn bit_of(span: &Span, p: *mut u8, size: usize) -> (usize, u64) {
 
 /// Checked `malloc` of a small request: `n + EXTRA` bytes from `class`.
 pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
-    let p = CENTRAL[class].lock().checked_alloc(class, n);
+    let p = CENTRAL[class].lock().checked_alloc(n);
     if p.is_null() {
         crate::sys::set_errno(libc::ENOMEM);
     }
@@ -285,7 +287,7 @@ pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
 
 /// Checked `free` of a small object.
 pub fn free_small(class: usize, p: *mut u8, call: &str) {
-    CENTRAL[class].lock().checked_free(class, p, call);
+    CENTRAL[class].lock().checked_free(p, call);
 }
 
 #[cfg(test)]

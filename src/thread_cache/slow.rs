@@ -95,7 +95,7 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
         sizing::grow(t, class);
     }
     let want = (k.batch).min(list.max_len().max(1)) as usize;
-    let (head, n) = central(t, class).remove_range(class, want);
+    let (head, n) = central(t, class).remove_range(want);
     if n == 0 {
         return END;
     }
@@ -109,7 +109,7 @@ pub(super) fn flush(t: &ThreadCache, class: usize, n: usize) {
         return;
     };
     // SAFETY: the chain holds exactly `k` free objects of `class`.
-    unsafe { central(t, class).insert_range(class, head, k) };
+    unsafe { central(t, class).insert_range(head, k) };
 }
 
 #[cold]
@@ -156,7 +156,7 @@ pub(super) fn free_slow(p: *mut u8) {
 }
 
 fn central_alloc_one(class: usize) -> *mut u8 {
-    let (head, n) = CENTRAL[class].lock().remove_range(class, 1);
+    let (head, n) = CENTRAL[class].lock().remove_range(1);
     if n == 0 {
         crate::sys::set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
@@ -169,6 +169,6 @@ pub(super) fn central_free_one(p: *mut u8, class: usize) {
     // SAFETY: `p` is a free object of `class`; a chain of one.
     unsafe {
         set_link(obj, END, link_key());
-        CENTRAL[class].lock().insert_range(class, obj, 1);
+        CENTRAL[class].lock().insert_range(obj, 1);
     }
 }
