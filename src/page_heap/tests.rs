@@ -429,3 +429,39 @@ fn limit_model_random() {
     }
     heap.check_invariants();
 }
+
+impl PageHeap {
+    /// Checks the heap's invariants.
+    pub fn check_invariants(&self) {
+        let mut normal = 0;
+        let mut released = 0;
+        let mut count = 0;
+        let lists = self
+            .normal
+            .iter()
+            .chain(self.released.iter())
+            .chain([&self.large_normal, &self.large_released]);
+        for list in lists {
+            for s in list.iter() {
+                // SAFETY: list members are live.
+                let span = unsafe { &*s };
+                assert_eq!(span.state, SpanState::Free);
+                assert_eq!(PAGEMAP.get(span.start).span(), s);
+                assert_eq!(PAGEMAP.get(span.end_page() - 1).span(), s);
+                if span.free.released {
+                    released += span.bytes();
+                } else {
+                    normal += span.bytes();
+                }
+                count += 1;
+            }
+        }
+        assert_eq!(normal, self.stats.free_normal);
+        assert_eq!(released, self.stats.free_released);
+        assert_eq!(count, self.stats.free_spans);
+        assert_eq!(
+            self.stats.mapped,
+            normal + released + self.stats.small_span_bytes + self.stats.large_bytes
+        );
+    }
+}
