@@ -44,7 +44,8 @@ fn live_large(_heap: &PageHeap, p: *mut u8) -> Option<*mut Span> {
 }
 
 /// A span of at least `size` bytes whose start is aligned to `align_pages`
-/// pages. Null with errno ENOMEM on overflow or exhaustion.
+/// pages. Null with errno ENOMEM on overflow or exhaustion. The caller has
+/// initialised the allocator (`init::ensure`).
 #[cold]
 #[inline(never)]
 pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
@@ -52,7 +53,6 @@ pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
         sys::set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
     }
-    crate::init::ensure();
     let npages = div_ceil(size.max(1), PAGE_SIZE);
     let s = HEAP.lock().alloc_aligned(npages, align_pages, 0);
     if s.is_null() {

@@ -113,6 +113,9 @@ pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
             return alloc_sampled(size, align_pages);
         }
     }
+    // The first request of a program may be large: initialise (as the
+    // small path does before creating a cache).
+    crate::init::ensure();
     large::alloc(size, align_pages)
 }
 
