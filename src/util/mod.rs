@@ -7,7 +7,7 @@
 pub mod fmt;
 
 /// Rounds `n` up to a multiple of `align` (a power of two). Wraps on overflow;
-/// callers check sizes against `api::MAX_REQUEST` first.
+/// callers check sizes against `large::MAX_REQUEST` first.
 #[inline(always)]
 pub const fn round_up(n: usize, align: usize) -> usize {
     (n.wrapping_add(align - 1)) & !(align - 1)
