@@ -9,28 +9,28 @@
 //! so a central list is a few words and the 129 of them share few pages.
 //!
 //! Every link in a free object is stored encoded with the process's random
-//! key (`link_key`, see `util::FreeObject`), and every link read here is
+//! key (`free_object::link_key`), and every link read here is
 //! checked: a corrupt one aborts with `diag::corrupt_free_list`.
 //!
-//! Owns: the per-class lists and transfer caches, the free-list key. Lock
+//! Owns: the per-class lists and transfer caches. Lock
 //! order: a central lock may be held while taking the page heap lock, never
 //! the reverse.
 //! Must never: be reached from the fast path; hold two central locks at once;
-//! read or write a free object's link except through the `util` link helpers.
+//! read or write a free object's link except through the `free_object` link helpers.
 
 pub mod check;
 
 use crate::diag;
+use crate::free_object::{
+    batch_link_checked, link_checked, link_key, set_batch_link, set_link, BadLink, FreeObject, END,
+};
 use crate::meta::Pool;
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
 use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys::lock::Locked;
-use crate::util::{
-    batch_link_checked, link_checked, set_batch_link, set_link, BadLink, FreeObject, END,
-};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 const TRANSFER_MAX: usize = 64;
 /// Bytes of whole batches one class may park in its transfer cache: enough
@@ -64,35 +64,6 @@ static SHARING: AtomicBool = AtomicBool::new(false);
 /// Told by the thread caches whenever their number crosses one.
 pub fn set_sharing(on: bool) {
     SHARING.store(on, Ordering::Relaxed);
-}
-
-/// The key every free-list link is encoded with; 0 until first used.
-static LINK_KEY: AtomicUsize = AtomicUsize::new(0);
-
-/// The process's free-list key: random, drawn on first use (before any
-/// link exists), never 0 in its low four bits (so a link overwritten with
-/// zeros or with a plain pointer decodes misaligned), and never changed
-/// after (a fork child keeps it, as it keeps the lists).
-#[inline]
-pub fn link_key() -> usize {
-    let k = LINK_KEY.load(Ordering::Relaxed);
-    if k != 0 {
-        return k;
-    }
-    new_link_key()
-}
-
-#[cold]
-#[inline(never)]
-fn new_link_key() -> usize {
-    let mut k = crate::sys::random_u64() as usize;
-    if k & 15 == 0 {
-        k |= 9;
-    }
-    match LINK_KEY.compare_exchange(0, k, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => k,
-        Err(winner) => winner,
-    }
 }
 
 /// Reads a link in a chain of `class`, aborting on a corrupt one.
@@ -264,7 +235,7 @@ impl CentralFreeList {
             };
             // SAFETY: `obj` is a free object of `class` (caller), checked to
             // be one; the next one is checked in the next round.
-            let next = unsafe { crate::util::link(obj, key) };
+            let next = unsafe { crate::free_object::link(obj, key) };
             // SAFETY: `s` is `obj`'s live span of our class, under our lock.
             unsafe { self.release_to_span(s, obj, key) };
             from = obj as usize;
@@ -396,7 +367,7 @@ mod tests {
 
     fn chain_len(h: *mut FreeObject) -> usize {
         // SAFETY: chains from remove_range are END-terminated and encoded.
-        unsafe { crate::util::chain_len(h, link_key()) }.unwrap()
+        unsafe { crate::free_object::chain_len(h, link_key()) }.unwrap()
     }
 
     #[test]
@@ -420,7 +391,7 @@ mod tests {
             while p != END {
                 addrs.push(p as usize);
                 // SAFETY: chain from remove_range.
-                p = unsafe { crate::util::link(p, link_key()) };
+                p = unsafe { crate::free_object::link(p, link_key()) };
             }
         }
         let total = addrs.len();

@@ -23,10 +23,11 @@
 //!   meta.rs          metadata arena (never the user heap)
 //!   sys/             the only code that calls libc / the kernel; knows no
 //!                    allocator type
-//!   util/            bit tricks, free-list links, no-alloc formatting
+//!   free_object.rs   free-list links: encoding, the key, checked walks
+//!   util/            bit tricks, no-alloc formatting
 //! ```
 //! Each module may use only those below it, in this order from the bottom:
-//! util, sys → meta → size_class, sampler, config, diag → profile → span,
+//! util, sys → free_object → meta → size_class, sampler, config, diag → profile → span,
 //! pagemap → page_heap → large, central → thread_cache → api → stats →
 //! export. Exceptions: `init` ties the layers together (the slow path
 //! calls `init::ensure`, and init configures the layers and runs the
@@ -59,6 +60,7 @@ pub mod config;
 pub mod diag;
 #[cfg(all(feature = "export", not(test)))]
 pub mod export;
+pub mod free_object;
 pub mod init;
 pub mod large;
 pub mod meta;

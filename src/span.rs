@@ -24,9 +24,9 @@
 //! structure that holds it (page heap for Free/Taken/Large, central list for
 //! Small).
 
+use crate::free_object::FreeObject;
 use crate::profile::Sample;
 use crate::size_class::PAGE_SHIFT;
-use crate::util::FreeObject;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
@@ -55,7 +55,7 @@ pub struct SmallFields {
     /// Objects currently out of the span.
     pub allocated: u32,
     /// Objects returned to the span (`END`-terminated, links encoded; see
-    /// `util::FreeObject`).
+    /// `free_object::FreeObject`).
     pub freelist: *mut FreeObject,
     /// The never-used tail `[bump, limit)`.
     pub bump: usize,
@@ -70,7 +70,7 @@ impl SmallFields {
         SmallFields {
             in_list: false,
             allocated: 0,
-            freelist: crate::util::END,
+            freelist: crate::free_object::END,
             bump: 0,
             limit: 0,
             check_bits: core::ptr::null_mut(),

@@ -28,11 +28,11 @@
 //! Must never: run unless checked mode is on; take the page heap lock while
 //! holding a central lock other than through `release_to_span`/`populate`.
 
-use super::{link_key, span_of_object, take_from_span, CentralFreeList, CENTRAL};
+use super::{span_of_object, take_from_span, CentralFreeList, CENTRAL};
 use crate::diag::{self, CheckFailure};
+use crate::free_object::{link_key, FreeObject, END};
 use crate::size_class::{CLASSES, NUM_CLASSES};
 use crate::span::Span;
-use crate::util::{FreeObject, END};
 
 /// Bytes a checked object needs past its request: at least 8 canary bytes
 /// and the 8-byte trailer.

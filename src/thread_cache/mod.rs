@@ -17,7 +17,7 @@
 //! when it crosses zero (`sampling`).
 //!
 //! Hardened lists: a free object's link is stored xor the process's random
-//! key (`util::FreeObject`), and lists end in `util::END`, which is not
+//! key (`free_object::FreeObject`), and lists end in `free_object::END`, which is not
 //! 16-aligned. The malloc fast path's one test `head & 15 != 0` thus sends
 //! both an empty list and a link that decoded to garbage to the slow path,
 //! which tells them apart and aborts on the latter. Cost: one xor per push
@@ -34,7 +34,7 @@
 //!
 //! Must never: allocate through anything but the central lists, block while
 //! holding a central lock, write to the static EMPTY/EXITED caches, or read
-//! or write a link except through the `util` link helpers.
+//! or write a link except through the `free_object` link helpers.
 
 mod registry;
 mod sampling;
@@ -48,10 +48,10 @@ pub use sampling::{alloc_large, enter_profiler, leave_profiler};
 pub use sizing::{set_budget, PER_THREAD_MAX};
 pub use slow::malloc_checked;
 
+use crate::free_object::{chain_prefix, link, set_link, FreeObject, END};
 use crate::pagemap::{HIGH_BITS, PAGEMAP};
 use crate::size_class::{medium_offset, size_of, tiny_offset, NUM_CLASSES};
 use crate::sys::tls;
-use crate::util::{chain_prefix, link, set_link, FreeObject, END};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering::Relaxed};
 use registry::Membership;
@@ -59,7 +59,7 @@ use sampling::Sampling;
 use sizing::Sizing;
 #[cfg(test)]
 use {
-    crate::central::link_key,
+    crate::free_object::link_key,
     crate::sampler,
     crate::size_class::{class_of, CLASSES},
     registry::is_static,

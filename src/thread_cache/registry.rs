@@ -9,13 +9,13 @@
 use super::sizing::give_back;
 use super::slow::flush;
 use super::{current, ThreadCache, EMPTY_CACHE, EXITED_CACHE};
-use crate::central::link_key;
 use crate::diag;
+use crate::free_object::chain_len;
+use crate::free_object::link_key;
 use crate::meta::Pool;
 use crate::sampler;
 use crate::sys::lock::Locked;
 use crate::sys::tls;
-use crate::util::chain_len;
 use core::sync::atomic::Ordering::Relaxed;
 
 /// A cache's place in the registry (owner-only; `next`/`prev` are changed

@@ -11,11 +11,11 @@ use super::registry::current_or_create;
 use super::sampling::{alloc_large, alloc_sampled, countdown_expired, free_large};
 use super::sizing::{self, central};
 use super::{ThreadCache, LIST_STRIDE, MAX_LEN};
-use crate::central::{check, link_key, CENTRAL};
+use crate::central::{check, CENTRAL};
 use crate::diag;
+use crate::free_object::{link_key, set_link, BadLink, FreeObject, END};
 use crate::pagemap::PAGEMAP;
 use crate::size_class::{class_for_aligned, class_of, CLASSES, MAX_SMALL, PAGE_SIZE};
-use crate::util::{set_link, BadLink, FreeObject, END};
 
 /// `counted`: the fast path already took `size` off the countdown.
 #[cold]

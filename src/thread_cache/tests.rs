@@ -120,11 +120,14 @@ fn cached_links_are_encoded_and_checked() {
     let raw = unsafe { (*head).next };
     assert_ne!(raw as *mut u8, a, "the link is not stored in the clear");
     // SAFETY: as above.
-    assert_eq!(unsafe { crate::util::link(head, link_key()) } as *mut u8, a);
+    let decoded = unsafe { crate::free_object::link(head, link_key()) };
+    assert_eq!(decoded as *mut u8, a);
     // The same word written in the clear (a forged link) decodes misaligned:
     // the next pop would see it and abort.
-    let forged = crate::util::encode_link(a as *mut FreeObject, 0) ^ link_key();
-    assert!(!crate::util::is_valid_link(forged as *mut FreeObject));
+    let forged = crate::free_object::encode_link(a as *mut FreeObject, 0) ^ link_key();
+    assert!(!crate::free_object::is_valid_link(
+        forged as *mut FreeObject
+    ));
     assert_eq!(malloc(64), b);
     assert_eq!(malloc(64), a);
     free(a);
