@@ -56,7 +56,7 @@ pub fn usable_size_checked(p: *mut u8, call: &str) -> usize {
         return large::usable_size(p, call);
     }
     if check::enabled() {
-        return CENTRAL[class].lock().checked_usable(p, call);
+        return check::usable_small(class, p, call);
     }
     // SAFETY: a non-empty entry with a class points at its live Small span
     // (the program holds an object in it, so it cannot be freed meanwhile).

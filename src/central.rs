@@ -430,6 +430,13 @@ mod tests {
     }
 
     #[test]
+    fn every_central_list_knows_its_class() {
+        for (c, list) in CENTRAL.iter().enumerate() {
+            assert_eq!(list.lock().class as usize, c);
+        }
+    }
+
+    #[test]
     fn partial_ranges() {
         let class = 3;
         let mut c = CentralFreeList::new(class);

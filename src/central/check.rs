@@ -24,6 +24,16 @@
 //!   Their double frees are caught by the always-on check in `large::free`;
 //!   `large` owns all of that (with `CANARY` and `first_not` from here).
 //!
+//! The mode is tested (`enabled`) once at each entry that behaves
+//! differently, and nowhere else:
+//! - `thread_cache::slow`: `malloc_slow` (after the sampling countdown) and
+//!   `free_overflow` send small objects here (`alloc_small`, `free_small`);
+//! - `large`: `alloc` arms the canary, `free` checks it, `usable_size`
+//!   answers the request;
+//! - `api`: `realloc` always moves, aligned allocation and
+//!   `malloc_usable_size` of small objects come here (`usable_small`);
+//! - `CentralFreeList::populate` gives each new span its bitmap.
+//!
 //! Owns: the span bitmaps (a pool per class, under the class's lock).
 //! Must never: run unless checked mode is on; take the page heap lock while
 //! holding a central lock other than through `release_to_span`/`populate`.
@@ -31,7 +41,7 @@
 use super::{span_of_object, take_from_span, CentralFreeList, CENTRAL};
 use crate::diag::{self, CheckFailure};
 use crate::free_object::{link_key, FreeObject, END};
-use crate::size_class::{CLASSES, NUM_CLASSES};
+use crate::size_class::{class_for_aligned, class_of, CLASSES, NUM_CLASSES};
 use crate::span::Span;
 
 /// Bytes a checked object needs past its request: at least 8 canary bytes
@@ -276,6 +286,17 @@ fn bit_of(span: &Span, p: *mut u8, size: usize) -> (usize, u64) {
     (i / 64, 1 << (i % 64))
 }
 
+/// The class a checked request of `size` bytes aligned to `align` takes
+/// (room for the canary and trailer), or 0 if it needs a span of its own.
+pub fn class_for(size: usize, align: usize) -> usize {
+    let need = size.saturating_add(EXTRA);
+    if align <= 16 {
+        class_of(need)
+    } else {
+        class_for_aligned(need, align)
+    }
+}
+
 /// Checked `malloc` of a small request: `n + EXTRA` bytes from `class`.
 pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
     let p = CENTRAL[class].lock().checked_alloc(n);
@@ -288,6 +309,12 @@ pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
 /// Checked `free` of a small object.
 pub fn free_small(class: usize, p: *mut u8, call: &str) {
     CENTRAL[class].lock().checked_free(p, call);
+}
+
+/// Bytes the program asked for at the live small object `p` of `class`
+/// (aborts, naming `call`, if it is not one).
+pub fn usable_small(class: usize, p: *mut u8, call: &str) -> usize {
+    CENTRAL[class].lock().checked_usable(p, call)
 }
 
 #[cfg(test)]

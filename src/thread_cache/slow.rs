@@ -15,7 +15,7 @@ use crate::central::{check, CENTRAL};
 use crate::diag;
 use crate::free_object::{link_key, set_link, BadLink, FreeObject, END};
 use crate::pagemap::PAGEMAP;
-use crate::size_class::{class_for_aligned, class_of, CLASSES, MAX_SMALL, PAGE_SIZE};
+use crate::size_class::{CLASSES, MAX_SMALL, PAGE_SIZE};
 
 /// `counted`: the fast path already took `size` off the countdown.
 #[cold]
@@ -72,16 +72,10 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
 /// small object with room for the canary and trailer, one at a time from
 /// the central list (see `central::check`), or a large one with a canary.
 pub fn malloc_checked(size: usize, align: usize) -> *mut u8 {
-    let need = size.saturating_add(check::EXTRA);
-    let class = if align <= 16 {
-        class_of(need)
-    } else {
-        class_for_aligned(need, align)
-    };
-    if class == 0 {
-        return alloc_large(size, (align / PAGE_SIZE).max(1));
+    match check::class_for(size, align) {
+        0 => alloc_large(size, (align / PAGE_SIZE).max(1)),
+        class => check::alloc_small(class, size),
     }
-    check::alloc_small(class, size)
 }
 
 /// Fills an empty list from the central list; returns the new head.

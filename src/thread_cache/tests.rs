@@ -304,3 +304,33 @@ fn class_set_difference_in_order() {
     a.remove(64);
     assert!(!a.contains(64) && a.contains(63));
 }
+
+#[test]
+fn every_list_keeps_avail_equal_to_max_len_minus_len() {
+    // The invariant FreeList's methods maintain, checked against the chain
+    // itself after traffic that refills, flushes, grows, shrinks, steals
+    // and scavenges (sizes across all classes, and large ones).
+    std::thread::spawn(|| {
+        let mut live = Vec::new();
+        for i in 0..60000usize {
+            live.push(malloc(1 + (i * 7919) % 40000));
+            if i % 3 != 0 {
+                free(live.swap_remove((i * 31) % live.len()));
+            }
+        }
+        live.into_iter().for_each(free);
+        let tc = current();
+        // SAFETY: this thread's own cache, read by its owner.
+        let t = unsafe { &*tc };
+        for (class, list) in t.lists.iter().enumerate().skip(1) {
+            // SAFETY: list members form an END-terminated chain.
+            let len = unsafe { crate::free_object::chain_len(list.head.load(Relaxed), t.key) };
+            let len = len.unwrap();
+            let (avail, max_len) = (list.avail.load(Relaxed), list.max_len());
+            assert_eq!(avail as i64, max_len as i64 - len as i64, "class {class}");
+            assert!(len as u32 <= max_len && max_len <= MAX_LEN, "class {class}");
+        }
+    })
+    .join()
+    .unwrap();
+}
