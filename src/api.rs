@@ -11,7 +11,7 @@ use crate::diag;
 use crate::large::{self, MAX_REQUEST};
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
-use crate::size_class::{class_for_aligned, class_of, size_of, CLASSES, NUM_CLASSES, PAGE_SIZE};
+use crate::size_class::{class_for_aligned, class_of, size_of, CLASSES, PAGE_SIZE};
 use crate::sys;
 use crate::thread_cache;
 
@@ -53,15 +53,10 @@ pub fn usable_size_checked(p: *mut u8, call: &str) -> usize {
     }
     let class = e.class();
     if class == 0 {
-        let bytes = large::usable_size(p, call);
-        if check::enabled() {
-            // The canary follows the request: nothing past it is usable.
-            return check::large_requested(p);
-        }
-        return bytes;
+        return large::usable_size(p, call);
     }
     if check::enabled() {
-        return CENTRAL[class].lock().checked_usable(class, p, call);
+        return check::usable_small(class, p, call);
     }
     // SAFETY: a non-empty entry with a class points at its live Small span
     // (the program holds an object in it, so it cannot be freed meanwhile).
@@ -266,8 +261,8 @@ pub fn pvalloc(size: usize) -> *mut u8 {
 /// then every free page. 1 if any memory was released.
 pub fn malloc_trim(_pad: usize) -> i32 {
     thread_cache::flush_current();
-    for (class, central) in CENTRAL.iter().enumerate().take(NUM_CLASSES).skip(1) {
-        central.lock().drain_transfer(class);
+    for central in CENTRAL.iter().skip(1) {
+        central.lock().drain_transfer();
     }
     let released = HEAP.lock().release_all();
     (released > 0) as i32

@@ -9,36 +9,38 @@
 //! so a central list is a few words and the 129 of them share few pages.
 //!
 //! Every link in a free object is stored encoded with the process's random
-//! key (`link_key`, see `util::FreeObject`), and every link read here is
+//! key (`free_object::link_key`), and every link read here is
 //! checked: a corrupt one aborts with `diag::corrupt_free_list`.
 //!
-//! Owns: the per-class lists and transfer caches, the free-list key. Lock
+//! Owns: the per-class lists and transfer caches. Lock
 //! order: a central lock may be held while taking the page heap lock, never
 //! the reverse.
 //! Must never: be reached from the fast path; hold two central locks at once;
-//! read or write a free object's link except through the `util` link helpers.
+//! read or write a free object's link except through the `free_object` link helpers.
 
 pub mod check;
 
 use crate::diag;
+use crate::free_object::{
+    batch_link_checked, link_checked, link_key, set_batch_link, set_link, BadLink, FreeObject, END,
+};
 use crate::meta::Pool;
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
 use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys::lock::Locked;
-use crate::util::{
-    batch_link_checked, link_checked, set_batch_link, set_link, BadLink, FreeObject, END,
-};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 const TRANSFER_MAX: usize = 64;
 /// Bytes of whole batches one class may park in its transfer cache: enough
 /// for a producer/consumer pair to trade batches without touching spans,
-/// small enough that 96 classes hold little memory.
+/// small enough that all 128 classes together hold little memory.
 const TRANSFER_BYTES: usize = 32 << 10;
 
 pub struct CentralFreeList {
+    /// The size class this list serves (0 only for the unused list 0).
+    class: u8,
     /// Spans of this class with at least one free or never-used object.
     nonempty: SpanList,
     /// The transfer cache: the top batch's head (END if none).
@@ -64,35 +66,6 @@ pub fn set_sharing(on: bool) {
     SHARING.store(on, Ordering::Relaxed);
 }
 
-/// The key every free-list link is encoded with; 0 until first used.
-static LINK_KEY: AtomicUsize = AtomicUsize::new(0);
-
-/// The process's free-list key: random, drawn on first use (before any
-/// link exists), never 0 in its low four bits (so a link overwritten with
-/// zeros or with a plain pointer decodes misaligned), and never changed
-/// after (a fork child keeps it, as it keeps the lists).
-#[inline]
-pub fn link_key() -> usize {
-    let k = LINK_KEY.load(Ordering::Relaxed);
-    if k != 0 {
-        return k;
-    }
-    new_link_key()
-}
-
-#[cold]
-#[inline(never)]
-fn new_link_key() -> usize {
-    let mut k = crate::sys::random_u64() as usize;
-    if k & 15 == 0 {
-        k |= 9;
-    }
-    match LINK_KEY.compare_exchange(0, k, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => k,
-        Err(winner) => winner,
-    }
-}
-
 /// Reads a link in a chain of `class`, aborting on a corrupt one.
 ///
 /// # Safety
@@ -103,23 +76,27 @@ pub unsafe fn next_or_abort(class: usize, obj: *mut FreeObject, key: usize) -> *
     diag::link_or_abort(class, unsafe { link_checked(obj, key) })
 }
 
-pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] =
-    [const { Locked::new(CentralFreeList::new()) }; NUM_CLASSES];
+/// One list per class, each knowing its class: `CENTRAL[c].class == c`.
+pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] = {
+    let mut lists = [const { Locked::new(CentralFreeList::new(0)) }; NUM_CLASSES];
+    let mut c = 1;
+    while c < NUM_CLASSES {
+        lists[c] = Locked::new(CentralFreeList::new(c));
+        c += 1;
+    }
+    lists
+};
 
 /// How many whole batches class `c` may keep in its transfer cache.
 fn transfer_capacity(k: &ClassInfo) -> usize {
     (TRANSFER_BYTES / (k.batch as usize * k.size as usize)).clamp(1, TRANSFER_MAX)
 }
 
-impl Default for CentralFreeList {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl CentralFreeList {
-    pub const fn new() -> Self {
+    /// An empty list for `class` (< NUM_CLASSES).
+    pub const fn new(class: usize) -> Self {
         CentralFreeList {
+            class: class as u8,
             nonempty: SpanList::new(),
             transfer: END,
             ntransfer: 0,
@@ -130,16 +107,18 @@ impl CentralFreeList {
     }
 
     /// Objects held in the transfer cache.
-    pub fn transfer_objects(&self, class: usize) -> usize {
+    pub fn transfer_objects(&self) -> usize {
+        let class = self.class as usize;
         self.ntransfer * CLASSES[class].batch as usize
     }
 
     /// Takes up to `max` objects of `class` as a chain; returns its head and
     /// length (0 only if the OS refuses memory).
-    pub fn remove_range(&mut self, class: usize, max: usize) -> (*mut FreeObject, usize) {
+    pub fn remove_range(&mut self, max: usize) -> (*mut FreeObject, usize) {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         if max == k.batch as usize && self.ntransfer > 0 {
-            return (self.pop_batch(class), max);
+            return (self.pop_batch(), max);
         }
         let key = link_key();
         let mut head: *mut FreeObject = END;
@@ -147,7 +126,7 @@ impl CentralFreeList {
         while n < max {
             let mut s = self.nonempty.first();
             if s.is_null() {
-                s = self.populate(class);
+                s = self.populate();
                 if s.is_null() {
                     break;
                 }
@@ -168,14 +147,15 @@ impl CentralFreeList {
             if is_dry(span, class) {
                 // SAFETY: `s` is on our list.
                 unsafe { self.nonempty.remove(s) };
-                span.in_list = false;
+                span.small.in_list = false;
             }
         }
         (head, n)
     }
 
     /// A new span for `class` from the page heap, on the nonempty list.
-    fn populate(&mut self, class: usize) -> *mut Span {
+    fn populate(&mut self) -> *mut Span {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         let s = HEAP.lock().alloc(k.pages as usize, class);
         if s.is_null() {
@@ -183,11 +163,11 @@ impl CentralFreeList {
         }
         // SAFETY: a fresh Small span, exclusively ours until listed.
         let span = unsafe { &mut *s };
-        span.freelist = END;
-        span.allocated = 0;
-        span.bump = span.addr();
-        span.limit = span.addr() + k.objects as usize * k.size as usize;
-        span.check_bits = core::ptr::null_mut();
+        span.small.freelist = END;
+        span.small.allocated = 0;
+        span.small.bump = span.addr();
+        span.small.limit = span.addr() + k.objects as usize * k.size as usize;
+        span.small.check_bits = core::ptr::null_mut();
         if check::enabled() {
             let bits = self.take_bits();
             if bits.is_null() {
@@ -195,9 +175,9 @@ impl CentralFreeList {
                 unsafe { HEAP.lock().free(s) };
                 return core::ptr::null_mut();
             }
-            span.check_bits = bits as *mut u8;
+            span.small.check_bits = bits as *mut u8;
         }
-        span.in_list = true;
+        span.small.in_list = true;
         // SAFETY: `s` is on no list.
         unsafe { self.nonempty.push_front(s) };
         self.spans += 1;
@@ -209,7 +189,8 @@ impl CentralFreeList {
     ///
     /// # Safety
     /// `head` starts a chain of exactly `n` objects of `class`, none in use.
-    pub unsafe fn insert_range(&mut self, class: usize, head: *mut FreeObject, n: usize) {
+    pub unsafe fn insert_range(&mut self, head: *mut FreeObject, n: usize) {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         if n == k.batch as usize
             && self.ntransfer < transfer_capacity(k)
@@ -222,7 +203,7 @@ impl CentralFreeList {
             return;
         }
         // SAFETY: as the caller promises.
-        unsafe { self.release_chain(class, head, n) };
+        unsafe { self.release_chain(head, n) };
     }
 
     /// Returns each object of a chain to its span. Each object is checked
@@ -231,7 +212,8 @@ impl CentralFreeList {
     ///
     /// # Safety
     /// As `insert_range`.
-    unsafe fn release_chain(&mut self, class: usize, head: *mut FreeObject, n: usize) {
+    unsafe fn release_chain(&mut self, head: *mut FreeObject, n: usize) {
+        let class = self.class as usize;
         let key = link_key();
         let mut obj = head;
         let mut from = 0;
@@ -253,9 +235,9 @@ impl CentralFreeList {
             };
             // SAFETY: `obj` is a free object of `class` (caller), checked to
             // be one; the next one is checked in the next round.
-            let next = unsafe { crate::util::link(obj, key) };
+            let next = unsafe { crate::free_object::link(obj, key) };
             // SAFETY: `s` is `obj`'s live span of our class, under our lock.
-            unsafe { self.release_to_span(class, s, obj, key) };
+            unsafe { self.release_to_span(s, obj, key) };
             from = obj as usize;
             obj = next;
         }
@@ -266,41 +248,37 @@ impl CentralFreeList {
     /// # Safety
     /// `obj` is a free object of `class` in the live Small span `s` (see
     /// `span_of_object`), guarded by our lock.
-    unsafe fn release_to_span(
-        &mut self,
-        class: usize,
-        s: *mut Span,
-        obj: *mut FreeObject,
-        key: usize,
-    ) {
+    unsafe fn release_to_span(&mut self, s: *mut Span, obj: *mut FreeObject, key: usize) {
+        let class = self.class as usize;
         let k = &CLASSES[class];
         // SAFETY: a live Small span of our class, guarded by our lock (caller).
         let span = unsafe { &mut *s };
         // SAFETY: `obj` is a free object of this span.
-        unsafe { set_link(obj, span.freelist, key) };
-        span.freelist = obj;
-        span.allocated -= 1;
+        unsafe { set_link(obj, span.small.freelist, key) };
+        span.small.freelist = obj;
+        span.small.allocated -= 1;
         self.free_in_spans += 1;
-        if span.allocated == 0 {
-            if span.in_list {
+        if span.small.allocated == 0 {
+            if span.small.in_list {
                 // SAFETY: `s` is on our list.
                 unsafe { self.nonempty.remove(s) };
             }
-            span.in_list = false;
+            span.small.in_list = false;
             self.spans -= 1;
             self.free_in_spans -= k.objects as usize;
             self.give_bits(span);
             // SAFETY: every object of the span is back: nothing uses it.
             unsafe { HEAP.lock().free(s) };
-        } else if !span.in_list {
+        } else if !span.small.in_list {
             // SAFETY: `s` is on no list.
             unsafe { self.nonempty.push_front(s) };
-            span.in_list = true;
+            span.small.in_list = true;
         }
     }
 
     /// Takes the top batch off the transfer cache (not empty).
-    fn pop_batch(&mut self, class: usize) -> *mut FreeObject {
+    fn pop_batch(&mut self) -> *mut FreeObject {
+        let class = self.class as usize;
         let head = self.transfer;
         // SAFETY: `head` tops the transfer cache, so it holds a batch link.
         let next = diag::link_or_abort(class, unsafe { batch_link_checked(head, link_key()) });
@@ -311,12 +289,13 @@ impl CentralFreeList {
 
     /// Empties the transfer cache into the spans (malloc_trim), so wholly
     /// free spans go back to the page heap.
-    pub fn drain_transfer(&mut self, class: usize) {
+    pub fn drain_transfer(&mut self) {
+        let class = self.class as usize;
         let batch = CLASSES[class].batch;
         while self.ntransfer > 0 {
-            let obj = self.pop_batch(class);
+            let obj = self.pop_batch();
             // SAFETY: a stored batch is a chain of `batch` free objects.
-            unsafe { self.release_chain(class, obj, batch as usize) };
+            unsafe { self.release_chain(obj, batch as usize) };
         }
     }
 }
@@ -343,7 +322,7 @@ pub fn span_of_object(class: usize, obj: *mut FreeObject) -> Option<*mut Span> {
 /// give: otherwise `remove_range` would spin on it for ever (as it did in
 /// a fork child that saw a span half-updated by the interrupted parent).
 pub fn is_dry(span: &Span, class: usize) -> bool {
-    span.freelist == END && span.bump + CLASSES[class].size as usize > span.limit
+    span.small.freelist == END && span.small.bump + CLASSES[class].size as usize > span.small.limit
 }
 
 /// Takes one object out of `span` (of `class`): from its free list, else
@@ -356,12 +335,12 @@ unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*m
     if is_dry(span, class) {
         return None;
     }
-    let obj = if span.freelist != END {
-        let o = span.freelist;
+    let obj = if span.small.freelist != END {
+        let o = span.small.freelist;
         // SAFETY: objects on a span's free list hold a link.
         let next = unsafe { next_or_abort(class, o, key) };
         let base = span.addr();
-        if next != END && (next as usize).wrapping_sub(base) >= span.limit - base {
+        if next != END && (next as usize).wrapping_sub(base) >= span.small.limit - base {
             diag::corrupt_free_list(
                 class,
                 BadLink {
@@ -370,14 +349,14 @@ unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*m
                 },
             );
         }
-        span.freelist = next;
+        span.small.freelist = next;
         o
     } else {
-        let o = span.bump as *mut FreeObject;
-        span.bump += CLASSES[class].size as usize;
+        let o = span.small.bump as *mut FreeObject;
+        span.small.bump += CLASSES[class].size as usize;
         o
     };
-    span.allocated += 1;
+    span.small.allocated += 1;
     Some(obj)
 }
 
@@ -388,7 +367,7 @@ mod tests {
 
     fn chain_len(h: *mut FreeObject) -> usize {
         // SAFETY: chains from remove_range are END-terminated and encoded.
-        unsafe { crate::util::chain_len(h, link_key()) }.unwrap()
+        unsafe { crate::free_object::chain_len(h, link_key()) }.unwrap()
     }
 
     #[test]
@@ -397,10 +376,10 @@ mod tests {
         // A private list for class 40 (the global lists serve other tests).
         let class = 40;
         let k = CLASSES[class];
-        let mut c = CentralFreeList::new();
+        let mut c = CentralFreeList::new(class);
         let mut got = Vec::new();
         for _ in 0..(k.objects as usize * 3 / k.batch as usize + 2) {
-            let (h, n) = c.remove_range(class, k.batch as usize);
+            let (h, n) = c.remove_range(k.batch as usize);
             assert_eq!(n, k.batch as usize);
             assert_eq!(chain_len(h), n);
             got.push((h, n));
@@ -412,7 +391,7 @@ mod tests {
             while p != END {
                 addrs.push(p as usize);
                 // SAFETY: chain from remove_range.
-                p = unsafe { crate::util::link(p, link_key()) };
+                p = unsafe { crate::free_object::link(p, link_key()) };
             }
         }
         let total = addrs.len();
@@ -423,9 +402,9 @@ mod tests {
         assert!(c.spans >= 3);
         for (h, n) in got {
             // SAFETY: returning exactly what was taken.
-            unsafe { c.insert_range(class, h, n) };
+            unsafe { c.insert_range(h, n) };
         }
-        c.drain_transfer(class);
+        c.drain_transfer();
         assert_eq!(c.spans, 0, "all spans went back to the page heap");
         assert_eq!(c.free_in_spans, 0);
     }
@@ -436,28 +415,35 @@ mod tests {
         // parent: here its never-used tail is shorter than an object.
         // remove_range used to spin on such a span for ever.
         let class = 5;
-        let mut c = CentralFreeList::new();
-        let (h, n) = c.remove_range(class, 1);
+        let mut c = CentralFreeList::new(class);
+        let (h, n) = c.remove_range(1);
         let s = c.nonempty.first();
         // SAFETY: a live span of this private list, under our ownership.
-        unsafe { (*s).bump = (*s).limit - 8 };
-        let (h2, n2) = c.remove_range(class, 3);
+        unsafe { (*s).small.bump = (*s).small.limit - 8 };
+        let (h2, n2) = c.remove_range(3);
         assert_eq!(n2, 3);
         // SAFETY: returning exactly what was taken.
         unsafe {
-            c.insert_range(class, h, n);
-            c.insert_range(class, h2, n2);
+            c.insert_range(h, n);
+            c.insert_range(h2, n2);
+        }
+    }
+
+    #[test]
+    fn every_central_list_knows_its_class() {
+        for (c, list) in CENTRAL.iter().enumerate() {
+            assert_eq!(list.lock().class as usize, c);
         }
     }
 
     #[test]
     fn partial_ranges() {
         let class = 3;
-        let mut c = CentralFreeList::new();
-        let (h, n) = c.remove_range(class, 5);
+        let mut c = CentralFreeList::new(class);
+        let (h, n) = c.remove_range(5);
         assert_eq!(n, 5);
         // SAFETY: returning what was taken.
-        unsafe { c.insert_range(class, h, n) };
+        unsafe { c.insert_range(h, n) };
         assert_eq!(c.spans, 0);
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! Owns: nothing. Must never: allocate (the heap may be the thing broken).
 
+use crate::free_object::BadLink;
 use crate::size_class::size_of;
 use crate::sys;
 use crate::util::fmt::FixedBuf;
-use crate::util::BadLink;
 
 /// An internal failure memx cannot recover from.
 #[cold]

@@ -1,10 +1,14 @@
-//! The exported C symbols: one line each, calling `api`. Built only with the
-//! `export` feature and outside `cargo test`, so the test harness keeps the
-//! system allocator.
+//! The exported C symbols: one line each, calling `api`; and the library's
+//! constructor and destructor (what runs at load and at exit). Built only
+//! with the `export` feature and outside `cargo test`, so the test harness
+//! keeps the system allocator.
 //!
 //! Must never: hold policy. Everything below `api` decides.
 
 use crate::api;
+use crate::config;
+use crate::init;
+use crate::profile;
 use crate::stats::{self, MallInfo, MallInfo2};
 use core::ffi::c_void;
 
@@ -153,3 +157,43 @@ pub extern "C" fn __libc_valloc(size: usize) -> P {
 pub extern "C" fn __libc_pvalloc(size: usize) -> P {
     api::pvalloc(size) as P
 }
+
+// ------------------------------------ library constructor and destructor
+
+/// Also initialise from the library's constructor, so configuration is
+/// checked (and reported) even in a program that never allocates. Lazy
+/// initialisation stays the rule: ld.so may call malloc before this runs.
+unsafe extern "C" fn at_load() {
+    init::ensure();
+    profile::set_stats_probe(|| {
+        let s = stats::collect();
+        [
+            s.in_use as u64,
+            (s.thread_cache + s.central) as u64,
+            s.mapped as u64,
+        ]
+    });
+    // After libc is initialised: the profiler may install a signal handler
+    // and start its dump thread here, never from inside malloc.
+    profile::start();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: unsafe extern "C" fn() = at_load;
+
+/// `MEMX_STATS_AT_EXIT=1`: the report, from the library's destructor, which
+/// runs after the program's atexit handlers.
+unsafe extern "C" fn at_exit() {
+    if !init::is_ready() {
+        return;
+    }
+    profile::at_exit();
+    if config::get().stats_at_exit {
+        stats::write_report(2);
+    }
+}
+
+#[used]
+#[link_section = ".fini_array"]
+static AT_EXIT: unsafe extern "C" fn() = at_exit;

@@ -38,6 +38,11 @@ static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
 static EXIT_KEY_OK: AtomicBool = AtomicBool::new(false);
 static FORK_LOCKED: AtomicBool = AtomicBool::new(false);
 
+/// Whether initialisation has finished.
+pub fn is_ready() -> bool {
+    STATE.load(Ordering::Acquire) == READY
+}
+
 /// Initialises the allocator if needed. False only when called recursively
 /// by the initialising thread before initialisation finished.
 #[inline]
@@ -76,7 +81,7 @@ fn core_init() {
     {
         let mut heap = HEAP.lock();
         heap.set_release_rate(cfg.release_rate_mib);
-        heap.set_limit(cfg.heap_limit as usize);
+        heap.set_limit(cfg.heap_limit as usize, Some(profile::limit_hit));
     }
     profile::configure(cfg);
     thread_cache::set_budget(cfg.thread_cache_bytes);
@@ -137,45 +142,3 @@ unsafe extern "C" fn fork_child() {
     unsafe { thread_cache::reclaim_after_fork() };
     profile::fork_child();
 }
-
-/// Also initialise from the library's constructor, so configuration is
-/// checked (and reported) even in a program that never allocates. Lazy
-/// initialisation stays the rule: ld.so may call malloc before this runs.
-#[cfg(all(feature = "export", not(test)))]
-unsafe extern "C" fn at_load() {
-    ensure();
-    profile::set_stats_probe(|| {
-        let s = crate::stats::collect();
-        [
-            s.in_use as u64,
-            (s.thread_cache + s.central) as u64,
-            s.mapped as u64,
-        ]
-    });
-    // After libc is initialised: the profiler may install a signal handler
-    // and start its dump thread here, never from inside malloc.
-    profile::start();
-}
-
-#[cfg(all(feature = "export", not(test)))]
-#[used]
-#[link_section = ".init_array"]
-static AT_LOAD: unsafe extern "C" fn() = at_load;
-
-/// `MEMX_STATS_AT_EXIT=1`: the report, from the library's destructor, which
-/// runs after the program's atexit handlers.
-#[cfg(all(feature = "export", not(test)))]
-unsafe extern "C" fn at_exit() {
-    if STATE.load(Ordering::Acquire) != READY {
-        return;
-    }
-    profile::at_exit();
-    if config::get().stats_at_exit {
-        crate::stats::write_report(2);
-    }
-}
-
-#[cfg(all(feature = "export", not(test)))]
-#[used]
-#[link_section = ".fini_array"]
-static AT_EXIT: unsafe extern "C" fn() = at_exit;

@@ -1,23 +1,51 @@
 //! Large objects: requests above the largest size class (and aligned
-//! requests no class can serve) get a span of their own from the page heap.
+//! requests no class can serve), and sampled objects, get a span of their
+//! own from the page heap. Every operation on such an object is here:
+//! allocation, free, usable size, resize in place, and checked mode's
+//! canary after the object (`MEMX_CHECK=1`; the small-object checks are in
+//! `central::check`).
+//!
+//! A pointer is a live large object iff `live_large` finds its span: in
+//! state `Large` and starting at the pointer, read under the heap lock.
+//! The profiler's record of a sampled object sits on its span
+//! (`span.large.sample`); this module only keeps it and hands it back on
+//! free, it never calls the profiler.
 //!
 //! Owns: nothing; policy over `PageHeap`. Must never: be called with a
-//! central lock held (it takes the page heap lock).
+//! central lock held (it takes the page heap lock), or call the profiler.
 
-use crate::diag;
-use crate::page_heap::HEAP;
+use crate::central::check;
+use crate::diag::{self, CheckFailure};
+use crate::page_heap::{PageHeap, HEAP};
 use crate::pagemap::PAGEMAP;
-use crate::profile;
+use crate::profile::Sample;
 use crate::size_class::{PAGE_SHIFT, PAGE_SIZE};
-use crate::span::SpanState;
+use crate::span::{Span, SpanState};
 use crate::sys;
 use crate::util::div_ceil;
 
 /// The largest request glibc accepts: PTRDIFF_MAX.
 pub const MAX_REQUEST: usize = isize::MAX as usize;
 
+/// Canary bytes after an object in checked mode, in its span's slack (when
+/// it has any).
+const CANARY_BYTES: usize = 16;
+
+/// The span of the live large object starting at `p`, or None (not ours,
+/// not a large object, not its start, or freed already). The heap lock
+/// (`_heap`) keeps the answer true while it is held.
+fn live_large(_heap: &PageHeap, p: *mut u8) -> Option<*mut Span> {
+    let s = PAGEMAP.lookup_addr(p as usize).span();
+    // SAFETY: a non-null entry points at a span struct (perhaps Dead); the
+    // heap lock keeps it from changing while we look.
+    let live =
+        !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
+    live.then_some(s)
+}
+
 /// A span of at least `size` bytes whose start is aligned to `align_pages`
-/// pages. Null with errno ENOMEM on overflow or exhaustion.
+/// pages. Null with errno ENOMEM on overflow or exhaustion. The caller has
+/// initialised the allocator (`init::ensure`).
 #[cold]
 #[inline(never)]
 pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
@@ -25,7 +53,6 @@ pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
         sys::set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
     }
-    crate::init::ensure();
     let npages = div_ceil(size.max(1), PAGE_SIZE);
     let s = HEAP.lock().alloc_aligned(npages, align_pages, 0);
     if s.is_null() {
@@ -33,80 +60,110 @@ pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     // SAFETY: a fresh Large span, ours until its address is returned.
-    unsafe {
-        (*s).requested = size;
-        ((*s).start << PAGE_SHIFT) as *mut u8
-    }
-}
-
-/// A sampled allocation: a span of its own (whatever the size), recorded
-/// by the profiler with the current stack, and marked so that its free
-/// tells the profiler.
-#[cold]
-#[inline(never)]
-pub fn alloc_sampled(size: usize, align_pages: usize) -> *mut u8 {
-    let p = alloc(size, align_pages);
-    if p.is_null() {
-        return p;
-    }
-    // No allocator lock is held here: the profiler may take its own.
-    let record = profile::record_alloc(p as usize, size);
-    if !record.is_null() {
-        let _heap = HEAP.lock();
-        let s = PAGEMAP.lookup_addr(p as usize).span();
-        // SAFETY: `p` was just allocated, so `s` is its live Large span; the
-        // heap lock guards Large spans' fields.
-        unsafe {
-            (*s).sampled = true;
-            (*s).sample = record;
-        }
+    let (p, bytes) = unsafe {
+        (*s).large.requested = size;
+        (((*s).start << PAGE_SHIFT) as *mut u8, (*s).bytes())
+    };
+    if check::enabled() {
+        let end = bytes.min(size.saturating_add(CANARY_BYTES));
+        // SAFETY: [size, end) lies inside the fresh span, unused by the
+        // program.
+        unsafe { core::ptr::write_bytes(p.add(size), check::CANARY, end - size) };
     }
     p
 }
 
-/// Frees a large object, aborting on a pointer that is not the start of a
-/// live large object (including a second free of the same one).
-pub fn free(p: *mut u8, call: &str) {
-    let mut heap = HEAP.lock();
+/// Marks the object at `p` (just allocated by `alloc`, not yet handed out)
+/// as sampled: its free hands `sample` back.
+pub fn set_sample(p: *mut u8, sample: Sample) {
+    let _heap = HEAP.lock();
     let s = PAGEMAP.lookup_addr(p as usize).span();
-    // SAFETY: a non-null entry points at a span struct (perhaps Dead); the
-    // heap lock keeps it from changing while we look.
-    let ok = !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
-    if !ok {
+    // SAFETY: `p` was just allocated, so `s` is its live Large span; the
+    // heap lock guards Large spans' fields.
+    unsafe { (*s).large.sample = Some(sample) };
+}
+
+/// Frees a large object, aborting on a pointer that is not the start of a
+/// live large object (including a second free of the same one), or, in
+/// checked mode, on an overwritten canary. Returns the object's sample, if
+/// it was sampled, for the caller to give back to the profiler.
+pub fn free(p: *mut u8, call: &str) -> Option<Sample> {
+    let mut heap = HEAP.lock();
+    let Some(s) = live_large(&heap, p) else {
         drop(heap);
         diag::invalid_pointer(
             call,
             p as usize,
             "double free, or not the start of an allocation",
         );
-    }
-    // SAFETY: validated above as the live large object the caller frees.
-    let record = unsafe {
-        let r = if (*s).sampled {
-            (*s).sample
-        } else {
-            core::ptr::null_mut()
-        };
-        heap.free(s);
-        r
     };
-    drop(heap);
-    if !record.is_null() {
-        profile::record_free(record);
+    if check::enabled() {
+        check_canary(heap, s, p, call);
+        heap = HEAP.lock();
+    }
+    // SAFETY: validated above as the live large object the caller frees
+    // (the program frees it once; it cannot change while it is live).
+    unsafe {
+        let sample = (*s).large.sample.take();
+        heap.free(s);
+        sample
     }
 }
 
-/// Usable bytes of the large object at `p` (aborts if it is not one).
-pub fn usable_size(p: *mut u8, call: &str) -> usize {
-    let _heap = HEAP.lock();
-    let s = PAGEMAP.lookup_addr(p as usize).span();
-    // SAFETY: as in `free`.
-    if !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize } {
-        // SAFETY: checked live above, under the lock.
-        return unsafe { (*s).bytes() };
+/// Checked mode: the canary after the live large object `p` (span `s`) is
+/// intact, or abort, with the allocation stack if it was sampled.
+fn check_canary(
+    heap: crate::sys::lock::LockedGuard<'_, PageHeap>,
+    s: *mut Span,
+    p: *mut u8,
+    call: &str,
+) {
+    // SAFETY: the live Large span of `p`, under the heap lock.
+    let (n, bytes) = unsafe { ((*s).large.requested, (*s).bytes()) };
+    let end = bytes.min(n.saturating_add(CANARY_BYTES));
+    if end <= n {
+        return;
     }
-    drop(_heap);
-    diag::invalid_pointer(call, p as usize, "not the start of an allocation")
+    // SAFETY: [n, end) lies inside the live span.
+    let tail = unsafe { core::slice::from_raw_parts(p.add(n), end - n) };
+    let Some(off) = check::first_not(tail, check::CANARY) else {
+        return;
+    };
+    let mut frames = [0usize; 24];
+    // SAFETY: as above; the sample lives until the object's free, after us.
+    let stack = unsafe { (*s).large.sample.as_ref() }.map_or(&[][..], |r| r.stack());
+    let depth = stack.len().min(frames.len());
+    frames[..depth].copy_from_slice(&stack[..depth]);
+    drop(heap);
+    diag::check_failed(&CheckFailure {
+        what: "heap overflow",
+        call,
+        ptr: p as usize,
+        class: 0,
+        slot: bytes,
+        requested: Some(n),
+        detail: "the canary after the object was overwritten",
+        offset: Some(n + off),
+        stack: &frames[..depth],
+    })
+}
+
+/// Usable bytes of the large object at `p` (aborts if it is not one): its
+/// span, or in checked mode the request (the canary follows it).
+pub fn usable_size(p: *mut u8, call: &str) -> usize {
+    let heap = HEAP.lock();
+    let Some(s) = live_large(&heap, p) else {
+        drop(heap);
+        diag::invalid_pointer(call, p as usize, "not the start of an allocation")
+    };
+    // SAFETY: checked live above, under the lock.
+    unsafe {
+        if check::enabled() {
+            (*s).large.requested
+        } else {
+            (*s).bytes()
+        }
+    }
 }
 
 /// Resizes the large object at `p` in place to hold `size` bytes, if the
@@ -121,12 +178,12 @@ pub fn resize_in_place(p: *mut u8, size: usize) -> bool {
     unsafe {
         // A sampled object keeps its recorded size: it moves instead, so the
         // profiler sees the old one freed and the new one allocated.
-        if (*s).sampled {
+        if (*s).large.sample.is_some() {
             return false;
         }
         let ok = heap.resize_large(s, npages);
         if ok {
-            (*s).requested = size;
+            (*s).large.requested = size;
         }
         ok
     }
@@ -136,5 +193,5 @@ pub fn resize_in_place(p: *mut u8, size: usize) -> bool {
 pub fn is_zeroed(p: *mut u8) -> bool {
     let s = PAGEMAP.lookup_addr(p as usize).span();
     // SAFETY: the caller has just allocated `p`, so its span is live.
-    !s.is_null() && unsafe { (*s).zeroed }
+    !s.is_null() && unsafe { (*s).large.zeroed }
 }

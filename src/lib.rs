@@ -1,27 +1,45 @@
 //! memx: a tcmalloc-style drop-in `malloc` for `LD_PRELOAD`.
 //!
 //! ```text
-//!   export.rs        #[no_mangle] malloc/free/... one line each
+//!   export.rs        #[no_mangle] malloc/free/... one line each; load/exit hooks
 //!   api.rs           C semantics: errno, overflow, alignment, realloc rules
-//!   thread_cache.rs  FAST PATH: per-thread free lists, no lock  ──┐
-//!   central.rs       per-class central lists + transfer caches    │ objects
-//!   large.rs         one span per large object                    │
-//!   page_heap.rs     spans of 8 KiB pages, coalescing, madvise  ◄─┘ spans
+//!   thread_cache/    FAST PATH: per-thread free lists, no lock        ──┐
+//!     mod.rs           FreeList, ThreadCache, the malloc/free fast paths │
+//!     slow.rs          refill, flush, overflow, first use                │
+//!     sizing.rs        how long lists may grow; the global budget        │
+//!     sampling.rs      the countdown's expiry; large + sampled requests; │
+//!                      the allocation path's one door into the profiler  │ objects
+//!     registry.rs      live caches: creation, thread exit, fork          │
+//!   central.rs       per-class central lists + transfer caches          │
+//!     check.rs         checked mode (MEMX_CHECK) for small objects       │
+//!   large.rs         every large-object operation (span per object)     │
+//!   page_heap.rs     spans of 8 KiB pages, free lists, coalescing     ◄─┘ spans
+//!     grow.rs          growth from the OS; a large span's growth in place
+//!     release.rs       madvise by age and rate; MEMX_HEAP_LIMIT
 //!   pagemap.rs       address → span (+ size class), lock-free reads
-//!   span.rs, size_class.rs, sampler.rs, stats.rs, config.rs, init.rs
+//!   span.rs          a run of pages: state, and per-state fields
+//!   size_class.rs, sampler.rs, stats.rs, config.rs, init.rs, diag.rs
+//!   profile/         heap profiler: stacks, records, dumps (see its mod.rs)
 //!   meta.rs          metadata arena (never the user heap)
-//!   sys/             the only code that calls libc / the kernel
-//!   util/            bit tricks, free-list links, no-alloc formatting
+//!   sys/             the only code that calls libc / the kernel; knows no
+//!                    allocator type
+//!   free_object.rs   free-list links: encoding, the key, checked walks
+//!   util/            bit tricks, no-alloc formatting
 //! ```
-//! Each module may use only those below it (init and stats excepted: they
-//! tie the layers together).
+//! Each module may use only those below it, in this order from the bottom:
+//! util, sys → free_object → meta → size_class, sampler, config, diag → profile → span,
+//! pagemap → page_heap → large, central → thread_cache → api → stats →
+//! export. Exceptions: `init` ties the layers together (the slow path
+//! calls `init::ensure`, and init configures the layers and runs the
+//! thread-exit and fork hooks), and `span` names the profiler's `Sample`
+//! type (the record a sampled object's span keeps).
 //!
 //! # SYNCHRONIZATION
 //! | lock                         | guards                                   |
 //! |------------------------------|------------------------------------------|
-//! | `thread_cache::REGISTRY`     | list of live thread caches, their pool   |
-//! | `central::CENTRAL[c]` (x96)  | class c's spans with free objects, its transfer cache, checked mode's per-span bitmaps |
-//! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Large span state |
+//! | `thread_cache::registry::REGISTRY` | list of live thread caches, their pool |
+//! | `central::CENTRAL[c]` (x129) | class c's spans with free objects, its transfer cache, checked mode's per-span bitmaps |
+//! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Taken and Large spans' state |
 //! | `profile::lock()`            | the profiler's stack and sample tables   |
 //! | `meta::META`                 | the metadata arena's bump pointer        |
 //!
@@ -42,6 +60,7 @@ pub mod config;
 pub mod diag;
 #[cfg(all(feature = "export", not(test)))]
 pub mod export;
+pub mod free_object;
 pub mod init;
 pub mod large;
 pub mod meta;

@@ -5,9 +5,10 @@
 //! Owns: the arena's bump region and its byte count. Must never: use the
 //! global allocator or hand out memory from the user heap.
 
+use crate::free_object::FreeObject;
 use crate::sys;
 use crate::sys::lock::Lock;
-use crate::util::{round_up, FreeObject};
+use crate::util::round_up;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};

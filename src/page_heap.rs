@@ -7,27 +7,8 @@
 //! of the same kind are merged (merging would otherwise cost a madvise or
 //! lose track of which pages read as zero).
 //!
-//! Growth is carved from large address-space reservations so successive
-//! growths are contiguous and coalesce.
-//!
-//! Release: resident free spans that have stayed free for RELEASE_AGE_NS are
-//! given back with `madvise(MADV_DONTNEED)`, largest first, paid for by a
-//! token bucket of `MEMX_RELEASE_RATE` MiB per second (one second's worth of
-//! burst), checked at most every RELEASE_CHECK_NS when a span is freed;
-//! `release_all` (malloc_trim) releases everything at once.
-//!
-//! Limit (`MEMX_HEAP_LIMIT`): the heap never *holds* more than the limit
-//! from the OS, where held = mapped − free released = in-use spans + resident
-//! free spans: what the process really pays for. Address space reserved
-//! ahead (`REGION_BYTES`), never-touched pages and pages given back with
-//! madvise do not count; neither does metadata (span structs, page map),
-//! which lives outside the heap. Only handing out released (or fresh) pages
-//! raises the held figure, so the check runs only then: a resident free span
-//! of any size that fits is used first; failing that, resident free spans
-//! too small to serve are released (largest first) to make room, if that
-//! can be enough; otherwise the request fails (the caller returns NULL with
-//! ENOMEM). The first failure prints one line to stderr and tells the
-//! profiler (`profile::limit_hit`, called with HEAP held).
+//! Growth (`grow`) and giving pages back (`release`: by age and rate, and
+//! under `MEMX_HEAP_LIMIT`) are in the files below this one.
 //!
 //! Owns: free lists, the span pool, heap statistics, the limit's state.
 //! Must never: be used without its lock (the global `HEAP`), call into
@@ -36,25 +17,12 @@
 use crate::meta::Pool;
 use crate::pagemap::{Entry, PAGEMAP};
 use crate::size_class::PAGE_SHIFT;
-use crate::span::{Span, SpanList, SpanState};
+use crate::span::{LargeFields, Span, SpanList, SpanState};
 use crate::sys;
 use crate::sys::lock::Locked;
-use crate::util::fmt::FixedBuf;
 
+/// Free spans up to this many pages have a list per length.
 const MAX_LIST: usize = 128;
-/// A free span is released only after staying free this long: memory that
-/// is freed and soon reused (the common case) never pays for a madvise and
-/// the page faults that follow it.
-const RELEASE_AGE_NS: u64 = 1_000_000_000;
-/// Release is considered at most this often (it scans the free lists).
-const RELEASE_CHECK_NS: u64 = 10_000_000;
-/// Address space is reserved in regions this large (untouched pages cost no
-/// memory) so that successive growths are contiguous and coalesce; smaller
-/// reservations are tried if the OS refuses.
-const REGION_BYTES: usize = 1 << 30;
-/// The heap grows by at least this much at a time (address space only:
-/// pages cost memory when first touched).
-const MIN_GROW_PAGES: usize = (2 << 20) >> PAGE_SHIFT;
 
 #[derive(Clone, Copy, Default, Debug)]
 pub struct HeapStats {
@@ -106,6 +74,9 @@ pub struct PageHeap {
     limit: usize,
     /// The first refusal has been reported.
     limit_reported: bool,
+    /// Told of the first refusal (init passes the profiler's `limit_hit`,
+    /// so the heap never calls up into the profiler itself).
+    on_limit: Option<fn()>,
 }
 
 // SAFETY: raw span pointers are only followed with the heap's lock held.
@@ -146,17 +117,15 @@ impl PageHeap {
             region_end: 0,
             limit: 0,
             limit_reported: false,
+            on_limit: None,
         }
     }
 
-    /// Sets the heap limit in bytes (0: none).
-    pub fn set_limit(&mut self, bytes: usize) {
+    /// Sets the heap limit in bytes (0: none), and who hears of the first
+    /// request it refuses (called with the heap lock held).
+    pub fn set_limit(&mut self, bytes: usize, on_limit: Option<fn()>) {
         self.limit = bytes;
-    }
-
-    /// Whether `charge` more resident bytes would pass the limit.
-    fn over_limit(&self, charge: usize) -> bool {
-        self.limit != 0 && self.stats.held() + charge > self.limit
+        self.on_limit = on_limit;
     }
 
     pub fn set_release_rate(&mut self, mib_per_s: u64) {
@@ -217,10 +186,9 @@ impl PageHeap {
             SpanState::Small
         };
         span.class = class as u8;
-        span.zeroed = span.released;
-        span.released = false;
-        span.sampled = false;
-        span.sample = core::ptr::null_mut();
+        span.large = LargeFields::new();
+        span.large.zeroed = span.free.released;
+        span.free.released = false;
         if class == 0 {
             self.stats.large_bytes += span.bytes();
             self.stats.large_count += 1;
@@ -240,7 +208,7 @@ impl PageHeap {
         }
         let mut s = self.find(npages, true);
         // SAFETY: `s` is a live free span when non-null.
-        let from_released = s.is_null() || unsafe { (*s).released };
+        let from_released = s.is_null() || unsafe { (*s).free.released };
         if from_released && self.over_limit(charge << PAGE_SHIFT) {
             s = self.reuse_under_limit(npages, charge << PAGE_SHIFT);
             if s.is_null() {
@@ -257,18 +225,24 @@ impl PageHeap {
                 return s;
             }
         }
+        self.take_and_trim(s, npages);
+        s
+    }
+
+    /// Takes the free span `s` off its list and trims it to `npages` (at
+    /// most its length), the rest going back to the free lists. `s` ends
+    /// Taken: off the free lists it must stop looking Free, or a
+    /// neighbour's coalescing could grab it (or a piece split from it)
+    /// while it is on no list; the caller gives it its final state.
+    fn take_and_trim(&mut self, s: *mut Span, npages: usize) {
         self.unlink_free(s);
-        // Off the free lists it must stop looking Free, or a neighbour's
-        // coalescing could grab it (or a piece split from it) while it is on
-        // no list. `mark_in_use` sets the final state.
-        // SAFETY: `s` is live and now owned by the caller.
-        unsafe { (*s).state = SpanState::Large };
-        // SAFETY: `s` is live.
+        // SAFETY: `s` is live and now on no list, the caller's.
+        unsafe { (*s).state = SpanState::Taken };
+        // SAFETY: as above.
         if unsafe { (*s).npages } > npages {
             let rest = self.split(s, npages);
             self.insert_free(rest);
         }
-        s
     }
 
     /// Smallest-fitting free span, resident before released at each length
@@ -309,65 +283,6 @@ impl PageHeap {
         best
     }
 
-    /// The heap limit stands in the way of serving `npages` pages from
-    /// released memory (`charge` bytes would become resident): a resident
-    /// free span that fits, else room made by releasing resident free spans
-    /// and a released span (grown if need be). Null if neither works.
-    #[cold]
-    #[inline(never)]
-    fn reuse_under_limit(&mut self, npages: usize, charge: usize) -> *mut Span {
-        let s = self.find(npages, false);
-        if !s.is_null() {
-            return s;
-        }
-        if !self.make_room(charge) {
-            return core::ptr::null_mut();
-        }
-        let s = self.find(npages, true);
-        if !s.is_null() || !self.grow(npages) {
-            return s;
-        }
-        self.find(npages, true)
-    }
-
-    /// Releases resident free spans, largest first, until `charge` more
-    /// bytes fit under the limit. Releases nothing and returns false when
-    /// even releasing every resident free page would not be enough.
-    fn make_room(&mut self, charge: usize) -> bool {
-        if self.stats.held() - self.stats.free_normal + charge > self.limit {
-            return false;
-        }
-        while self.over_limit(charge) {
-            let s = self.largest_normal();
-            if s.is_null() || self.release_span(s) == 0 {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// A request refused by the limit: counted; the first one is reported
-    /// with one line on stderr and to the profiler.
-    #[cold]
-    #[inline(never)]
-    fn refuse(&mut self, npages: usize) {
-        self.stats.limit_hits += 1;
-        if self.limit_reported {
-            return;
-        }
-        self.limit_reported = true;
-        let mut line = FixedBuf::<256>::new();
-        line.str("memx: MEMX_HEAP_LIMIT reached: ")
-            .usize(self.stats.held())
-            .str(" bytes held of a limit of ")
-            .usize(self.limit)
-            .str("; a request for ")
-            .usize(npages << PAGE_SHIFT)
-            .str(" more bytes gets ENOMEM (reported once)\n");
-        sys::write_stderr(line.as_bytes());
-        crate::profile::limit_hit();
-    }
-
     /// Splits `s` after its first `n` pages; returns the new second part,
     /// in the same state and release status, on no list.
     fn split(&mut self, s: *mut Span, n: usize) -> *mut Span {
@@ -377,8 +292,8 @@ impl PageHeap {
             (*rest).start = (*s).start + n;
             (*rest).npages = (*s).npages - n;
             (*rest).state = (*s).state;
-            (*rest).released = (*s).released;
-            (*rest).freed_at = (*s).freed_at;
+            (*rest).free.released = (*s).free.released;
+            (*rest).free.freed_at = (*s).free.freed_at;
             (*s).npages = n;
         }
         rest
@@ -416,7 +331,7 @@ impl PageHeap {
     /// Puts a Free span on its list and maps its first and last pages.
     fn insert_free(&mut self, s: *mut Span) {
         // SAFETY: `s` is live and on no list.
-        let (npages, released, start) = unsafe { ((*s).npages, (*s).released, (*s).start) };
+        let (npages, released, start) = unsafe { ((*s).npages, (*s).free.released, (*s).start) };
         // SAFETY: as above.
         unsafe { (*s).state = SpanState::Free };
         // SAFETY: `s` is on no list.
@@ -434,7 +349,7 @@ impl PageHeap {
 
     fn unlink_free(&mut self, s: *mut Span) {
         // SAFETY: `s` is a live Free span on its list.
-        let (npages, released) = unsafe { ((*s).npages, (*s).released) };
+        let (npages, released) = unsafe { ((*s).npages, (*s).free.released) };
         // SAFETY: as above.
         unsafe { self.list_for(npages, released).remove(s) };
         let bytes = npages << PAGE_SHIFT;
@@ -444,84 +359,6 @@ impl PageHeap {
             self.stats.free_normal -= bytes;
         }
         self.stats.free_spans -= 1;
-    }
-
-    /// Resizes a Large span in place to `npages`: grows into the free span
-    /// right after it, or gives back its tail. False if it cannot grow.
-    ///
-    /// # Safety
-    /// `s` is a live Large span owned by the caller.
-    pub unsafe fn resize_large(&mut self, s: *mut Span, npages: usize) -> bool {
-        // SAFETY: caller's promise.
-        let (start, old) = unsafe { ((*s).start, (*s).npages) };
-        if npages == old {
-            return true;
-        }
-        if npages < old {
-            let tail = self.split(s, npages);
-            self.stats.large_bytes -= (old - npages) << PAGE_SHIFT;
-            // SAFETY: `tail` was split off `s`; its pages are ours.
-            unsafe { (*tail).released = false };
-            PAGEMAP.set_range(start + npages, old - npages, Entry::new(tail, 0));
-            self.free_span_inner(tail, Some(sys::now_ns()));
-            return true;
-        }
-        let want = npages - old;
-        let mut next = self.free_after(start + old, want);
-        if next.is_null() {
-            return false;
-        }
-        // SAFETY: `next` is a live Free span.
-        if unsafe { (*next).released } {
-            let charge = want << PAGE_SHIFT;
-            if self.over_limit(charge) {
-                // Releasing may merge `next` with released spans after it;
-                // it still starts at `start + old`.
-                if !self.make_room(charge) {
-                    self.refuse(want);
-                    return false;
-                }
-                next = self.free_after(start + old, want);
-                if next.is_null() {
-                    return false;
-                }
-            }
-        }
-        self.unlink_free(next);
-        // SAFETY: `next` is live, now on no list.
-        unsafe { (*next).state = SpanState::Large };
-        // SAFETY: as above.
-        if unsafe { (*next).npages } > want {
-            let rest = self.split(next, want);
-            self.insert_free(rest);
-        }
-        // SAFETY: `s` is the caller's; `next` is ours and absorbed into it.
-        unsafe {
-            (*s).npages = npages;
-            (*s).zeroed = false;
-        }
-        self.delete_span(next);
-        self.stats.large_bytes += want << PAGE_SHIFT;
-        PAGEMAP.set_range(start + old, want, Entry::new(s, 0));
-        true
-    }
-
-    /// The Free span starting at page `at` if it has at least `npages`
-    /// pages, else null.
-    fn free_after(&self, at: usize, npages: usize) -> *mut Span {
-        let next = PAGEMAP.get(at).span();
-        if next.is_null() {
-            return next;
-        }
-        let (state, next_start, next_pages) =
-            // SAFETY: a non-null entry points at a span struct; it is used
-            // only if it is a Free span that starts at `at`.
-            unsafe { ((*next).state, (*next).start, (*next).npages) };
-        if state == SpanState::Free && next_start == at && next_pages >= npages {
-            next
-        } else {
-            core::ptr::null_mut()
-        }
     }
 
     /// Returns an in-use span to the heap.
@@ -541,13 +378,13 @@ impl PageHeap {
         // Interior pages must stop naming a class: a stale pointer then
         // reaches the slow path instead of a thread cache.
         PAGEMAP.set_range(span.start, span.npages, Entry::new(s, 0));
-        span.released = false;
+        span.free.released = false;
         let now = if self.rate_bytes_per_s > 0 {
             sys::now_ns()
         } else {
             0
         };
-        span.freed_at = now;
+        span.free.freed_at = now;
         self.free_span_inner(s, Some(now));
     }
 
@@ -570,12 +407,12 @@ impl PageHeap {
         // SAFETY: `s` is live; neighbours found through the page map are
         // checked to be Free spans that really adjoin `s` before use.
         unsafe {
-            let released = (*s).released;
+            let released = (*s).free.released;
             if (*s).start > 0 {
                 let prev = PAGEMAP.get((*s).start - 1).span();
                 if !prev.is_null()
                     && (*prev).state == SpanState::Free
-                    && (*prev).released == released
+                    && (*prev).free.released == released
                     && (*prev).end_page() == (*s).start
                 {
                     self.unlink_free(prev);
@@ -583,197 +420,28 @@ impl PageHeap {
                     (*s).npages += (*prev).npages;
                     // The merged span counts as old as its oldest part, so a
                     // small fresh neighbour does not keep old pages resident.
-                    (*s).freed_at = (*s).freed_at.min((*prev).freed_at);
+                    (*s).free.freed_at = (*s).free.freed_at.min((*prev).free.freed_at);
                     self.delete_span(prev);
                 }
             }
             let next = PAGEMAP.get((*s).end_page()).span();
             if !next.is_null()
                 && (*next).state == SpanState::Free
-                && (*next).released == released
+                && (*next).free.released == released
                 && (*next).start == (*s).end_page()
             {
                 self.unlink_free(next);
                 (*s).npages += (*next).npages;
-                (*s).freed_at = (*s).freed_at.min((*next).freed_at);
+                (*s).free.freed_at = (*s).free.freed_at.min((*next).free.freed_at);
                 self.delete_span(next);
             }
         }
         s
     }
-
-    /// Adds at least `npages` pages to the free lists, carved from the
-    /// current address-space region (reserving a new one when it runs out).
-    fn grow(&mut self, npages: usize) -> bool {
-        let pages = npages.max(MIN_GROW_PAGES);
-        if self.region_end - self.region_next < pages && !self.reserve_region(pages) {
-            return false;
-        }
-        let start = self.region_next;
-        self.region_next += pages;
-        self.add_fresh(start, pages);
-        true
-    }
-
-    /// Reserves a new region of at least `pages` pages; what is left of the
-    /// old one joins the free lists.
-    fn reserve_region(&mut self, pages: usize) -> bool {
-        let want = (pages << PAGE_SHIFT).max(REGION_BYTES);
-        let mut bytes = want;
-        let p = loop {
-            let p = sys::map_aligned(bytes, 2 << 20);
-            if !p.is_null() {
-                break p;
-            }
-            if bytes <= pages << PAGE_SHIFT {
-                return false;
-            }
-            bytes = (bytes / 4).max(pages << PAGE_SHIFT);
-        };
-        let start = p as usize >> PAGE_SHIFT;
-        let npages = bytes >> PAGE_SHIFT;
-        if !PAGEMAP.ensure(start, npages) {
-            sys::unmap(p, bytes);
-            return false;
-        }
-        if self.region_end > self.region_next {
-            let (s, n) = (self.region_next, self.region_end - self.region_next);
-            self.add_fresh(s, n);
-        }
-        self.region_next = start;
-        self.region_end = start + npages;
-        true
-    }
-
-    /// Files never-touched pages as a released free span.
-    fn add_fresh(&mut self, start: usize, pages: usize) {
-        self.stats.mapped += pages << PAGE_SHIFT;
-        let s = self.new_span(start, pages);
-        // SAFETY: `s` is fresh; untouched anonymous memory reads as zero and
-        // is not resident, exactly what "released" means.
-        unsafe { (*s).released = true };
-        let s = self.coalesce(s);
-        self.insert_free(s);
-    }
-
-    fn refill_tokens(&mut self, now: u64) {
-        let elapsed = now.saturating_sub(self.last_refill_ns).min(1_000_000_000);
-        self.last_refill_ns = now;
-        let add = (elapsed as u128 * self.rate_bytes_per_s as u128 / 1_000_000_000) as i64;
-        self.tokens = (self.tokens + add).min(self.rate_bytes_per_s as i64);
-    }
-
-    /// Spends release tokens on resident spans free for RELEASE_AGE_NS.
-    fn release_at_rate(&mut self, now: u64) {
-        if now.saturating_sub(self.last_refill_ns) < RELEASE_CHECK_NS {
-            return;
-        }
-        self.refill_tokens(now);
-        while self.tokens > 0 && self.stats.free_normal > 0 {
-            let victim = self.oldest_normal(now.saturating_sub(RELEASE_AGE_NS));
-            if victim.is_null() {
-                break;
-            }
-            let bytes = self.release_span(victim);
-            self.tokens -= bytes as i64;
-        }
-    }
-
-    /// The largest resident free span freed no later than `before`, or null.
-    fn oldest_normal(&self, before: u64) -> *mut Span {
-        let mut best: *mut Span = core::ptr::null_mut();
-        let lists = self
-            .normal
-            .iter()
-            .chain(core::iter::once(&self.large_normal));
-        for s in lists.flat_map(|l| l.iter()) {
-            // SAFETY: list members are live.
-            let (freed, n) = unsafe { ((*s).freed_at, (*s).npages) };
-            // SAFETY: `best` is a live member when non-null.
-            if freed <= before && (best.is_null() || n > unsafe { (*best).npages }) {
-                best = s;
-            }
-        }
-        best
-    }
-
-    /// The largest resident free span, or null.
-    fn largest_normal(&self) -> *mut Span {
-        self.oldest_normal(u64::MAX)
-    }
-
-    /// Gives a resident free span's pages to the OS; returns its bytes.
-    fn release_span(&mut self, s: *mut Span) -> usize {
-        self.unlink_free(s);
-        // SAFETY: `s` is a live Free span, now on no list.
-        let (addr, bytes) = unsafe { ((*s).addr(), (*s).bytes()) };
-        let ok = sys::release(addr as *mut u8, bytes);
-        self.stats.release_calls += 1;
-        if ok {
-            self.stats.released_total += bytes as u64;
-            // SAFETY: as above.
-            unsafe { (*s).released = true };
-        }
-        let s = self.coalesce(s);
-        self.insert_free(s);
-        if ok {
-            bytes
-        } else {
-            0
-        }
-    }
-
-    /// Releases every resident free span (malloc_trim). Returns the bytes.
-    pub fn release_all(&mut self) -> usize {
-        let mut total = 0;
-        loop {
-            let s = self.largest_normal();
-            if s.is_null() {
-                break;
-            }
-            let n = self.release_span(s);
-            if n == 0 {
-                break;
-            }
-            total += n;
-        }
-        total
-    }
-
-    /// Checks the heap's invariants (tests and debug builds).
-    pub fn check_invariants(&self) {
-        let mut normal = 0;
-        let mut released = 0;
-        let mut count = 0;
-        let lists = self
-            .normal
-            .iter()
-            .chain(self.released.iter())
-            .chain([&self.large_normal, &self.large_released]);
-        for list in lists {
-            for s in list.iter() {
-                // SAFETY: list members are live.
-                let span = unsafe { &*s };
-                assert_eq!(span.state, SpanState::Free);
-                assert_eq!(PAGEMAP.get(span.start).span(), s);
-                assert_eq!(PAGEMAP.get(span.end_page() - 1).span(), s);
-                if span.released {
-                    released += span.bytes();
-                } else {
-                    normal += span.bytes();
-                }
-                count += 1;
-            }
-        }
-        assert_eq!(normal, self.stats.free_normal);
-        assert_eq!(released, self.stats.free_released);
-        assert_eq!(count, self.stats.free_spans);
-        assert_eq!(
-            self.stats.mapped,
-            normal + released + self.stats.small_span_bytes + self.stats.large_bytes
-        );
-    }
 }
+
+mod grow;
+mod release;
 
 #[cfg(test)]
 mod tests;

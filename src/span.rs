@@ -1,66 +1,125 @@
 //! `Span`: a run of pages and what it holds, and `SpanList`, an intrusive
 //! doubly linked list of spans.
 //!
-//! A span is in exactly one state:
+//! A span is in exactly one state; the fields of one state are grouped in
+//! that state's struct (`free`, `small`, `large`) and mean nothing in the
+//! others:
 //! - `Free`: in the page heap's free lists; its first and last pages map to it.
-//!   `released` iff its pages were given back to the OS (they read as zero).
+//!   `free.released` iff its pages were given back to the OS (they read as
+//!   zero).
+//! - `Taken`: off the free lists, about to become Small or Large (or to be
+//!   absorbed by a neighbour); on no list. Not Free, so coalescing leaves it
+//!   alone.
 //! - `Small`: carved into objects of `class`; every page maps to it. Objects
-//!   are either out (`allocated` counts them: in thread caches, transfer
-//!   caches or the program), on `freelist`, or never used yet in
-//!   `[bump, limit)`. `allocated == 0` iff the span can go back to the heap.
+//!   are either out (`small.allocated` counts them: in thread caches,
+//!   transfer caches or the program), on `small.freelist`, or never used yet
+//!   in `[small.bump, small.limit)`, so `allocated + |freelist| +
+//!   (limit − bump) / size = objects per span`; `allocated == 0` iff the
+//!   span can go back to the heap.
 //! - `Large`: one object (a large or sampled allocation) starting at the
 //!   span's first byte; every page maps to it with class 0.
 //! - `Dead`: the struct is in the span pool, describing nothing.
 //!
 //! Owns: no global state. Must never: be touched without the lock of the
-//! structure that holds it (page heap for Free/Large, central list for Small).
+//! structure that holds it (page heap for Free/Taken/Large, central list for
+//! Small).
 
+use crate::free_object::FreeObject;
+use crate::profile::Sample;
 use crate::size_class::PAGE_SHIFT;
-use crate::util::FreeObject;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum SpanState {
     Free,
+    Taken,
     Small,
     Large,
     Dead,
 }
 
+/// What only a `Free` span means (also carried through `Taken`, where
+/// `released` says whether the pages still read as zero).
+#[derive(Default)]
+pub struct FreeFields {
+    /// The pages were given back to the OS and read as zero.
+    pub released: bool,
+    /// When the span was freed (ns), for release ordering.
+    pub freed_at: u64,
+}
+
+/// What only a `Small` span means (set by the central list carving it).
+pub struct SmallFields {
+    /// On the central list's list of spans with free objects.
+    pub in_list: bool,
+    /// Objects currently out of the span.
+    pub allocated: u32,
+    /// Objects returned to the span (`END`-terminated, links encoded; see
+    /// `free_object::FreeObject`).
+    pub freelist: *mut FreeObject,
+    /// The never-used tail `[bump, limit)`.
+    pub bump: usize,
+    pub limit: usize,
+    /// Checked mode (`MEMX_CHECK=1`): the bitmap of objects out
+    /// (`central::check`); null otherwise.
+    pub check_bits: *mut u8,
+}
+
+impl SmallFields {
+    pub const fn new() -> Self {
+        SmallFields {
+            in_list: false,
+            allocated: 0,
+            freelist: crate::free_object::END,
+            bump: 0,
+            limit: 0,
+            check_bits: core::ptr::null_mut(),
+        }
+    }
+}
+
+impl Default for SmallFields {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What only a `Large` span means (reset when a span becomes Large).
+#[derive(Default)]
+pub struct LargeFields {
+    /// The object's bytes are known to be zero (fresh pages; for calloc).
+    pub zeroed: bool,
+    /// The profiler's record, iff the object is sampled.
+    pub sample: Option<Sample>,
+    /// Bytes the program asked for (≤ the span's bytes).
+    pub requested: usize,
+}
+
+impl LargeFields {
+    pub const fn new() -> Self {
+        LargeFields {
+            zeroed: false,
+            sample: None,
+            requested: 0,
+        }
+    }
+}
+
 #[repr(C)]
 pub struct Span {
+    /// Links on the one list the span is on (a free list, or a central
+    /// list's nonempty list), null when on none.
     pub next: *mut Span,
     pub prev: *mut Span,
     /// First page number (address >> PAGE_SHIFT).
     pub start: usize,
     pub npages: usize,
     pub state: SpanState,
+    /// Small spans: their size class; 0 otherwise.
     pub class: u8,
-    /// Free spans: pages were given back to the OS and read as zero.
-    pub released: bool,
-    /// Large spans: memory known to be zero when handed out (for calloc).
-    pub zeroed: bool,
-    /// Large spans holding one sampled object (the profiler tracks it).
-    pub sampled: bool,
-    /// Small spans: on the central list's list of spans with free objects.
-    pub in_list: bool,
-    /// Small spans: objects currently out of the span.
-    pub allocated: u32,
-    /// Small spans: objects returned to the span (`END`-terminated, links
-    /// encoded; see `util::FreeObject`).
-    pub freelist: *mut FreeObject,
-    /// Small spans: the never-used tail `[bump, limit)`.
-    pub bump: usize,
-    pub limit: usize,
-    /// Free spans: when they were freed (ns), for release ordering.
-    pub freed_at: u64,
-    /// Sampled spans: the profiler's record.
-    pub sample: *mut u8,
-    /// Large spans: bytes the program asked for (the profiler reports these).
-    pub requested: usize,
-    /// Small spans in checked mode (`MEMX_CHECK=1`): the bitmap of objects
-    /// out (`central::check`); null otherwise.
-    pub check_bits: *mut u8,
+    pub free: FreeFields,
+    pub small: SmallFields,
+    pub large: LargeFields,
 }
 
 impl Span {
@@ -72,18 +131,12 @@ impl Span {
             npages,
             state: SpanState::Free,
             class: 0,
-            released: false,
-            zeroed: false,
-            sampled: false,
-            in_list: false,
-            allocated: 0,
-            freelist: crate::util::END,
-            bump: 0,
-            limit: 0,
-            freed_at: 0,
-            sample: core::ptr::null_mut(),
-            requested: 0,
-            check_bits: core::ptr::null_mut(),
+            free: FreeFields {
+                released: false,
+                freed_at: 0,
+            },
+            small: SmallFields::new(),
+            large: LargeFields::new(),
         }
     }
 

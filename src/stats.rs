@@ -43,8 +43,8 @@ pub fn collect() -> Stats {
     s.thread_cache = tc_bytes;
     for (class, central) in CENTRAL.iter().enumerate().skip(1) {
         let c = central.lock();
-        s.central += (c.free_in_spans + c.transfer_objects(class)) * size_of(class);
-        s.transfer += c.transfer_objects(class) * size_of(class);
+        s.central += (c.free_in_spans + c.transfer_objects()) * size_of(class);
+        s.transfer += c.transfer_objects() * size_of(class);
     }
     let h = HEAP.lock().stats;
     s.free_resident = h.free_normal;

@@ -21,19 +21,28 @@
 //! - Objects with a span of their own (large and sampled ones) get canary
 //!   bytes after the request, in the span's slack (when it has any), checked
 //!   on free; a sampled object's failure also prints its allocation stack.
-//!   Their double frees are caught by the always-on check in `large::free`.
+//!   Their double frees are caught by the always-on check in `large::free`;
+//!   `large` owns all of that (with `CANARY` and `first_not` from here).
+//!
+//! The mode is tested (`enabled`) once at each entry that behaves
+//! differently, and nowhere else:
+//! - `thread_cache::slow`: `malloc_slow` (after the sampling countdown) and
+//!   `free_overflow` send small objects here (`alloc_small`, `free_small`);
+//! - `large`: `alloc` arms the canary, `free` checks it, `usable_size`
+//!   answers the request;
+//! - `api`: `realloc` always moves, aligned allocation and
+//!   `malloc_usable_size` of small objects come here (`usable_small`);
+//! - `CentralFreeList::populate` gives each new span its bitmap.
 //!
 //! Owns: the span bitmaps (a pool per class, under the class's lock).
 //! Must never: run unless checked mode is on; take the page heap lock while
 //! holding a central lock other than through `release_to_span`/`populate`.
 
-use super::{link_key, span_of_object, take_from_span, CentralFreeList, CENTRAL};
+use super::{span_of_object, take_from_span, CentralFreeList, CENTRAL};
 use crate::diag::{self, CheckFailure};
-use crate::page_heap::HEAP;
-use crate::pagemap::PAGEMAP;
-use crate::size_class::{CLASSES, NUM_CLASSES};
-use crate::span::{Span, SpanState};
-use crate::util::{FreeObject, END};
+use crate::free_object::{link_key, FreeObject, END};
+use crate::size_class::{class_for_aligned, class_of, CLASSES, NUM_CLASSES};
+use crate::span::Span;
 
 /// Bytes a checked object needs past its request: at least 8 canary bytes
 /// and the 8-byte trailer.
@@ -42,9 +51,6 @@ pub const EXTRA: usize = 16;
 pub const CANARY: u8 = 0xfd;
 /// A freed object's bytes after its link.
 pub const FREED: u8 = 0xdd;
-/// Canary bytes after an object with a span of its own (if the span has
-/// room for them).
-const LARGE_CANARY: usize = 16;
 
 /// Most objects a span holds (the 16-byte class in one 8 KiB page).
 const MAX_OBJECTS: usize = 512;
@@ -69,7 +75,7 @@ pub fn enabled() -> bool {
 /// The first byte of `bytes` that is not `v`. Whole 64-byte chunks are
 /// or-folded first (which the compiler vectorises), then 8-byte words;
 /// only a word with a difference is looked into.
-fn first_not(bytes: &[u8], v: u8) -> Option<usize> {
+pub(crate) fn first_not(bytes: &[u8], v: u8) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(64);
     let mut off = 0;
     for c in &mut chunks {
@@ -115,30 +121,31 @@ impl CentralFreeList {
 
     /// Gives a span's bitmap back when the span goes back to the heap.
     pub(super) fn give_bits(&mut self, span: &mut Span) {
-        if !span.check_bits.is_null() {
+        if !span.small.check_bits.is_null() {
             // SAFETY: taken from this pool by `take_bits`; the span, whose
             // objects are all back, no longer uses it.
-            unsafe { self.bits.give(span.check_bits as *mut Bits) };
-            span.check_bits = core::ptr::null_mut();
+            unsafe { self.bits.give(span.small.check_bits as *mut Bits) };
+            span.small.check_bits = core::ptr::null_mut();
         }
     }
 
     /// One object for a request of `n` bytes (n + EXTRA fits `class`), with
     /// its canary and trailer written. Null if the OS refuses memory.
-    pub fn checked_alloc(&mut self, class: usize, n: usize) -> *mut u8 {
+    pub fn checked_alloc(&mut self, n: usize) -> *mut u8 {
+        let class = self.class as usize;
         let size = CLASSES[class].size as usize;
         debug_assert!(n + EXTRA <= size);
         let key = link_key();
         let mut s = self.nonempty.first();
         if s.is_null() {
-            s = self.populate(class);
+            s = self.populate();
             if s.is_null() {
                 return core::ptr::null_mut();
             }
         }
         // SAFETY: a live Small span of this class on our list.
         let span = unsafe { &mut *s };
-        let reused = span.freelist != END;
+        let reused = span.small.freelist != END;
         // SAFETY: our span, under our lock; it is on the nonempty list, so
         // it has an object to give.
         let Some(obj) = (unsafe { take_from_span(span, class, key) }) else {
@@ -148,7 +155,7 @@ impl CentralFreeList {
         if super::is_dry(span, class) {
             // SAFETY: `s` is on our list.
             unsafe { self.nonempty.remove(s) };
-            span.in_list = false;
+            span.small.in_list = false;
         }
         let p = obj as *mut u8;
         // SAFETY: `obj` is a whole slot of `size` bytes of this span, out of
@@ -171,7 +178,7 @@ impl CentralFreeList {
         }
         let (word, bit) = bit_of(span, p, size);
         // SAFETY: every span this list carves in checked mode has a bitmap.
-        let bits = unsafe { &mut (*(span.check_bits as *mut Bits)).0 };
+        let bits = unsafe { &mut (*(span.small.check_bits as *mut Bits)).0 };
         if bits[word] & bit != 0 {
             diag::fatal(b"checked mode: an object on a free list was marked allocated");
         }
@@ -184,8 +191,8 @@ impl CentralFreeList {
     /// Checks and frees the object at `p` of `class` (for `call`): aborts on
     /// a pointer that is not an object, a double free, or an overwritten
     /// canary.
-    pub(crate) fn checked_free(&mut self, class: usize, p: *mut u8, call: &str) {
-        let (s, size, _) = self.checked_live(class, p, call);
+    pub(crate) fn checked_free(&mut self, p: *mut u8, call: &str) {
+        let (s, size, _) = self.checked_live(p, call);
         let key = link_key();
         // SAFETY: the live object's slot, which the program gives back.
         let slot = unsafe { core::slice::from_raw_parts_mut(p, size) };
@@ -194,19 +201,20 @@ impl CentralFreeList {
         let span = unsafe { &mut *s };
         let (word, bit) = bit_of(span, p, size);
         // SAFETY: checked spans have a bitmap.
-        unsafe { (*(span.check_bits as *mut Bits)).0[word] &= !bit };
+        unsafe { (*(span.small.check_bits as *mut Bits)).0[word] &= !bit };
         // SAFETY: a free object of `class` in its live span `s`, our lock.
-        unsafe { self.release_to_span(class, s, p as *mut FreeObject, key) };
+        unsafe { self.release_to_span(s, p as *mut FreeObject, key) };
     }
 
     /// Bytes the program asked for at the live object `p` of `class`.
-    pub fn checked_usable(&mut self, class: usize, p: *mut u8, call: &str) -> usize {
-        self.checked_live(class, p, call).2
+    pub fn checked_usable(&mut self, p: *mut u8, call: &str) -> usize {
+        self.checked_live(p, call).2
     }
 
     /// Checks that `p` is a live checked object of `class` with its canary
     /// and trailer intact; returns its span, slot size and request.
-    fn checked_live(&mut self, class: usize, p: *mut u8, call: &str) -> (*mut Span, usize, usize) {
+    fn checked_live(&mut self, p: *mut u8, call: &str) -> (*mut Span, usize, usize) {
+        let class = self.class as usize;
         let size = CLASSES[class].size as usize;
         let Some(s) = span_of_object(class, p as *mut FreeObject) else {
             diag::invalid_pointer(call, p as usize, "not the start of an object");
@@ -234,12 +242,12 @@ impl CentralFreeList {
         } else {
             "use after free"
         };
-        if span.check_bits.is_null() {
+        if span.small.check_bits.is_null() {
             fail(freed, "the object is not allocated", None, None);
         }
         let (word, bit) = bit_of(span, p, size);
         // SAFETY: checked spans have a bitmap, guarded by our lock.
-        if unsafe { (*(span.check_bits as *mut Bits)).0[word] } & bit == 0 {
+        if unsafe { (*(span.small.check_bits as *mut Bits)).0[word] } & bit == 0 {
             fail(
                 freed,
                 "the object is not allocated (freed already)",
@@ -278,9 +286,20 @@ fn bit_of(span: &Span, p: *mut u8, size: usize) -> (usize, u64) {
     (i / 64, 1 << (i % 64))
 }
 
+/// The class a checked request of `size` bytes aligned to `align` takes
+/// (room for the canary and trailer), or 0 if it needs a span of its own.
+pub fn class_for(size: usize, align: usize) -> usize {
+    let need = size.saturating_add(EXTRA);
+    if align <= 16 {
+        class_of(need)
+    } else {
+        class_for_aligned(need, align)
+    }
+}
+
 /// Checked `malloc` of a small request: `n + EXTRA` bytes from `class`.
 pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
-    let p = CENTRAL[class].lock().checked_alloc(class, n);
+    let p = CENTRAL[class].lock().checked_alloc(n);
     if p.is_null() {
         crate::sys::set_errno(libc::ENOMEM);
     }
@@ -289,86 +308,13 @@ pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
 
 /// Checked `free` of a small object.
 pub fn free_small(class: usize, p: *mut u8, call: &str) {
-    CENTRAL[class].lock().checked_free(class, p, call);
+    CENTRAL[class].lock().checked_free(p, call);
 }
 
-/// Canary bytes after an object of `n` bytes with a span of its own (large
-/// or sampled), in the span's slack.
-pub(crate) fn arm_large(p: *mut u8, n: usize) {
-    let s = PAGEMAP.lookup_addr(p as usize).span();
-    if s.is_null() {
-        return;
-    }
-    // SAFETY: `p` was just allocated: `s` is its live Large span, ours.
-    let bytes = unsafe { (*s).bytes() };
-    let end = bytes.min(n.saturating_add(LARGE_CANARY));
-    if end > n {
-        // SAFETY: [n, end) lies inside the span, unused by the program.
-        unsafe { core::ptr::write_bytes(p.add(n), CANARY, end - n) };
-    }
-}
-
-/// Before `large::free(p)` (or a resize): checks the canary after a live
-/// object with a span of its own. Anything else is left to `large`'s own
-/// checks (which abort on a pointer that is not a live large object).
-pub(crate) fn check_large(p: *mut u8, call: &str) {
-    let heap = HEAP.lock();
-    let s = PAGEMAP.lookup_addr(p as usize).span();
-    // The heap lock keeps Large spans from changing while we look.
-    // SAFETY: a non-null entry points at a span struct.
-    let live =
-        !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
-    if !live {
-        return;
-    }
-    // SAFETY: the live Large span of `p`, under the heap lock.
-    let (n, bytes, record) = unsafe {
-        let rec = if (*s).sampled {
-            (*s).sample
-        } else {
-            core::ptr::null_mut()
-        };
-        ((*s).requested, (*s).bytes(), rec)
-    };
-    let end = bytes.min(n.saturating_add(LARGE_CANARY));
-    if end <= n {
-        return;
-    }
-    // SAFETY: [n, end) lies inside the live span.
-    let tail = unsafe { core::slice::from_raw_parts(p.add(n), end - n) };
-    let Some(off) = first_not(tail, CANARY) else {
-        return;
-    };
-    let mut frames = [0usize; 24];
-    let mut depth = 0;
-    if !record.is_null() {
-        // The profiler frees a record only when its object is freed, after us.
-        // SAFETY: a live sampled object's record; buckets never change.
-        let stack =
-            unsafe { (*(record as *const crate::profile::table::Record)).bucket() }.frames();
-        depth = stack.len().min(frames.len());
-        frames[..depth].copy_from_slice(&stack[..depth]);
-    }
-    drop(heap);
-    diag::check_failed(&CheckFailure {
-        what: "heap overflow",
-        call,
-        ptr: p as usize,
-        class: 0,
-        slot: bytes,
-        requested: Some(n),
-        detail: "the canary after the object was overwritten",
-        offset: Some(n + off),
-        stack: &frames[..depth],
-    })
-}
-
-/// Bytes the program asked for at the live large (or sampled) object `p`.
-pub fn large_requested(p: *mut u8) -> usize {
-    let _heap = HEAP.lock();
-    let s = PAGEMAP.lookup_addr(p as usize).span();
-    // SAFETY: the caller validated `p` as a live large object; heap lock.
-    unsafe { (*s).requested }
+/// Bytes the program asked for at the live small object `p` of `class`
+/// (aborts, naming `call`, if it is not one).
+pub fn usable_small(class: usize, p: *mut u8, call: &str) -> usize {
+    CENTRAL[class].lock().checked_usable(p, call)
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ fn release_all_gives_back_and_memory_reads_zero() {
     let s2 = heap.alloc(64, 0);
     // SAFETY: as above.
     let span = unsafe { &*s2 };
-    assert!(span.zeroed);
+    assert!(span.large.zeroed);
     // SAFETY: the span's pages are mapped.
     let mem = unsafe { core::slice::from_raw_parts(span.addr() as *const u8, 64 * PAGE_SIZE) };
     assert!(mem.iter().all(|&b| b == 0));
@@ -233,7 +233,7 @@ fn large_spans_resize_in_place() {
 fn limited_heap(bytes: usize) -> PageHeap {
     let mut heap = PageHeap::new();
     heap.set_release_rate(0);
-    heap.set_limit(bytes);
+    heap.set_limit(bytes, None);
     heap
 }
 
@@ -428,4 +428,40 @@ fn limit_model_random() {
         unsafe { heap.free(s) };
     }
     heap.check_invariants();
+}
+
+impl PageHeap {
+    /// Checks the heap's invariants.
+    pub fn check_invariants(&self) {
+        let mut normal = 0;
+        let mut released = 0;
+        let mut count = 0;
+        let lists = self
+            .normal
+            .iter()
+            .chain(self.released.iter())
+            .chain([&self.large_normal, &self.large_released]);
+        for list in lists {
+            for s in list.iter() {
+                // SAFETY: list members are live.
+                let span = unsafe { &*s };
+                assert_eq!(span.state, SpanState::Free);
+                assert_eq!(PAGEMAP.get(span.start).span(), s);
+                assert_eq!(PAGEMAP.get(span.end_page() - 1).span(), s);
+                if span.free.released {
+                    released += span.bytes();
+                } else {
+                    normal += span.bytes();
+                }
+                count += 1;
+            }
+        }
+        assert_eq!(normal, self.stats.free_normal);
+        assert_eq!(released, self.stats.free_released);
+        assert_eq!(count, self.stats.free_spans);
+        assert_eq!(
+            self.stats.mapped,
+            normal + released + self.stats.small_span_bytes + self.stats.large_bytes
+        );
+    }
 }

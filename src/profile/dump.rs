@@ -54,7 +54,7 @@ pub fn reset_after_fork() {
 /// written (reported once on stderr; the program goes on).
 pub fn write() -> Option<PathBuf> {
     let _one_at_a_time = DUMP_LOCK.lock();
-    let prefix = config::get().profile_prefix.as_bytes();
+    let prefix = super::cfg().profile_prefix.as_bytes();
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let mut path = PathBuf::new();
     path.bytes(prefix)

@@ -3,16 +3,19 @@
 //! format.
 //!
 //! The allocator calls in through this interface only:
-//! - `configure(cfg)` during initialisation (must not allocate): turns
+//! - `configure(cfg)` during initialisation (must not allocate): keeps
+//!   `cfg`, from which every profiler setting is read (`cfg()`), and turns
 //!   sampling on (`sampler::set_mean`) when `MEMX_PROFILE` is set;
 //! - `start()` from the library constructor (libc is ready): installs the
 //!   dump signal's handler and starts the helper thread;
 //! - `record_alloc(addr, size)` for each sampled object, with no allocator
-//!   lock held and the thread's re-entry guard set; the returned record
-//!   (null if not recorded) is kept on the object's span and handed back to
-//!   `record_free` when it is freed;
-//! - `limit_hit()`, `at_exit()`, `fork_child()`, and `lock()` for the fork
-//!   handler's order.
+//!   lock held and the thread's re-entry guard set; the returned `Sample`
+//!   (None if not recorded) is kept on the object's span and handed back to
+//!   `record_free` when it is freed. Both are called from one place,
+//!   `thread_cache::sampling`; the layers below only keep the `Sample`;
+//! - `limit_hit()` (passed by init to the page heap as its hook),
+//!   `thread_exiting()`, `at_exit()`, `fork_child()`, and `lock()` for the
+//!   fork handler's order.
 //!
 //! Layers: `table` (stacks and live records) ← `dump` (files) ← `worker`
 //! (signal, helper thread, stats file) ← this interface.
@@ -25,11 +28,11 @@ pub mod python;
 pub mod table;
 mod worker;
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::sampler;
 use crate::sys::lock::{Lock, Locked};
 use crate::sys::unwind;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use table::{StackTable, MAX_DEPTH};
 pub use worker::StatsProbe;
 
@@ -89,13 +92,29 @@ pub(crate) static STATE: Locked<State> = Locked::new(State {
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// The configuration `configure` was given: every profiler setting is read
+/// from it (null until then: the defaults).
+static CONFIG: AtomicPtr<Config> = AtomicPtr::new(core::ptr::null_mut());
+static DEFAULTS: Config = Config::DEFAULT;
+
+/// The profiler's configuration (what `configure` was given).
+pub(crate) fn cfg() -> &'static Config {
+    let c = CONFIG.load(Ordering::Acquire);
+    if c.is_null() {
+        return &DEFAULTS;
+    }
+    // SAFETY: `configure` stored a `&'static Config`, never written after.
+    unsafe { &*c }
+}
+
 /// Whether profiling is on (MEMX_PROFILE set).
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
 /// Turns sampling on when MEMX_PROFILE is set. Runs during initialisation.
-pub fn configure(cfg: &Config) {
+pub fn configure(cfg: &'static Config) {
+    CONFIG.store(cfg as *const Config as *mut Config, Ordering::Release);
     if cfg.profile_prefix.is_empty() {
         if cfg.stats_interval_ms > 0 {
             crate::sys::write_stderr(
@@ -134,11 +153,29 @@ pub fn start() {
     worker::start();
 }
 
+/// The profiler's record of one live sampled object, kept on its span
+/// until the object is freed and handed back to `record_free`.
+pub struct Sample(core::ptr::NonNull<table::Record>);
+
+impl Sample {
+    /// The object's allocation stack, innermost frame first.
+    pub fn stack(&self) -> &[usize] {
+        // SAFETY: a record lives until `record_free` takes its `Sample`;
+        // its bucket's frames never change.
+        unsafe { self.0.as_ref() }.bucket().frames()
+    }
+}
+
+// SAFETY: a `Sample` is only followed by whoever holds its object's span
+// (under the heap lock) or by `record_free` under the profiler's lock.
+unsafe impl Send for Sample {}
+
 /// Records a sampled object of `size` bytes with the calling stack. The
 /// caller holds no allocator lock and has set the thread's re-entry guard.
-pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
+/// None if profiling is off or the table is full.
+pub fn record_alloc(_addr: usize, size: usize) -> Option<Sample> {
     if !enabled() {
-        return core::ptr::null_mut();
+        return None;
     }
     let mut native = [0usize; NATIVE_DEPTH];
     let depth = unwind::backtrace(&mut native);
@@ -160,22 +197,22 @@ pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
         let reason = if record.is_null() {
             None
         } else {
-            st.triggers.on_alloc(est, config::get())
+            st.triggers.on_alloc(est, cfg())
         };
         (record, reason)
     };
     if let Some(r) = reason {
         worker::request(r);
     }
-    record as *mut u8
+    core::ptr::NonNull::new(record).map(Sample)
 }
 
 /// The sampled object whose record this is was freed.
-pub fn record_free(record: *mut u8) {
+pub fn record_free(sample: Sample) {
     let mut st = STATE.lock();
-    // SAFETY: `record` came from `record_alloc` (its span kept it) and its
+    // SAFETY: `sample` came from `record_alloc` (its span kept it) and its
     // object is freed exactly once.
-    let size = unsafe { st.table.remove(record as *mut table::Record) };
+    let size = unsafe { st.table.remove(sample.0.as_ptr()) };
     st.triggers.on_free(estimate(size, sampler::mean()));
 }
 
@@ -207,7 +244,7 @@ pub fn at_exit() {
         return;
     }
     worker::write_stats_line();
-    if config::get().profile_at_exit {
+    if cfg().profile_at_exit {
         dump_now();
     }
 }

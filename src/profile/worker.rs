@@ -13,7 +13,6 @@
 //! Must never: write a dump from the signal handler or from an allocating
 //! thread.
 
-use crate::config;
 use crate::sys;
 use crate::sys::io::{self, OldAction};
 use crate::util::fmt::FixedBuf;
@@ -83,7 +82,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 /// signal's handler. Called once, from the library constructor.
 pub fn start() {
     start_thread();
-    let sig = config::get().profile_signal as i32;
+    let sig = super::cfg().profile_signal as i32;
     if sig != 0 {
         // Record the previous action before ours is in place: a signal may
         // arrive as soon as it is.
@@ -107,7 +106,7 @@ pub fn restart_in_child() {
 /// programs notice an extra thread (CPython 3.12+ warns on fork() in a
 /// process with more than one).
 fn thread_needed() -> bool {
-    let c = config::get();
+    let c = super::cfg();
     c.profile_signal != 0
         || c.profile_alloc_interval != 0
         || c.profile_inuse_interval != 0
@@ -118,7 +117,7 @@ fn thread_needed() -> bool {
 
 fn start_thread() {
     START_NS.store(sys::now_ns(), Ordering::Relaxed);
-    if config::get().stats_interval_ms > 0 {
+    if super::cfg().stats_interval_ms > 0 {
         open_stats_file();
     }
     if thread_needed() && !io::spawn_thread(run) {
@@ -131,7 +130,7 @@ fn elapsed_ms() -> u64 {
 }
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
-    let cfg = config::get();
+    let cfg = super::cfg();
     let dump_every = cfg.profile_time_interval.saturating_mul(1_000_000_000);
     let stats_every = cfg.stats_interval_ms.saturating_mul(1_000_000);
     let now = sys::now_ns();
@@ -187,7 +186,7 @@ fn deadline(from: u64, every: u64) -> u64 {
 
 fn stats_path() -> super::dump::PathBuf {
     let mut path = super::dump::PathBuf::new();
-    path.bytes(config::get().profile_prefix.as_bytes())
+    path.bytes(super::cfg().profile_prefix.as_bytes())
         .str(".")
         .u64(sys::getpid() as u64)
         .str(".stats\0");

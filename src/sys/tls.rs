@@ -6,29 +6,37 @@
 //! destructor through `__cxa_thread_atexit_impl`, which calls calloc. An
 //! initial-exec slot is a single `%fs`-relative load, valid from the first
 //! instruction of every thread, and starts out as the address of the static
-//! empty cache (so the fast path needs no null check).
+//! empty cache (so the fast path needs no null check). The slot holds an
+//! untyped pointer: what it points at is the thread cache's business.
 //! Must never: grow beyond one word of static TLS.
+
+/// Defines the slot, starting out as the address of the static `$initial`
+/// in every thread. Invoked once, by the owner of what the slot points at
+/// (`thread_cache`), so this module names no allocator type.
+#[cfg(target_arch = "x86_64")]
+macro_rules! define_slot {
+    ($initial:path) => {
+        core::arch::global_asm!(
+            ".pushsection .tdata,\"awT\",@progbits",
+            ".p2align 3",
+            ".globl memx_tls_cache",
+            ".hidden memx_tls_cache",
+            ".type memx_tls_cache,@object",
+            ".size memx_tls_cache,8",
+            "memx_tls_cache:",
+            ".quad {initial}",
+            ".popsection",
+            initial = sym $initial,
+        );
+    };
+}
+pub(crate) use define_slot;
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use crate::thread_cache::{ThreadCache, EMPTY_CACHE};
-
-    core::arch::global_asm!(
-        ".pushsection .tdata,\"awT\",@progbits",
-        ".p2align 3",
-        ".globl memx_tls_cache",
-        ".hidden memx_tls_cache",
-        ".type memx_tls_cache,@object",
-        ".size memx_tls_cache,8",
-        "memx_tls_cache:",
-        ".quad {empty}",
-        ".popsection",
-        empty = sym EMPTY_CACHE,
-    );
-
     #[inline(always)]
-    pub fn get() -> *mut ThreadCache {
-        let v: *mut ThreadCache;
+    pub fn get() -> *mut u8 {
+        let v: *mut u8;
         // SAFETY: reads this thread's copy of the 8-byte slot defined above;
         // the GOT entry holds its offset from the thread pointer.
         unsafe {
@@ -43,7 +51,7 @@ mod imp {
     }
 
     #[inline(always)]
-    pub fn set(tc: *mut ThreadCache) {
+    pub fn set(tc: *mut u8) {
         // SAFETY: writes this thread's copy of the slot; nothing else aliases
         // it (each thread has its own).
         unsafe {

@@ -39,14 +39,14 @@ fn list_lengths_stay_within_limits() {
     for p in ptrs {
         free(p);
     }
-    let tc = tls::get();
+    let tc = current();
     assert!(!is_static(tc));
     // SAFETY: this thread's own cache.
     let list = unsafe { &(*tc).lists[class] };
     assert!(list.avail.load(Relaxed) >= 0);
     assert!(list.len() <= MAX_LEN as usize);
     // SAFETY: owner-only state, read by the owner.
-    let cold = unsafe { &*(*tc).cold.get() };
+    let cold = unsafe { &(*(*tc).cold.get()).sizing };
     assert!(cold.capacity <= cold.limit.max(CLASSES[class].batch as usize * 48));
     assert!(cold.limit <= PER_THREAD_MAX);
 }
@@ -61,7 +61,7 @@ fn thread_exit_returns_cache_and_budget() {
                 for p in ptrs {
                     free(p);
                 }
-                assert!(!is_static(tls::get()));
+                assert!(!is_static(current()));
             })
         })
         .collect();
@@ -111,7 +111,7 @@ fn cached_links_are_encoded_and_checked() {
     let b = malloc(64);
     free(a);
     free(b);
-    let tc = tls::get();
+    let tc = current();
     // SAFETY: this thread's own cache.
     let list = unsafe { &(*tc).lists[class_of(64)] };
     let head = list.head.load(Relaxed);
@@ -120,11 +120,14 @@ fn cached_links_are_encoded_and_checked() {
     let raw = unsafe { (*head).next };
     assert_ne!(raw as *mut u8, a, "the link is not stored in the clear");
     // SAFETY: as above.
-    assert_eq!(unsafe { crate::util::link(head, link_key()) } as *mut u8, a);
+    let decoded = unsafe { crate::free_object::link(head, link_key()) };
+    assert_eq!(decoded as *mut u8, a);
     // The same word written in the clear (a forged link) decodes misaligned:
     // the next pop would see it and abort.
-    let forged = crate::util::encode_link(a as *mut FreeObject, 0) ^ link_key();
-    assert!(!crate::util::is_valid_link(forged as *mut FreeObject));
+    let forged = crate::free_object::encode_link(a as *mut FreeObject, 0) ^ link_key();
+    assert!(!crate::free_object::is_valid_link(
+        forged as *mut FreeObject
+    ));
     assert_eq!(malloc(64), b);
     assert_eq!(malloc(64), a);
     free(a);
@@ -156,13 +159,13 @@ fn a_foreign_object_is_not_this_threads_next_allocation() {
 }
 
 /// Runs `f` on a new thread with its own cache, capped at START_CAP.
-fn with_fresh_cache(f: impl FnOnce(&ThreadCache, &mut Cold) + Send + 'static) {
+fn with_fresh_cache(f: impl FnOnce(&ThreadCache, &mut Sizing) + Send + 'static) {
     std::thread::spawn(|| {
         free(malloc(64));
-        let tc = tls::get();
+        let tc = current();
         // SAFETY: this thread's own cache; its owner-only state is touched
         // by this thread alone.
-        let (t, cold) = unsafe { (&*tc, &mut *(*tc).cold.get()) };
+        let (t, cold) = unsafe { (&*tc, &mut (*(*tc).cold.get()).sizing) };
         cold.cap = START_CAP;
         f(t, cold);
     })
@@ -215,10 +218,10 @@ fn contention_raises_the_cap_up_to_the_per_thread_max() {
 fn active_classes_are_exactly_those_with_a_limit() {
     std::thread::spawn(|| {
         free(malloc(16));
-        let tc = tls::get();
+        let tc = current();
         let check = || {
             // SAFETY: this thread's own cache, owner-only state.
-            let cold = unsafe { &*(*tc).cold.get() };
+            let cold = unsafe { &(*(*tc).cold.get()).sizing };
             for class in 1..NUM_CLASSES {
                 // SAFETY: as above.
                 let max_len = unsafe { (*tc).lists[class].max_len.load(Relaxed) };
@@ -237,7 +240,7 @@ fn active_classes_are_exactly_those_with_a_limit() {
         check();
         // Shrinking every list to nothing clears every bit.
         // SAFETY: as above.
-        let (t, cold) = unsafe { (&*tc, &mut *(*tc).cold.get()) };
+        let (t, cold) = unsafe { (&*tc, &mut (*(*tc).cold.get()).sizing) };
         for class in 1..NUM_CLASSES {
             while t.lists[class].max_len.load(Relaxed) > 0 {
                 shrink(t, cold, class);
@@ -258,7 +261,7 @@ fn list_zero_stays_empty_with_no_room() {
             live.push(malloc([0, 8, 300, 5000, 300 << 10][i % 5]));
         }
         live.into_iter().for_each(free);
-        let tc = tls::get();
+        let tc = current();
         // SAFETY: this thread's own cache.
         let list = unsafe { &(*tc).lists[0] };
         assert!(list.is_empty());
@@ -281,7 +284,7 @@ fn a_thread_that_only_frees_caches_whole_batches() {
             free(p as *mut u8);
         }
         // SAFETY: this thread's own cache.
-        let max_len = unsafe { (*tls::get()).lists[class].max_len.load(Relaxed) };
+        let max_len = unsafe { (*current()).lists[class].max_len.load(Relaxed) };
         assert!(max_len >= CLASSES[class].batch, "max_len {max_len}");
     })
     .join()
@@ -300,4 +303,34 @@ fn class_set_difference_in_order() {
     assert_eq!(got, [1, 63, 64, NUM_CLASSES - 1]);
     a.remove(64);
     assert!(!a.contains(64) && a.contains(63));
+}
+
+#[test]
+fn every_list_keeps_avail_equal_to_max_len_minus_len() {
+    // The invariant FreeList's methods maintain, checked against the chain
+    // itself after traffic that refills, flushes, grows, shrinks, steals
+    // and scavenges (sizes across all classes, and large ones).
+    std::thread::spawn(|| {
+        let mut live = Vec::new();
+        for i in 0..60000usize {
+            live.push(malloc(1 + (i * 7919) % 40000));
+            if i % 3 != 0 {
+                free(live.swap_remove((i * 31) % live.len()));
+            }
+        }
+        live.into_iter().for_each(free);
+        let tc = current();
+        // SAFETY: this thread's own cache, read by its owner.
+        let t = unsafe { &*tc };
+        for (class, list) in t.lists.iter().enumerate().skip(1) {
+            // SAFETY: list members form an END-terminated chain.
+            let len = unsafe { crate::free_object::chain_len(list.head.load(Relaxed), t.key) };
+            let len = len.unwrap();
+            let (avail, max_len) = (list.avail.load(Relaxed), list.max_len());
+            assert_eq!(avail as i64, max_len as i64 - len as i64, "class {class}");
+            assert!(len as u32 <= max_len && max_len <= MAX_LEN, "class {class}");
+        }
+    })
+    .join()
+    .unwrap();
 }

@@ -1,0 +1,329 @@
+//! How long a thread's lists may grow: the cache-sizing policy and the
+//! global budget it draws on.
+//!
+//! List limits follow tcmalloc: a list's max_len starts at one batch when
+//! first used, grows by a batch each time it runs empty (up to MAX_LEN),
+//! and shrinks by a batch after repeated overflows. All lists of a thread
+//! together stay within the thread's claimed share of the global budget
+//! `MEMX_THREAD_CACHE_BYTES`; a thread that cannot claim more steals
+//! capacity from its own other lists. A thread claims at most START_CAP
+//! until it finds a central lock held by another thread, or goes to the
+//! central lists more than BUSY_TRIPS times per SCAVENGE_BYTES allocated;
+//! each such event raises its cap by CAP_STEP, up to PER_THREAD_MAX. So
+//! caches grow where they save lock traffic (servers, big working sets),
+//! and threads that take turns (Python's GIL) keep small ones.
+//!
+//! The equations (`Sizing`'s fields, `BUDGET`):
+//!
+//! ```text
+//!   capacity ≤ limit ≤ cap ≤ PER_THREAD_MAX     per thread (capacity may
+//!                                                pass limit by one step
+//!                                                while budget is zero)
+//!   BUDGET + Σ limit = MEMX_THREAD_CACHE_BYTES   over the live caches
+//! ```
+//!
+//! Owns: `BUDGET`. Must never: change a list's `len`/`avail` except
+//! through `FreeList`'s methods, or run on the fast path.
+
+use super::slow::flush;
+use super::{ThreadCache, MAX_LEN};
+use crate::central::{CentralFreeList, CENTRAL};
+use crate::sampler;
+use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
+use crate::sys::lock::LockedGuard;
+use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+/// The most one thread may claim of the global budget.
+pub const PER_THREAD_MAX: usize = 2 << 20;
+/// What a thread may claim until it meets contention. Without contention a
+/// batch from the central list costs one uncontended lock, so a small
+/// cache loses little speed, and threads that take turns (Python's GIL)
+/// would otherwise each hold a full cache of idle objects.
+pub(super) const START_CAP: usize = 256 << 10;
+/// How much each contended central lock raises the thread's cap.
+pub(super) const CAP_STEP: usize = 256 << 10;
+/// Trips to the central lists per SCAVENGE_BYTES allocated above which the
+/// cache is too small for the thread's working set, and its cap rises by
+/// CAP_STEP too. Measured at 256 KiB: a
+/// single-threaded churn of 8 B-1 KiB objects made 3,500 (and ran 18%
+/// slower than with 2 MiB), pure-Python JSON work 750.
+pub(super) const BUSY_TRIPS: usize = 1000;
+/// Budget is claimed from the global pool in steps of this much.
+pub(super) const CLAIM_STEP: usize = 64 << 10;
+/// Overflows tolerated before a list at more than one batch shrinks.
+const MAX_OVERAGES: u32 = 3;
+
+/// Unclaimed part of `MEMX_THREAD_CACHE_BYTES`: BUDGET + Σ limit over the
+/// live caches equals it at all times.
+pub(super) static BUDGET: AtomicI64 = AtomicI64::new(32 << 20);
+
+pub fn set_budget(bytes: u64) {
+    BUDGET.store(bytes.min(i64::MAX as u64) as i64, Relaxed);
+}
+
+/// A set of size classes, one bit each.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct ClassSet([u64; NUM_CLASSES.div_ceil(64)]);
+
+impl ClassSet {
+    pub(super) const EMPTY: ClassSet = ClassSet([0; NUM_CLASSES.div_ceil(64)]);
+
+    pub(super) fn insert(&mut self, class: usize) {
+        self.0[class / 64] |= 1 << (class % 64);
+    }
+
+    pub(super) fn remove(&mut self, class: usize) {
+        self.0[class / 64] &= !(1 << (class % 64));
+    }
+
+    #[cfg(test)]
+    pub(super) fn contains(&self, class: usize) -> bool {
+        self.0[class / 64] & (1 << (class % 64)) != 0
+    }
+
+    /// The classes in `self` and not in `other`, in order.
+    pub(super) fn minus(self, other: ClassSet) -> impl Iterator<Item = usize> {
+        (0..self.0.len()).flat_map(move |w| {
+            let mut bits = self.0[w] & !other.0[w];
+            core::iter::from_fn(move || {
+                if bits == 0 {
+                    return None;
+                }
+                let class = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                Some(class)
+            })
+        })
+    }
+}
+
+/// One thread's sizing state (owner-only).
+///
+///   capacity = Σ max_len × size over the lists
+///   capacity ≤ limit ≤ cap ≤ PER_THREAD_MAX
+pub(super) struct Sizing {
+    /// Σ max_len × size over the lists, in bytes.
+    pub(super) capacity: usize,
+    /// Bytes claimed from the global budget (given back at thread exit).
+    pub(super) limit: usize,
+    /// The most this thread may claim: START_CAP, raised towards
+    /// PER_THREAD_MAX on contention and on busy periods (`raise_cap`).
+    pub(super) cap: usize,
+    /// Per class: overflows of a list above one batch since it last shrank.
+    overages: [u32; NUM_CLASSES],
+    /// The next class `steal` shrinks (round robin over 1..NUM_CLASSES).
+    steal_cursor: usize,
+    /// Classes whose list ran empty since the last scavenge (bit per class).
+    pub(super) dry: ClassSet,
+    /// Classes whose list has a limit above zero, the only ones a scavenge
+    /// visits: with large objects it runs every few hundred allocations.
+    pub(super) active: ClassSet,
+    /// Trips to the central lists (refills and flushes) since the last
+    /// scavenge.
+    pub(super) central_trips: usize,
+}
+
+impl Sizing {
+    pub(super) const fn new() -> Self {
+        Sizing {
+            capacity: 0,
+            limit: 0,
+            cap: START_CAP,
+            overages: [0; NUM_CLASSES],
+            steal_cursor: 1,
+            dry: ClassSet::EMPTY,
+            active: ClassSet::EMPTY,
+            central_trips: 0,
+        }
+    }
+}
+
+/// Gives back what the thread did not need lately: a list that never ran
+/// empty since the last scavenge had objects to spare the whole time (the
+/// slow-path stand-in for tcmalloc's low-water mark, which would cost the
+/// fast path an instruction), so half of it goes back to the central list
+/// and its limit drops by a batch. Bursty programs (Python) otherwise keep
+/// a burst's worth of every class cached for good. A thread that went to
+/// the central lists often in the period gets a higher cap instead.
+pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
+    // Trips per SCAVENGE_BYTES allocated: with profiling on, periods vary
+    // (they are sums of random sampling intervals).
+    if sz.central_trips * sampler::SCAVENGE_BYTES > BUSY_TRIPS * period {
+        raise_cap(sz);
+    }
+    sz.central_trips = 0;
+    for class in sz.active.minus(sz.dry) {
+        let list = &t.lists[class];
+        let len = list.len();
+        if len == 0 {
+            continue;
+        }
+        flush(t, class, len.div_ceil(2));
+        if list.max_len() > CLASSES[class].batch {
+            shrink(t, sz, class);
+        }
+    }
+    sz.dry = ClassSet::EMPTY;
+}
+
+/// Raises `class`'s max_len (by one below a batch, else by a batch) if the
+/// thread's budget allows,
+/// claiming more of the global budget or stealing from other lists.
+pub(super) fn grow(t: &ThreadCache, class: usize) {
+    grow_with(t, class, true);
+}
+
+/// `grow`; with `may_steal` false, only within budget the thread can claim.
+fn grow_with(t: &ThreadCache, class: usize, may_steal: bool) {
+    let k = &CLASSES[class];
+    // SAFETY: owner-only state.
+    let sz = &mut unsafe { t.cold() }.sizing;
+    let list = &t.lists[class];
+    let step = growth_step(k, list.max_len());
+    let cost = step as usize * k.size as usize;
+    if sz.capacity + cost > sz.limit
+        && !claim(sz, cost)
+        && !(may_steal && steal(t, sz, class, cost))
+    {
+        return;
+    }
+    let add = step.min(MAX_LEN - list.max_len());
+    list.grow(add);
+    sz.active.insert(class);
+    sz.capacity += add as usize * k.size as usize;
+}
+
+/// How much a list's max_len grows at a time. Slow start, as tcmalloc: a
+/// class used now and then caches a few objects, not a whole batch, and a
+/// busy one reaches a batch quickly. Except below 64 bytes: there objects
+/// share cache lines, and one-object refills would hand neighbours on one
+/// line to different threads (false sharing; the cache-thrash benchmark ran
+/// at 3.8x glibc). A whole batch is a contiguous, line-aligned run.
+fn growth_step(k: &ClassInfo, max_len: u32) -> u32 {
+    if max_len < k.batch && k.size >= 64 {
+        1
+    } else {
+        k.batch
+    }
+}
+
+/// Claims budget so `capacity + cost` fits the thread's limit.
+pub(super) fn claim(sz: &mut Sizing, cost: usize) -> bool {
+    let need = sz.capacity + cost - sz.limit;
+    let step = need.div_ceil(CLAIM_STEP) * CLAIM_STEP;
+    if sz.limit + step > sz.cap {
+        return false;
+    }
+    let mut left = BUDGET.load(Relaxed);
+    loop {
+        if left < step as i64 {
+            return false;
+        }
+        match BUDGET.compare_exchange_weak(left, left - step as i64, Relaxed, Relaxed) {
+            Ok(_) => break,
+            Err(v) => left = v,
+        }
+    }
+    sz.limit += step;
+    true
+}
+
+/// Gives the thread's whole claim back to the budget (its lists are empty
+/// and will not grow again: thread exit, or a thread gone in a fork child).
+pub(super) fn give_back(sz: &mut Sizing) {
+    BUDGET.fetch_add(sz.limit as i64, Relaxed);
+    sz.limit = 0;
+    sz.capacity = 0;
+}
+
+/// Shrinks other lists of this thread until `cost` more bytes fit.
+fn steal(t: &ThreadCache, sz: &mut Sizing, class: usize, cost: usize) -> bool {
+    for _ in 1..NUM_CLASSES {
+        if sz.capacity + cost <= sz.limit {
+            return true;
+        }
+        let v = sz.steal_cursor;
+        sz.steal_cursor = if v + 1 >= NUM_CLASSES { 1 } else { v + 1 };
+        if v != class && t.lists[v].max_len() > 0 {
+            shrink(t, sz, v);
+        }
+    }
+    sz.capacity + cost <= sz.limit
+}
+
+/// Lowers `class`'s max_len by one batch, flushing objects that no longer fit.
+pub(super) fn shrink(t: &ThreadCache, sz: &mut Sizing, class: usize) {
+    let k = &CLASSES[class];
+    let list = &t.lists[class];
+    let max_len = list.max_len();
+    let cut = k.batch.min(max_len);
+    let len = list.len() as u32;
+    let new_max = max_len - cut;
+    if len > new_max {
+        flush(t, class, (len - new_max) as usize);
+    }
+    list.shrink(cut);
+    sz.capacity -= cut as usize * k.size as usize;
+    if new_max == 0 {
+        sz.active.remove(class);
+    }
+}
+
+/// `class`'s central list, locked; a contended lock raises this thread's
+/// cache cap (see START_CAP).
+pub(super) fn central(t: &ThreadCache, class: usize) -> LockedGuard<'static, CentralFreeList> {
+    let (guard, contended) = CENTRAL[class].lock_reporting();
+    // SAFETY: owner-only state of the caller's own cache.
+    let sz = &mut unsafe { t.cold() }.sizing;
+    sz.central_trips += 1;
+    if contended {
+        raise_cap(sz);
+    }
+    guard
+}
+
+pub(super) fn raise_cap(sz: &mut Sizing) {
+    sz.cap = (sz.cap + CAP_STEP).min(PER_THREAD_MAX);
+}
+
+/// A full list (or one with limit 0) of `class` is about to take a freed
+/// object: adjusts its limit and flushes as the policy says. False if the
+/// object must go around the cache (straight to the central list).
+pub(super) fn make_room(t: &ThreadCache, class: usize) -> bool {
+    let k = &CLASSES[class];
+    let list = &t.lists[class];
+    let max_len = list.max_len();
+    if max_len == 0 {
+        // This thread has not allocated from `class` lately (malloc's refill
+        // would have raised the limit), so `p` most likely came from another
+        // thread, whose neighbouring objects it shares cache lines with.
+        // Caching it would make it this thread's next allocation (passive
+        // false sharing: 4x glibc on cache-scratch). It goes back to its
+        // span instead; the limit grows, so later frees are cached.
+        grow(t, class);
+        return false;
+    }
+    if !list.has_room() && max_len < k.batch {
+        // Slow start on this side too (as tcmalloc): a thread that only
+        // frees (a consumer) never refills, and at one object its every
+        // free went to the spans one at a time. At a batch, its flushes are
+        // whole batches, which the transfer cache passes on in O(1). Not
+        // by shrinking its other lists, though: a consumer freeing every
+        // class would only trade objects between them.
+        grow_with(t, class, false);
+    }
+    if !list.has_room() {
+        let len = list.len();
+        flush(t, class, len.min(k.batch as usize));
+        // SAFETY: owner-only state.
+        let sz = &mut unsafe { t.cold() }.sizing;
+        if max_len > k.batch {
+            sz.overages[class] += 1;
+            if sz.overages[class] > MAX_OVERAGES {
+                sz.overages[class] = 0;
+                shrink(t, sz, class);
+            }
+        }
+    }
+    list.has_room()
+}

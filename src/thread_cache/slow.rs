@@ -1,0 +1,168 @@
+//! The slow paths of small objects: a list ran empty (refill from the
+//! central list), a list is full (flush to it), the countdown ran out, or
+//! the thread has no cache yet. Everything here is `#[cold]` or reached
+//! only from cold code; the lists change only through `FreeList`'s methods
+//! and their limits only through `sizing`.
+//!
+//! Must never: run on the fast path, or hold a central lock while calling
+//! into anything that could take another one.
+
+use super::registry::current_or_create;
+use super::sampling::{alloc_large, alloc_sampled, countdown_expired, free_large};
+use super::sizing::{self, central};
+use super::{ThreadCache, LIST_STRIDE, MAX_LEN};
+use crate::central::{check, CENTRAL};
+use crate::diag;
+use crate::free_object::{link_key, set_link, BadLink, FreeObject, END};
+use crate::pagemap::PAGEMAP;
+use crate::size_class::{CLASSES, MAX_SMALL, PAGE_SIZE};
+
+/// `counted`: the fast path already took `size` off the countdown.
+#[cold]
+#[inline(never)]
+pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 {
+    // Large and zero-byte requests reach here through the always-empty list 0.
+    if offset == 0 && size > MAX_SMALL {
+        return alloc_large(size, 1);
+    }
+    let class = (offset / LIST_STRIDE).max(1);
+    let tc = current_or_create();
+    if let Some(tc) = tc {
+        // SAFETY: this thread's own live cache. If `counted`, the fast
+        // path's charge already ran the countdown out.
+        let expired = counted || unsafe { ThreadCache::charge(tc, size) };
+        // SAFETY: as above.
+        if expired && countdown_expired(unsafe { &*tc }) {
+            // A sampled object gets a span of its own, marked sampled, so
+            // the ordinary free path never looks anything up.
+            return alloc_sampled(size, 1);
+        }
+    }
+    if check::enabled() {
+        return malloc_checked(size, 16);
+    }
+    let Some(tc) = tc else {
+        return central_alloc_one(class);
+    };
+    // SAFETY: a live cache owned by this thread.
+    let t = unsafe { &*tc };
+    let list = &t.lists[class];
+    let mut head = list.head.load(core::sync::atomic::Ordering::Relaxed);
+    if head as usize & 15 != 0 {
+        if head != END {
+            // A link popped earlier decoded to garbage.
+            diag::corrupt_free_list(
+                class,
+                BadLink {
+                    at: 0,
+                    value: head as usize,
+                },
+            );
+        }
+        head = refill(t, class);
+        if head == END {
+            return central_alloc_one(class);
+        }
+    }
+    // SAFETY: `head` is this list's head, a free object.
+    unsafe { list.pop(head, t.key) }
+}
+
+/// Checked mode's `malloc` (and aligned allocation) for `size` bytes: a
+/// small object with room for the canary and trailer, one at a time from
+/// the central list (see `central::check`), or a large one with a canary.
+pub fn malloc_checked(size: usize, align: usize) -> *mut u8 {
+    match check::class_for(size, align) {
+        0 => alloc_large(size, (align / PAGE_SIZE).max(1)),
+        class => check::alloc_small(class, size),
+    }
+}
+
+/// Fills an empty list from the central list; returns the new head.
+fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
+    let k = &CLASSES[class];
+    let list = &t.lists[class];
+    // SAFETY: owner-only state.
+    unsafe { t.cold() }.sizing.dry.insert(class);
+    // Growing on underflow: this class is in demand.
+    if list.max_len() < MAX_LEN {
+        sizing::grow(t, class);
+    }
+    let want = (k.batch).min(list.max_len().max(1)) as usize;
+    let (head, n) = central(t, class).remove_range(want);
+    if n == 0 {
+        return END;
+    }
+    list.install(head, n);
+    head
+}
+
+/// Moves the first `n` objects of a list to the central list.
+pub(super) fn flush(t: &ThreadCache, class: usize, n: usize) {
+    let Some((head, k)) = t.lists[class].detach(class, n, t.key) else {
+        return;
+    };
+    // SAFETY: the chain holds exactly `k` free objects of `class`.
+    unsafe { central(t, class).insert_range(head, k) };
+}
+
+#[cold]
+#[inline(never)]
+pub(super) fn free_overflow(p: *mut u8, offset: usize) {
+    if offset == 0 {
+        return free_slow(p);
+    }
+    let class = offset / LIST_STRIDE;
+    if check::enabled() {
+        return check::free_small(class, p, "free");
+    }
+    let Some(tc) = current_or_create() else {
+        return central_free_one(p, class);
+    };
+    // SAFETY: a live cache owned by this thread.
+    let t = unsafe { &*tc };
+    if !sizing::make_room(t, class) {
+        // No room even after flushing (a zero budget), or an object most
+        // likely from another thread: go around the cache.
+        return central_free_one(p, class);
+    }
+    let obj = p as *mut FreeObject;
+    // SAFETY: `p` is a free object of `class`, now a list member.
+    unsafe { t.lists[class].push(obj, t.key) };
+}
+
+/// `free` of anything that is not a small object with a class in its entry:
+/// null, large or sampled objects, and pointers that are not ours.
+#[cold]
+#[inline(never)]
+pub(super) fn free_slow(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    let entry = PAGEMAP.lookup_addr(p as usize);
+    if entry.is_empty() {
+        diag::invalid_pointer("free", p as usize, "not allocated by memx");
+    }
+    if entry.class() != 0 {
+        diag::invalid_pointer("free", p as usize, "not the start of an object");
+    }
+    free_large(p);
+}
+
+fn central_alloc_one(class: usize) -> *mut u8 {
+    let (head, n) = CENTRAL[class].lock().remove_range(1);
+    if n == 0 {
+        crate::sys::set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    }
+    head as *mut u8
+}
+
+pub(super) fn central_free_one(p: *mut u8, class: usize) {
+    let obj = p as *mut FreeObject;
+    // SAFETY: `p` is a free object of `class`; a chain of one.
+    unsafe {
+        set_link(obj, END, link_key());
+        CENTRAL[class].lock().insert_range(obj, 1);
+    }
+}
