@@ -462,3 +462,36 @@ pub fn snapshot(pid: u32, timeout: Duration) -> Result<Snapshot, String> {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn touch(p: &Path, t: SystemTime) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(p).unwrap();
+        f.set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn packaged_lib_is_the_one_installed_with_this_binary() {
+        let root = std::env::temp_dir().join(format!("memx-packaged-lib-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        let exe = root.join("bin/memx");
+        let bin = root.join("bin");
+        touch(&exe, t0);
+        let found = || packaged_lib(&bin, &exe).map(|p| p.canonicalize().unwrap());
+        assert_eq!(found(), None);
+        let old = root.join("lib/python3.8/site-packages/memx/libmemx.so");
+        touch(&old, t0 - Duration::from_secs(600));
+        assert_eq!(found(), Some(old));
+        // Debian's system Python, installed with the binary a second apart.
+        let new = root.join("lib/python3.11/dist-packages/memx/libmemx.so");
+        touch(&new, t0 + Duration::from_secs(1));
+        touch(&root.join("lib/perl5/memx/libmemx.so"), t0);
+        assert_eq!(found(), Some(new));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
