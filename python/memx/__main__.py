@@ -18,10 +18,7 @@ def main(argv):
     except FileNotFoundError as e:
         print("memx: %s" % e, file=sys.stderr)
         return 1
-    env = dict(os.environ)
-    lib = _paths.packaged_library()
-    if lib and "MEMX_LIB" not in env:
-        env["MEMX_LIB"] = lib
+    env = _paths.with_library(dict(os.environ))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(cmd, [cmd] + argv, env)

@@ -19,13 +19,8 @@ def packaged_library():
 
 def command():
     """The `memx` command installed with this package."""
-    dirs = [sysconfig.get_path("scripts")]
-    user_scheme = "posix_user" if os.name == "posix" else None
-    if user_scheme:
-        try:
-            dirs.append(sysconfig.get_path("scripts", user_scheme))
-        except KeyError:
-            pass
+    # The environment's scripts, then `pip install --user`'s.
+    dirs = [sysconfig.get_path("scripts"), sysconfig.get_path("scripts", "posix_user")]
     dirs.append(os.path.dirname(sys.executable))
     for d in dirs:
         p = os.path.join(d, "memx")
@@ -56,6 +51,12 @@ def command_env(base=None):
         env["LD_PRELOAD"] = ":".join(preload)
     else:
         env.pop("LD_PRELOAD", None)
+    return with_library(env)
+
+
+def with_library(env):
+    """`env` with this package's libmemx.so as MEMX_LIB, unless it names
+    one already."""
     lib = packaged_library()
     if lib and "MEMX_LIB" not in env:
         env["MEMX_LIB"] = lib
