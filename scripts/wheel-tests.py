@@ -122,6 +122,19 @@ OUTSIDE = textwrap.dedent(
     """
 )
 
+PROFILING_OFF = textwrap.dedent(
+    """\
+    import memx
+    print("ACTIVE", memx.active(), memx.stats()["in_use"] > 0)
+    try:
+        memx.dump()
+    except memx.NotActive as e:
+        print("WRONG", e)
+    except memx.MemxError as e:
+        print("OFF", e)
+    """
+)
+
 
 def check_python(py, wheel, work):
     minor = run([py, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])[1].strip()
@@ -157,6 +170,10 @@ def check_python(py, wheel, work):
     rc, out = run([vpy, "-c", OUTSIDE], env=clean_env())
     ok = "ACTIVE False" in out and out.count("NOTACTIVE") == 3 and "memx run -- python" in out
     check(tag + " the API outside memx says so", rc == 0 and ok, out)
+    lib = run([vpy, "-c", "from memx import _paths; print(_paths.packaged_library())"])[1].strip()
+    rc, out = run([vpy, "-c", PROFILING_OFF], env=clean_env(LD_PRELOAD=lib))
+    ok = "ACTIVE True True" in out and "OFF " in out and "MEMX_PROFILE is not set" in out
+    check(tag + " the API with profiling off says so", rc == 0 and ok, out)
     v1 = run([memx_cmd, "--version"], env=clean_env())[1]
     v2 = run([vpy, "-m", "memx", "--version"], env=clean_env())[1]
     check(tag + " python -m memx is the memx command", v1 == v2 and v1.startswith("memx "), v1 + v2)
