@@ -5,7 +5,7 @@ LIB    := $(CURDIR)/target/release/libmemx.so
 # The real interpreter, not a pyenv shim script, so LD_PRELOAD reaches it.
 PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 
-.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs cli-tests soak bench callgrind clean
+.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs cli-tests wheel wheel-tests soak bench callgrind clean
 
 all: build demo
 
@@ -22,7 +22,7 @@ demo: build
 	target/release/memx run --profile target/demo/app -- $(PYTHON) scripts/cli-example.py
 	target/release/memx diff target/demo/app.*.0001.heap target/demo/app.*.0003.heap --python --by line --top 5
 
-test: lint unit build cdylib-tests profile-tests real-programs cli-tests
+test: lint unit build cdylib-tests profile-tests real-programs cli-tests wheel-tests
 
 lint:
 	cargo fmt --all --check
@@ -45,6 +45,28 @@ real-programs: build
 # The `memx` command on dumps of C/C++ programs it builds (cli/tests/).
 cli-tests: build
 	cargo test --release -p memx-cli
+
+# The Python package: one py3-none wheel with libmemx.so and the memx
+# command (pyproject.toml; maturin builds it, auditwheel checks its tag).
+# The build tools live in a venv of their own under target/.
+TOOLS := $(CURDIR)/target/wheel-tools
+WHEEL  = $(firstword $(wildcard target/wheels/memx-$(VERSION)-py3-none-*.whl))
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' cli/Cargo.toml)
+
+$(TOOLS)/bin/maturin:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q 'maturin>=1.5,<2' auditwheel
+
+# Its own target dir: the feature `wheel` would otherwise make the next
+# `cargo build --workspace` rebuild the memx command.
+wheel: $(TOOLS)/bin/maturin
+	rm -f target/wheels/memx-$(VERSION)-*.whl
+	$(TOOLS)/bin/maturin build --release --out target/wheels --target-dir target/wheel-build
+
+# The wheel installed into venvs of two CPython versions, its API, and a
+# Jupyter kernel under memx (jupyter_client and ipykernel from PyPI).
+wheel-tests: wheel
+	$(PYTHON) scripts/wheel-tests.py $(WHEEL) $(TOOLS)
 
 # Minutes (SOAK_SECONDS, default 300); not part of `make test`, which runs
 # the same programs for seconds as cdylib tests.

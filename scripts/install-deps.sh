@@ -5,7 +5,8 @@
 # installs.
 #
 #   apt: gcc g++ make valgrind time (/usr/bin/time) binutils (nm)
-#        python3 (only if there is no python3 at all)
+#        python3 (only if there is no python3 at all), python3-venv (if
+#        python3 cannot make venvs: make wheel, scripts/wheel-tests.py)
 #        libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 google-perftools
 #        libgoogle-perftools4 heaptrack (only `make bench` uses them: its
 #        profiler overhead section; no test needs them)
@@ -14,6 +15,8 @@
 #        its test suite, which scripts/real-programs.sh runs)
 #   rustup: the rustfmt and clippy components, if `cargo fmt` / `cargo clippy`
 #        do not work
+#   (maturin, auditwheel, jupyter_client and ipykernel come from PyPI into
+#   venvs that `make wheel` and scripts/wheel-tests.py make themselves)
 #
 # Runs as root without sudo; otherwise uses sudo where it exists.
 set -euo pipefail
@@ -49,6 +52,8 @@ want valgrind have valgrind
 want time test -x /usr/bin/time
 want binutils have nm
 want python3 have python3
+# venvs for `make wheel` and scripts/wheel-tests.py (Debian splits them off).
+want python3-venv python3 -c 'import venv, ensurepip'
 # The patterns also accept the t64-renamed packages of Debian 13; which name
 # to install is settled below, once the package lists are there.
 want libjemalloc2 installed 'libjemalloc2*'

@@ -118,6 +118,41 @@ pub extern "C" fn mallopt(param: i32, value: i32) -> i32 {
     api::mallopt(param, value)
 }
 
+// memx's own entry points, for the Python package (ctypes).
+
+/// Writes a heap dump now; its path into `buf` (`len` bytes, NUL-terminated).
+/// Returns the path's length, 0 when profiling is off, -1 on failure.
+///
+/// # Safety
+/// `buf` points to `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn memx_dump(buf: *mut u8, len: usize) -> isize {
+    if buf.is_null() {
+        return -1;
+    }
+    // SAFETY: the caller's contract; not null.
+    crate::profile::dump_for_caller(unsafe { core::slice::from_raw_parts_mut(buf, len) })
+}
+
+/// The `malloc_stats` figures, named by `memx_stats_names`: writes up to `n`
+/// into `out`; returns how many there are.
+///
+/// # Safety
+/// `out` points to `n` writable `u64`s.
+#[no_mangle]
+pub unsafe extern "C" fn memx_stats(out: *mut u64, n: usize) -> usize {
+    if out.is_null() {
+        return stats::figures(&mut []);
+    }
+    // SAFETY: the caller's contract; not null.
+    stats::figures(unsafe { core::slice::from_raw_parts_mut(out, n) })
+}
+
+#[no_mangle]
+pub extern "C" fn memx_stats_names() -> *const u8 {
+    stats::FIGURE_NAMES.as_ptr()
+}
+
 // glibc's internal names, which some programs and libraries call directly.
 
 #[no_mangle]

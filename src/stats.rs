@@ -103,6 +103,40 @@ pub fn write_report(fd: i32) {
     sys::write_fd(fd, b.as_bytes());
 }
 
+/// The names of the `malloc_stats` figures that `figures` writes, in its
+/// order: space-separated, NUL-terminated (`memx_stats_names`, read by the
+/// Python package's `memx.stats()`, so the names live here only).
+pub const FIGURE_NAMES: &[u8] = b"in_use thread_cache central transfer free_resident \
+free_released mapped metadata large_bytes released_total rss large_count free_spans \
+threads release_calls\0";
+
+/// The `malloc_stats` report's figures as numbers (bytes, then counts), as
+/// many as `out` holds; returns how many there are in all.
+pub fn figures(out: &mut [u64]) -> usize {
+    let s = collect();
+    let all = [
+        s.in_use as u64,
+        s.thread_cache as u64,
+        s.central as u64,
+        s.transfer as u64,
+        s.free_resident as u64,
+        s.free_released as u64,
+        s.mapped as u64,
+        s.metadata as u64,
+        s.large_bytes as u64,
+        s.released_total,
+        sys::rss_bytes() as u64,
+        s.large_count as u64,
+        s.free_spans as u64,
+        s.threads as u64,
+        s.release_calls,
+    ];
+    for (o, v) in out.iter_mut().zip(all) {
+        *o = v;
+    }
+    all.len()
+}
+
 /// glibc's `struct mallinfo2`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]
@@ -169,5 +203,21 @@ pub fn mallinfo() -> MallInfo {
         uordblks: c(m.uordblks),
         fordblks: c(m.fordblks),
         keepcost: c(m.keepcost),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_figure_has_a_name() {
+        let names = core::str::from_utf8(FIGURE_NAMES.strip_suffix(b"\0").unwrap()).unwrap();
+        let mut out = [u64::MAX; 32];
+        let n = figures(&mut out);
+        assert_eq!(names.split(' ').count(), n, "{names}");
+        assert!(out[n..].iter().all(|&v| v == u64::MAX));
+        assert!(out[10] > 0, "rss, the 11th figure, is never 0");
+        assert_eq!(names.split(' ').nth(10), Some("rss"));
     }
 }

@@ -2,6 +2,7 @@
 
 mod dump;
 mod flame;
+mod jupyter;
 mod options;
 mod plot;
 mod pprof;
@@ -247,6 +248,11 @@ fn main_inner() -> Result<i32, String> {
             let out = c.output.unwrap_or_else(|| default_output(&input, ".svg"));
             write_output(&out, svg.as_bytes())?;
             Ok(0)
+        }
+        Cmd::Jupyter => {
+            // Checked against the table here; acted on by the Python package.
+            options::parse(cmd, argv.clone())?;
+            jupyter::forward(argv)
         }
         Cmd::Snapshot => {
             let c = common(cmd, argv)?;

@@ -18,6 +18,7 @@ pub enum Cmd {
     Pprof,
     Plot,
     Snapshot,
+    Jupyter,
 }
 
 use Cmd::*;
@@ -76,6 +77,15 @@ pub const COMMANDS: &[CmdSpec] = &[
         operands: "PID",
         about: "Ask a running memx process for a dump, wait for it and report it.",
     },
+    CmdSpec {
+        cmd: Jupyter,
+        names: &["jupyter"],
+        operands: "install",
+        about: "Write a Jupyter kernel spec, \"Python 3 (memx)\", that starts the Python \
+                installed beside this command under memx with heap profiling on; in it, \
+                `%load_ext memx` and `%memx` show the top sites (needs the memx Python \
+                package: pip install memx; same as python -m memx jupyter install).",
+    },
 ];
 
 /// One option: its names, its value's name (None for a flag), the
@@ -97,15 +107,36 @@ pub const OPTIONS: &[OptSpec] = &[
         long: "--profile",
         short: None,
         value: Some("PREFIX"),
-        cmds: &[Run],
+        cmds: &[Run, Jupyter],
         help: "where dumps go: PREFIX.<pid>.<seq>.heap",
     },
     OptSpec {
         long: "--sample",
         short: None,
         value: Some("SIZE"),
-        cmds: &[Run],
+        cmds: &[Run, Jupyter],
         help: "mean bytes between samples (MEMX_PROFILE_SAMPLE)",
+    },
+    OptSpec {
+        long: "--name",
+        short: None,
+        value: Some("NAME"),
+        cmds: &[Jupyter],
+        help: "the kernel's name (default memx)",
+    },
+    OptSpec {
+        long: "--sys-prefix",
+        short: None,
+        value: None,
+        cmds: &[Jupyter],
+        help: "install into the Python environment, not for the user",
+    },
+    OptSpec {
+        long: "--prefix",
+        short: None,
+        value: Some("DIR"),
+        cmds: &[Jupyter],
+        help: "install into DIR/share/jupyter",
     },
     OptSpec {
         long: "--signal",

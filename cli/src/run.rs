@@ -22,8 +22,10 @@ pub struct RunOpts {
 }
 
 /// libmemx.so: `$MEMX_LIB`, beside this binary, in `target/release` of the
-/// tree this binary was built in (`<exe dir>/../../target/release`), or in
-/// `<exe dir>/../lib` (an installed layout).
+/// tree this binary was built in (`<exe dir>/../../target/release`), in
+/// `<exe dir>/../lib` (an installed layout), or in the Python package this
+/// binary was installed with (`pip install memx`: the binary is a script of
+/// the environment, `<exe dir>/../lib/python3.N/site-packages/memx/`).
 pub fn find_lib() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("MEMX_LIB") {
         let p = PathBuf::from(p);
@@ -41,15 +43,47 @@ pub fn find_lib() -> Result<PathBuf, String> {
         dir.join("../../target/release/libmemx.so"),
         dir.join("../lib/libmemx.so"),
     ];
-    for c in &candidates {
+    for c in candidates.iter().chain(packaged_lib(dir, &exe).as_ref()) {
         if c.is_file() {
             return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
         }
     }
     Err(format!(
-        "cannot find libmemx.so (looked beside {} and in ../../target/release, ../lib); build it with `make build` or set MEMX_LIB",
+        "cannot find libmemx.so (looked beside {} and in ../../target/release, ../lib, \
+         ../lib/python3.*/site-packages/memx); build it with `make build` or set MEMX_LIB",
         exe.display()
     ))
+}
+
+/// The Python package's libmemx.so in the environment whose script `exe`
+/// is (`<bin>/../lib{,64}/python3.*/{site,dist}-packages/memx/`). With one
+/// for each of several Pythons, the one installed nearest in time to `exe`
+/// (each install rewrites the script).
+fn packaged_lib(bin: &Path, exe: &Path) -> Option<PathBuf> {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let exe_time = mtime(exe)?;
+    let mut found = Vec::new();
+    for lib in ["../lib", "../lib64"] {
+        let Ok(entries) = std::fs::read_dir(bin.join(lib)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().starts_with("python3") {
+                continue;
+            }
+            for packages in ["site-packages", "dist-packages"] {
+                let p = e.path().join(packages).join("memx/libmemx.so");
+                if let Some(t) = mtime(&p) {
+                    let gap = match exe_time.duration_since(t) {
+                        Ok(d) => d,
+                        Err(e) => e.duration(),
+                    };
+                    found.push((gap, p));
+                }
+            }
+        }
+    }
+    found.into_iter().min().map(|(_, p)| p)
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -426,5 +460,38 @@ pub fn snapshot(pid: u32, timeout: Duration) -> Result<Snapshot, String> {
             });
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn touch(p: &Path, t: SystemTime) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(p).unwrap();
+        f.set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn packaged_lib_is_the_one_installed_with_this_binary() {
+        let root = std::env::temp_dir().join(format!("memx-packaged-lib-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        let exe = root.join("bin/memx");
+        let bin = root.join("bin");
+        touch(&exe, t0);
+        let found = || packaged_lib(&bin, &exe).map(|p| p.canonicalize().unwrap());
+        assert_eq!(found(), None);
+        let old = root.join("lib/python3.8/site-packages/memx/libmemx.so");
+        touch(&old, t0 - Duration::from_secs(600));
+        assert_eq!(found(), Some(old));
+        // Debian's system Python, installed with the binary a second apart.
+        let new = root.join("lib/python3.11/dist-packages/memx/libmemx.so");
+        touch(&new, t0 + Duration::from_secs(1));
+        touch(&root.join("lib/perl5/memx/libmemx.so"), t0);
+        assert_eq!(found(), Some(new));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -216,11 +216,33 @@ pub fn record_free(sample: Sample) {
     st.triggers.on_free(estimate(size, sampler::mean()));
 }
 
-/// Writes a dump now (helper thread, exit), marking it in the stats file.
-fn dump_now() {
-    if let Some(path) = dump::write() {
-        worker::note_dump(path.as_bytes());
+/// Writes a dump now (helper thread, exit, `dump_for_caller`), marking it
+/// in the stats file; its path, None if it could not be written.
+fn dump_now() -> Option<dump::PathBuf> {
+    let path = dump::write()?;
+    worker::note_dump(path.as_bytes());
+    Some(path)
+}
+
+/// A dump written now by the calling thread (`memx_dump`, which the Python
+/// package calls), so it is on disk when this returns. Its path goes into
+/// `out`, NUL-terminated. Returns the path's length; 0 when profiling is
+/// off; -1 when the dump could not be written (stderr said why) or `out`
+/// cannot hold the path.
+pub fn dump_for_caller(out: &mut [u8]) -> isize {
+    if !enabled() {
+        return 0;
     }
+    let Some(path) = dump_now() else {
+        return -1;
+    };
+    let p = path.as_bytes();
+    if p.len() >= out.len() {
+        return -1;
+    }
+    out[..p.len()].copy_from_slice(p);
+    out[p.len()] = 0;
+    p.len() as isize
 }
 
 /// The heap limit was hit for the first time: dump "what filled the heap".
