@@ -50,16 +50,29 @@ pub fn reset_after_fork() {
     unsafe { DUMP_LOCK.reset() };
 }
 
-/// Writes the next dump; returns its path, or None when it could not be
-/// written (reported once on stderr; the program goes on).
-pub fn write() -> Option<PathBuf> {
+/// The sequence number of the next dump (taken by the process that asks:
+/// a dump writer's own increments die with it).
+pub fn take_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// In a dump writer: its copy of the dump lock may have been held by a
+/// thread of the program that does not exist there.
+pub fn reset_lock_in_writer() {
+    // SAFETY: the writer has one thread.
+    unsafe { DUMP_LOCK.reset() };
+}
+
+/// Writes dump number `seq` of this process (named after the pid that
+/// asked, also in a dump writer); returns its path, or None when it could
+/// not be written (reported once on stderr; the program goes on).
+pub fn write(seq: u32) -> Option<PathBuf> {
     let _one_at_a_time = DUMP_LOCK.lock();
     let prefix = config::get().profile_prefix.as_bytes();
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let mut path = PathBuf::new();
     path.bytes(prefix)
         .str(".")
-        .u64(sys::getpid() as u64)
+        .u64(super::published::pid() as u64)
         .str(".");
     path.u64_width_zero(seq as u64, 4).str(".heap");
     let mut tmp = PathBuf::new();
@@ -220,6 +233,13 @@ type Snapshot = (*mut Snap, usize, usize, *const Entry);
 
 /// Copies every bucket's counts under the lock into freshly mapped pages.
 fn snapshot() -> Option<Snapshot> {
+    let snap = snapshot_locked();
+    // Requests that came while the lock was held are served now.
+    super::worker::serve_pending();
+    snap
+}
+
+fn snapshot_locked() -> Option<Snapshot> {
     let st = STATE.lock();
     let pyframes = st.pyframes.newest();
     let cap = st.table.buckets().max(1);

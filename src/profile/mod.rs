@@ -6,7 +6,7 @@
 //! - `configure(cfg)` during initialisation (must not allocate): turns
 //!   sampling on (`sampler::set_mean`) when `MEMX_PROFILE` is set;
 //! - `start()` from the library constructor (libc is ready): installs the
-//!   dump signal's handler and starts the helper thread;
+//!   dump signal's handler (and starts the clock thread when a clock is set);
 //! - `record_alloc(addr, size)` for each sampled object, with no allocator
 //!   lock held and the thread's re-entry guard set; the returned record
 //!   (null if not recorded) is kept on the object's span and handed back to
@@ -15,12 +15,14 @@
 //!   handler's order.
 //!
 //! Layers: `table` (stacks and live records) ← `dump` (files) ← `worker`
-//! (signal, helper thread, stats file) ← this interface.
+//! (requests, dump writers, clock thread, stats file) ← this interface;
+//! `published` (what `memx snapshot` reads) beside them.
 //! Owns: the profiler's state and its lock. Must never: allocate through
 //! malloc, take an allocator lock while holding its own (it may take META's,
 //! which comes after it in the order), or write a dump from a signal handler.
 
 mod dump;
+pub mod published;
 pub mod python;
 pub mod table;
 mod worker;
@@ -96,6 +98,7 @@ pub fn enabled() -> bool {
 
 /// Turns sampling on when MEMX_PROFILE is set. Runs during initialisation.
 pub fn configure(cfg: &Config) {
+    published::set(cfg);
     if cfg.profile_prefix.is_empty() {
         if cfg.stats_interval_ms > 0 {
             crate::sys::write_stderr(
@@ -120,7 +123,8 @@ pub fn set_stats_probe(f: StatsProbe) {
 }
 
 /// From the library constructor: finds memx's own code (to drop its frames),
-/// warms the unwinder up, and starts the helper thread and signal handler.
+/// warms the unwinder up, and installs the signal handler (and the clock
+/// thread if a clock is set).
 pub fn start() {
     if !enabled() {
         return;
@@ -164,24 +168,35 @@ pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
         };
         (record, reason)
     };
-    if let Some(r) = reason {
-        worker::request(r);
+    match reason {
+        Some(r) => worker::request(r),
+        None => worker::serve_pending(),
     }
     record as *mut u8
 }
 
 /// The sampled object whose record this is was freed.
 pub fn record_free(record: *mut u8) {
-    let mut st = STATE.lock();
-    // SAFETY: `record` came from `record_alloc` (its span kept it) and its
-    // object is freed exactly once.
-    let size = unsafe { st.table.remove(record as *mut table::Record) };
-    st.triggers.on_free(estimate(size, sampler::mean()));
+    {
+        let mut st = STATE.lock();
+        // SAFETY: `record` came from `record_alloc` (its span kept it) and
+        // its object is freed exactly once.
+        let size = unsafe { st.table.remove(record as *mut table::Record) };
+        st.triggers.on_free(estimate(size, sampler::mean()));
+    }
+    // A request that found the lock held is served by its holder.
+    worker::serve_pending();
 }
 
-/// Writes a dump now (helper thread, exit), marking it in the stats file.
+/// Writes a dump now (clock thread, exit), marking it in the stats file.
 fn dump_now() {
-    if let Some(path) = dump::write() {
+    dump_now_as(dump::take_seq());
+}
+
+/// Writes dump number `seq` (also in a dump writer, with its number taken
+/// by the process that asked).
+fn dump_now_as(seq: u32) {
+    if let Some(path) = dump::write(seq) {
         worker::note_dump(path.as_bytes());
     }
 }
@@ -216,6 +231,7 @@ pub fn at_exit() {
 /// helper thread and stats file; the inherited table stays (its live
 /// samples are live in the child too).
 pub fn fork_child() {
+    published::set_pid();
     if enabled() {
         dump::reset_after_fork();
         worker::restart_in_child();
@@ -224,6 +240,13 @@ pub fn fork_child() {
 
 pub fn lock() -> &'static Lock {
     STATE.raw()
+}
+
+/// The fork parent let go of every lock: serve what came meanwhile.
+pub fn after_fork_parent() {
+    if enabled() {
+        worker::serve_pending();
+    }
 }
 
 /// Bytes a sample of `size` stands for, when one is taken per `mean` bytes
