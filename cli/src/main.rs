@@ -1,5 +1,6 @@
 //! `memx`: run programs under libmemx.so and read its heap profiles.
 
+mod attach;
 mod dump;
 mod flame;
 mod options;

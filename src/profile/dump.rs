@@ -27,11 +27,14 @@ use crate::sys::io;
 use crate::sys::lock::Lock;
 use crate::util::fmt::FixedBuf;
 use crate::util::round_up;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 static DUMP_LOCK: Lock = Lock::new();
 static SEQ: AtomicU32 = AtomicU32::new(1);
-static REPORTED_FAILURE: AtomicBool = AtomicBool::new(false);
+/// Set once a failure was reported; in the word shared with the dump
+/// writers when there is one (a writer's own statics die with it).
+static REPORTED_FAILURE: AtomicU32 = AtomicU32::new(0);
+const FAILURE_REPORTED: u32 = 1;
 
 pub type PathBuf = FixedBuf<{ config::Path::MAX + 48 }>;
 
@@ -118,7 +121,8 @@ fn open_tmp(tmp: &[u8]) -> Result<i32, i32> {
 }
 
 fn report_failure(path: &[u8], err: i32) {
-    if REPORTED_FAILURE.swap(true, Ordering::Relaxed) {
+    let flag = crate::sys::snapshot_child::shared_word().unwrap_or(&REPORTED_FAILURE);
+    if flag.fetch_or(FAILURE_REPORTED, Ordering::Relaxed) & FAILURE_REPORTED != 0 {
         return;
     }
     let mut line = FixedBuf::<512>::new();

@@ -225,6 +225,8 @@ pub fn at_exit() {
     if config::get().profile_at_exit {
         dump_now();
     }
+    // Dumps asked for before exit are complete when the process ends.
+    crate::sys::snapshot_child::wait_all();
 }
 
 /// Fork child (single-threaded, locks reset): own dump numbering,

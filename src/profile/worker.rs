@@ -169,6 +169,7 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 /// installs the dump signal's handler. Called once, from the library
 /// constructor.
 pub fn start() {
+    snapshot_child::share_word();
     start_clock();
     let sig = config::get().profile_signal as i32;
     if sig != 0 {
@@ -188,6 +189,7 @@ pub fn start() {
 pub fn restart_in_child() {
     PENDING.store(0, Ordering::Relaxed);
     snapshot_child::forget_after_fork();
+    snapshot_child::share_word();
     WAKE.store(0, Ordering::Relaxed);
     start_clock();
 }

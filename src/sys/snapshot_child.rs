@@ -27,7 +27,7 @@
 
 use super::{errno, set_errno};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
 /// The writer's stack is its copy of this one: the dump needs ~40 KiB.
 const STACK_BYTES: usize = 256 << 10;
@@ -44,6 +44,39 @@ const WRITERS: usize = 8;
 /// Their pids (0 = free slot); the trampoline stores the new one in NEW.
 static LIVE: [AtomicI32; WRITERS] = [const { AtomicI32::new(0) }; WRITERS];
 static NEW: AtomicI32 = AtomicI32::new(0);
+
+/// A word this process shares with its writers (MAP_SHARED): what a
+/// writer sets there, the process and later writers see. Null until
+/// `share_word` ran.
+static SHARED: AtomicPtr<AtomicU32> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Maps the shared word (again in a fork child of the program: the
+/// parent's page would be shared with it too). From the library
+/// constructor or a fork child, never from a writer.
+pub fn share_word() {
+    // SAFETY: an anonymous shared mapping has no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            super::os_page_size(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p != libc::MAP_FAILED {
+        SHARED.store(p as *mut AtomicU32, Ordering::Release);
+    }
+}
+
+/// The shared word, if it could be mapped.
+pub fn shared_word() -> Option<&'static AtomicU32> {
+    let p = SHARED.load(Ordering::Acquire);
+    // SAFETY: non-null only once mapped; the mapping is never removed and
+    // a zeroed u32 is a valid AtomicU32.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
 
 /// Why no writer was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +156,22 @@ fn reap_finished() -> Option<usize> {
         free.get_or_insert(i);
     }
     free
+}
+
+/// Waits until every writer started here has finished (at exit, so the
+/// dumps asked for are complete before the process is seen to end).
+pub fn wait_all() {
+    for slot in &LIVE {
+        let pid = slot.swap(0, Ordering::Relaxed);
+        if pid > 0 {
+            let saved = errno();
+            // SAFETY: waits for our own writer only.
+            while unsafe { libc::waitpid(pid, core::ptr::null_mut(), libc::__WCLONE) } < 0
+                && errno() == libc::EINTR
+            {}
+            set_errno(saved);
+        }
+    }
 }
 
 /// The program forked: the writers are the parent's children, not ours.
