@@ -206,6 +206,13 @@ pub const OPTIONS: &[OptSpec] = &[
         help: "output file (- for standard output)",
     },
     OptSpec {
+        long: "--symbols",
+        short: None,
+        value: Some("DIR"),
+        cmds: &[Report, Diff, Flamegraph, Pprof, Snapshot],
+        help: "debug files for stripped modules: DIR/.build-id/xx/yyyy.debug, DIR/NAME.debug (repeatable)",
+    },
+    OptSpec {
         long: "--timeout",
         short: None,
         value: Some("SECS"),
