@@ -148,7 +148,7 @@ pub fn disposition(pid: u32, sig: i32) -> Result<Disposition, String> {
         text.lines()
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .is_some_and(|mask| sig >= 1 && sig <= 64 && mask & (1u64 << (sig - 1)) != 0)
+            .is_some_and(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
     };
     if has(&status, "SigIgn:") {
         return Ok(Disposition::Ignored);

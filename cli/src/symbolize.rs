@@ -63,7 +63,10 @@ pub fn unnamed_note(unnamed: &[Unnamed]) -> Option<String> {
     }
     let list: Vec<String> = unnamed
         .iter()
-        .map(|u| format!("{} ({} addresses)", basename(&u.module), u.addresses))
+        .map(|u| {
+            let s = if u.addresses == 1 { "" } else { "es" };
+            format!("{} ({} address{s})", basename(&u.module), u.addresses)
+        })
         .collect();
     Some(format!(
         "no symbols for {}: stripped, so their frames show as module+0xoffset. Get the debug \

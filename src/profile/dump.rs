@@ -69,7 +69,7 @@ pub fn reset_lock_in_writer() {
 /// Writes dump number `seq` of this process (named after the pid that
 /// asked, also in a dump writer); returns its path, or None when it could
 /// not be written (reported once on stderr; the program goes on).
-pub fn write(seq: u32) -> Option<PathBuf> {
+pub fn write(seq: u32, taken: Option<Taken>) -> Option<PathBuf> {
     let _one_at_a_time = DUMP_LOCK.lock();
     let prefix = config::get().profile_prefix.as_bytes();
     let mut path = PathBuf::new();
@@ -93,7 +93,7 @@ pub fn write(seq: u32) -> Option<PathBuf> {
             return None;
         }
     };
-    let ok = write_contents(fd);
+    let ok = write_contents(fd, taken);
     io::close(fd);
     if !ok {
         io::unlink(tmp.as_bytes());
@@ -149,9 +149,15 @@ fn errno_text(e: i32) -> &'static str {
 }
 
 /// The snapshot, header, one line per stack, then the process maps.
-fn write_contents(fd: i32) -> bool {
+fn write_contents(fd: i32, taken: Option<Taken>) -> bool {
     let mut out = Writer::new(fd);
-    let Some((snaps, n, bytes, pyframes)) = snapshot() else {
+    let Some(Taken {
+        snaps,
+        n,
+        bytes,
+        pyframes,
+    }) = taken.or_else(snapshot)
+    else {
         return false;
     };
     // SAFETY: `snapshot` mapped `bytes` bytes holding `n` initialised Snaps.
@@ -233,18 +239,33 @@ fn write_python_frames(out: &mut Writer, newest: *const Entry) {
     }
 }
 
-type Snapshot = (*mut Snap, usize, usize, *const Entry);
+/// A consistent copy of every bucket's counts, in pages mapped for it
+/// (`bytes` of them, `n` Snaps), and the newest Python frame entry then.
+/// What it points to (buckets' frames, frame entries) never changes.
+pub struct Taken {
+    snaps: *mut Snap,
+    n: usize,
+    bytes: usize,
+    pyframes: *const Entry,
+}
+
+impl Taken {
+    /// Unmaps the copy without writing it (the writer has its own).
+    pub fn discard(self) {
+        sys::unmap(self.snaps as *mut u8, self.bytes);
+    }
+}
 
 /// Copies every bucket's counts under the lock into freshly mapped pages.
-fn snapshot() -> Option<Snapshot> {
-    let snap = snapshot_locked();
+fn snapshot() -> Option<Taken> {
+    let snap = take(&STATE.lock());
     // Requests that came while the lock was held are served now.
     super::worker::serve_pending();
     snap
 }
 
-fn snapshot_locked() -> Option<Snapshot> {
-    let st = STATE.lock();
+/// The copy, from the state the caller holds locked.
+pub fn take(st: &super::State) -> Option<Taken> {
     let pyframes = st.pyframes.newest();
     let cap = st.table.buckets().max(1);
     let bytes = round_up(cap * core::mem::size_of::<Snap>(), sys::os_page_size());
@@ -265,7 +286,12 @@ fn snapshot_locked() -> Option<Snapshot> {
             n += 1;
         }
     });
-    Some((snaps, n, bytes, pyframes))
+    Some(Taken {
+        snaps,
+        n,
+        bytes,
+        pyframes,
+    })
 }
 
 fn copy_maps(out: &mut Writer) {

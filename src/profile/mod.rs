@@ -190,13 +190,13 @@ pub fn record_free(record: *mut u8) {
 
 /// Writes a dump now (clock thread, exit), marking it in the stats file.
 fn dump_now() {
-    dump_now_as(dump::take_seq());
+    dump_now_as(dump::take_seq(), None);
 }
 
-/// Writes dump number `seq` (also in a dump writer, with its number taken
-/// by the process that asked).
-fn dump_now_as(seq: u32) {
-    if let Some(path) = dump::write(seq) {
+/// Writes dump number `seq` (also in a dump writer, with its number and
+/// snapshot taken by the process that asked).
+fn dump_now_as(seq: u32, taken: Option<dump::Taken>) {
+    if let Some(path) = dump::write(seq, taken) {
         worker::note_dump(path.as_bytes());
     }
 }

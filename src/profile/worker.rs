@@ -2,14 +2,15 @@
 //!
 //! Requests (the dump signal, the interval triggers, the heap limit) are
 //! served without a thread: the requesting context (a signal handler, or
-//! the allocating thread) takes the profiler's lock if it is free, starts a
-//! detached copy-on-write child that writes the dump from its snapshot
-//! (sys::snapshot_child), and lets go of the lock. Taking the lock, one
-//! clone and one wait are all async-signal-safe, so a program blocked in
-//! read(), idle or asleep is served at once. If the lock is busy, the
-//! request is left in PENDING and whoever holds the lock serves it when it
-//! lets go (`serve_pending`, called after every unlock of the profiler's
-//! lock in this process).
+//! the allocating thread) takes the profiler's lock if it is free, copies
+//! the counts (as every dump does), lets go, and starts a detached
+//! copy-on-write child that writes the dump from that copy
+//! (sys::snapshot_child). A try-lock, a copy into fresh pages, one clone
+//! and one wait are all async-signal-safe, so a program blocked in read(),
+//! idle or asleep is served at once. If the lock is busy, the request is
+//! left in PENDING and whoever holds the lock serves it when it lets go
+//! (`serve_pending`, called after every unlock of the profiler's lock in
+//! this process).
 //!
 //! Why not a helper thread, as before: a resident thread is seen by the
 //! program. glibc's set*id calls replay on every pthread (`__nptl_setxid`),
@@ -49,8 +50,15 @@ static PENDING: AtomicU32 = AtomicU32::new(0);
 static WAKE: AtomicU32 = AtomicU32::new(0);
 /// Set in a dump writer: it serves nothing (it only writes its snapshot).
 static IN_WRITER: AtomicBool = AtomicBool::new(false);
-/// The sequence number the next writer names its dump with.
+/// Whether a thread is serving requests (starting a writer).
+static SERVING: AtomicBool = AtomicBool::new(false);
+/// The sequence number and snapshot the next writer writes; set and
+/// cleared by the thread that holds SERVING.
 static WRITER_SEQ: AtomicU32 = AtomicU32::new(0);
+struct TakenSlot(UnsafeCell<Option<super::dump::Taken>>);
+// SAFETY: only the thread holding SERVING reads or writes it.
+unsafe impl Sync for TakenSlot {}
+static TAKEN: TakenSlot = TakenSlot(UnsafeCell::new(None));
 static REPORTED_SPAWN_FAILURE: AtomicBool = AtomicBool::new(false);
 static STATS_ON: AtomicBool = AtomicBool::new(false);
 static START_NS: AtomicU64 = AtomicU64::new(0);
@@ -92,37 +100,62 @@ pub fn request(reason: u32) {
 
 /// Starts a writer for the pending requests if the profiler's lock is free;
 /// else its holder does, when it lets go. Cheap when nothing is pending.
+///
+/// The lock is held only while the counts are copied (as for any dump);
+/// the fork that follows copies the process's page tables (~0.1 s per GiB
+/// of private memory on the test machine) with no lock held, so only the
+/// asking thread waits for it.
 pub fn serve_pending() {
-    if PENDING.load(Ordering::SeqCst) == 0 || IN_WRITER.load(Ordering::Relaxed) {
+    if IN_WRITER.load(Ordering::Relaxed) {
         return;
     }
-    loop {
-        // Set PENDING, then try the lock; the holder unlocks, then reads
-        // PENDING: one of the two sees the other (both SeqCst).
-        let Some(held) = super::lock().try_lock() else {
+    while PENDING.load(Ordering::SeqCst) != 0 {
+        // One server at a time: it loops until nothing is pending.
+        if SERVING.swap(true, Ordering::SeqCst) {
             return;
+        }
+        let taken = {
+            let Some(st) = super::STATE.try_lock() else {
+                SERVING.store(false, Ordering::SeqCst);
+                // The holder serves when it lets go (it reads PENDING and
+                // SERVING after unlocking); unless it already did.
+                if super::lock().is_locked() {
+                    return;
+                }
+                continue;
+            };
+            if PENDING.swap(0, Ordering::SeqCst) == 0 {
+                None
+            } else {
+                WRITER_SEQ.store(super::dump::take_seq(), Ordering::Relaxed);
+                super::dump::take(&st)
+            }
         };
-        if PENDING.swap(0, Ordering::SeqCst) == 0 {
-            return;
+        if let Some(taken) = taken {
+            // SAFETY: SERVING is ours: no other thread touches TAKEN now.
+            unsafe { *TAKEN.0.get() = Some(taken) };
+            let spawned = snapshot_child::spawn(write_in_child);
+            // SAFETY: as above; the writer has its own copy.
+            if let Some(t) = unsafe { (*TAKEN.0.get()).take() } {
+                t.discard();
+            }
+            match spawned {
+                Ok(()) => published::count_dump(),
+                Err(e) => spawn_failed(e),
+            }
         }
-        // The table is consistent and stays so while the child is forked.
-        WRITER_SEQ.store(super::dump::take_seq(), Ordering::Relaxed);
-        match snapshot_child::spawn(write_in_child) {
-            Ok(()) => published::count_dump(),
-            Err(e) => spawn_failed(e),
-        }
-        drop(held);
+        SERVING.store(false, Ordering::SeqCst);
     }
 }
 
-/// The writer: its copy of the profiler's lock is held (by the thread that
-/// forked it, which does not exist here); the snapshot is consistent.
+/// The writer: writes the copy its parent took, under the sequence number
+/// the parent drew, and exits.
 fn write_in_child() -> ! {
     IN_WRITER.store(true, Ordering::Relaxed);
-    // SAFETY: the writer has one thread; the lock was held for this copy.
-    unsafe { super::lock().reset() };
     super::dump::reset_lock_in_writer();
-    super::dump_now_as(WRITER_SEQ.load(Ordering::Relaxed));
+    // SAFETY: the writer has one thread; this is its copy of TAKEN.
+    let taken = unsafe { (*TAKEN.0.get()).take() };
+    super::dump_now_as(WRITER_SEQ.load(Ordering::Relaxed), taken);
     snapshot_child::exit_now()
 }
 
@@ -188,6 +221,7 @@ pub fn start() {
 /// stats file of our own pid.
 pub fn restart_in_child() {
     PENDING.store(0, Ordering::Relaxed);
+    SERVING.store(false, Ordering::Relaxed);
     snapshot_child::forget_after_fork();
     snapshot_child::share_word();
     WAKE.store(0, Ordering::Relaxed);

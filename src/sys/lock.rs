@@ -191,6 +191,14 @@ impl<T> Locked<T> {
         (g, contended)
     }
 
+    /// As `lock`, if the lock is free; never waits.
+    pub fn try_lock(&self) -> Option<LockedGuard<'_, T>> {
+        self.lock.try_lock().map(|guard| LockedGuard {
+            _guard: guard,
+            data: self.data.get(),
+        })
+    }
+
     /// The bare lock, for fork handlers that take every lock in order.
     pub fn raw(&self) -> &Lock {
         &self.lock
