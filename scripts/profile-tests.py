@@ -294,7 +294,7 @@ def test_python_grow():
 
 def test_fork_and_threads():
     """Samples of an exited thread stay; a fork child dumps into its own
-    files, on its signal (its own helper thread) and at exit."""
+    files, on its signal and at exit."""
     r = Run("fork", MEMX_PROFILE_SEED=5)
     try:
         out = r.run([os.path.join(BIN, "fork_threads")]).stdout

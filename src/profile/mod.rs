@@ -230,7 +230,7 @@ pub fn at_exit() {
 }
 
 /// Fork child (single-threaded, locks reset): own dump numbering,
-/// helper thread and stats file; the inherited table stays (its live
+/// clock thread and stats file; the inherited table stays (its live
 /// samples are live in the child too).
 pub fn fork_child() {
     published::set_pid();
