@@ -301,7 +301,9 @@ def test_postgresql():
         subprocess.run([*asuser, os.path.join(PG_BIN, "initdb"), "-D", data, "-A", "trust",
                         "-U", "postgres"], check=True, capture_output=True, timeout=120)
         port = free_port()
-        env = profile_env(os.path.join(s.dir, "prof", "pg"), MEMX_PROFILE_AT_EXIT=0)
+        # A denser sampling than the default: the postmaster's heap is small.
+        env = profile_env(os.path.join(s.dir, "prof", "pg"), MEMX_PROFILE_AT_EXIT=0,
+                          MEMX_PROFILE_SAMPLE="64K")
         log = open(os.path.join(s.dir, "pg.log"), "w")
         pm = s.start([*asuser, os.path.join(PG_BIN, "postgres"), "-D", data, "-p", str(port),
                       "-k", s.dir, "-c", "listen_addresses="], env=env, stdout=log, stderr=log)
@@ -334,8 +336,9 @@ def test_postgresql():
             return None
         bk = wait_until(backend, 30, "a backend")
         time.sleep(1)
-        wanted = ["PostmasterMain", "AllocSetContextCreateInternal", "PostgresMain",
-                  "MemoryContextAlloc", "palloc"]
+        wanted = ["PostmasterMain", "PostgresMain", "InitProcessGlobals", "ServerLoop",
+                  "BackendStartup", "InitPostgres", "AllocSetContextCreateInternal",
+                  "MemoryContextAlloc", "palloc", "GetSnapshotData", "PortalRun"]
         for what, pid in (("postmaster", pm.pid), ("backend", bk)):
             snap = snapshot(pid)
             check(snap.returncode == 0, f"snapshot of the {what} failed: {snap.stderr}")

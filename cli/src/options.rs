@@ -112,7 +112,7 @@ pub const OPTIONS: &[OptSpec] = &[
         short: None,
         value: Some("SIG"),
         cmds: &[Run],
-        help: "signal that asks for a dump (MEMX_PROFILE_SIGNAL)",
+        help: "signal that asks for a dump (MEMX_PROFILE_SIGNAL; default SIGRTMIN+10)",
     },
     OptSpec {
         long: "--limit",
