@@ -11,8 +11,9 @@
 //!   lock held and the thread's re-entry guard set; the returned record
 //!   (null if not recorded) is kept on the object's span and handed back to
 //!   `record_free` when it is freed;
-//! - `limit_hit()`, `at_exit()`, `fork_child()`, and `lock()` for the fork
-//!   handler's order.
+//! - `limit_hit()`, `at_exit()`, `fork_child()`, `after_fork_parent()`
+//!   (serves requests that came while the fork handlers held every lock),
+//!   and `lock()` for the fork handler's order.
 //!
 //! Layers: `table` (stacks and live records) ← `dump` (files) ← `worker`
 //! (requests, dump writers, clock thread, stats file) ← this interface;
