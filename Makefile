@@ -5,7 +5,7 @@ LIB    := $(CURDIR)/target/release/libmemx.so
 # The real interpreter, not a pyenv shim script, so LD_PRELOAD reaches it.
 PYTHON := $(shell python3 -c 'import sys; print(sys.executable)')
 
-.PHONY: all build demo test lint unit cdylib-tests profile-tests real-programs cli-tests wheel wheel-tests soak bench callgrind clean
+.PHONY: all build demo test lint unit cdylib-tests profile-tests service-tests real-programs cli-tests wheel wheel-tests soak bench callgrind clean
 
 all: build demo
 
@@ -22,7 +22,7 @@ demo: build
 	target/release/memx run --profile target/demo/app -- $(PYTHON) scripts/cli-example.py
 	target/release/memx diff target/demo/app.*.0001.heap target/demo/app.*.0003.heap --python --by line --top 5
 
-test: lint unit build cdylib-tests profile-tests real-programs cli-tests wheel-tests
+test: lint unit build cdylib-tests profile-tests service-tests real-programs cli-tests wheel-tests
 
 lint:
 	cargo fmt --all --check
@@ -38,6 +38,12 @@ cdylib-tests: build
 # signal, interval and exit dumps, fork, threads, Python.
 profile-tests: build
 	scripts/profile-tests.py $(LIB)
+
+# Profiling services: launchers that drop privileges, setproctitle, signals
+# taken over, CPython's fork warning; memx snapshot of PostgreSQL, nginx and
+# Redis started on random ports (needs root; skips what is not installed).
+service-tests: build
+	scripts/service-tests.py $(LIB)
 
 real-programs: build
 	scripts/real-programs.sh $(LIB)

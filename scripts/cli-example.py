@@ -3,7 +3,7 @@
 
 It parses JSON records and keeps every parsed record in a cache that is
 never trimmed (the leak), while the temporary strings it builds are freed.
-It asks memx for a heap dump after each round (SIGUSR2, memx's default dump
+It asks memx for a heap dump after each round (SIGRTMIN+10, memx's default dump
 signal), so `memx diff` can compare the rounds.
 """
 import json
@@ -31,7 +31,7 @@ def dump_and_wait(seq):
     if not prefix:
         return
     path = "%s.%d.%04d.heap" % (prefix, os.getpid(), seq)
-    os.kill(os.getpid(), signal.SIGUSR2)
+    os.kill(os.getpid(), signal.SIGRTMIN + 10)
     for _ in range(10000):
         if os.path.exists(path):
             return

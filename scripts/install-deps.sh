@@ -11,6 +11,8 @@
 #        libgoogle-perftools4 heaptrack (only `make bench` uses them: its
 #        profiler overhead section; no test needs them)
 #        sqlite3 (the CLI, for scripts/real-programs.sh)
+#        postgresql (server, initdb, pgbench), nginx-light, redis-server
+#        (scripts/service-tests.py starts them on random ports)
 #        libpython3.N-testsuite (only when python3 is Debian's own and lacks
 #        its test suite, which scripts/real-programs.sh runs)
 #   rustup: the rustfmt and clippy components, if `cargo fmt` / `cargo clippy`
@@ -63,6 +65,10 @@ want sqlite3 have sqlite3
 want google-perftools bash -c 'command -v google-pprof || command -v pprof'
 want libgoogle-perftools4 installed 'libgoogle-perftools4*'
 want heaptrack have heaptrack
+want postgresql bash -c 'ls /usr/lib/postgresql/*/bin/postgres && ls /usr/lib/postgresql/*/bin/pgbench'
+want nginx-light bash -c 'command -v nginx || test -x /usr/sbin/nginx'
+want redis-server bash -c 'command -v redis-server || test -x /usr/bin/redis-server'
+want util-linux have setpriv
 
 # Debian's python3 keeps its test suite in a package of its own.
 if command -v python3 >/dev/null 2>&1; then

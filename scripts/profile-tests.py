@@ -187,12 +187,12 @@ def signal_two_dumps(argv, env_extra, first, second):
                          stderr=subprocess.PIPE, text=True)
     try:
         talk(p, "ready")
-        p.send_signal(signal.SIGUSR2)
+        p.send_signal(signal.SIGRTMIN + 10)
         d1 = wait_for(lambda: r.dumps())
         check(d1, "no dump after the first signal")
         tell(p, "")
         talk(p, "ready")
-        p.send_signal(signal.SIGUSR2)
+        p.send_signal(signal.SIGRTMIN + 10)
         d2 = wait_for(lambda: r.dumps() if len(r.dumps()) >= 2 else None)
         check(d2, "no second dump after the second signal")
         a, b = heap_dump.Dump(d2[0]), heap_dump.Dump(d2[1])
@@ -242,7 +242,7 @@ def test_signal_chains_to_earlier_handler():
                          stderr=subprocess.PIPE, text=True)
     try:
         talk(p, "ready")
-        p.send_signal(signal.SIGUSR2)
+        p.send_signal(signal.SIGRTMIN + 10)
         check(wait_for(lambda: r.dumps()), "no dump")
         p.stdin.close()
         err = p.stderr.read()
@@ -294,7 +294,7 @@ def test_python_grow():
 
 def test_fork_and_threads():
     """Samples of an exited thread stay; a fork child dumps into its own
-    files, on its signal (its own helper thread) and at exit."""
+    files, on its signal and at exit."""
     r = Run("fork", MEMX_PROFILE_SEED=5)
     try:
         out = r.run([os.path.join(BIN, "fork_threads")]).stdout
@@ -387,30 +387,34 @@ def test_other_programs():
 
 
 def test_invisible_to_the_program():
-    """No descriptor of memx's is open in the program, and a program whose
-    threads have all exited (main called pthread_exit) ends: memx's helper
-    thread does not keep it alive. (A dump or a stats line opens its file
-    for as long as it is written; none is due while this program runs.)"""
+    """No descriptor of memx's is open in the program, and no thread of
+    memx's exists unless a clock (time interval, stats) needs one: the dump
+    signal is served without a thread. A program whose threads have all
+    exited (main called pthread_exit) ends: the clock thread does not keep
+    it alive. (A dump or a stats line opens its file for as long as it is
+    written; none is due while this program runs.)"""
     exe = os.path.join(BIN, "lifecycle")
     plain = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+    plain_fds, plain_threads = plain.stdout.split()
     r = Run("lifecycle")
     try:
+        p = r.run([exe])
+        fds, threads = p.stdout.split()
+        print(f"    {fds} descriptors open (without memx: {plain_fds}), {threads} threads "
+              f"(without memx: {plain_threads})")
+        check(fds == plain_fds, "memx left a descriptor open in the program")
+        check(threads == plain_threads, f"{threads} threads: memx started one for nothing")
+        check(len(r.dumps()) == 1, f"expected the exit dump, got {r.dumps()}")
+        # A clock needs the thread; it must not keep the process alive.
+        r.env["MEMX_PROFILE_TIME_INTERVAL"] = "3600"
         t0 = time.time()
         p = r.run([exe])
         took = time.time() - t0
-        fds, threads = p.stdout.split()
-        plain_fds, plain_threads = plain.stdout.split()
-        print(f"    {fds} descriptors open (without memx: {plain_fds}), {threads} threads "
-              f"(memx's helper: +1); ended {took:.1f} s after start")
-        check(fds == plain_fds, "memx left a descriptor open in the program")
-        check(int(threads) == int(plain_threads) + 1, f"{threads} threads, want the helper too")
+        print(f"    with a time interval: {p.stdout.split()[1]} threads; "
+              f"ended {took:.1f} s after start")
+        check(int(p.stdout.split()[1]) == int(plain_threads) + 1, f"no clock thread: {p.stdout}")
         check(took < 5, f"the process took {took:.1f} s to end after its last thread")
-        check(len(r.dumps()) == 1, f"expected the exit dump, got {r.dumps()}")
-        # Nothing but the exit dump asked for: no helper thread at all.
-        r.env["MEMX_PROFILE_SIGNAL"] = "0"
-        p = r.run([exe])
-        check(p.stdout.split()[1] == plain_threads, f"helper thread started for nothing: {p.stdout}")
-        check(len(r.dumps()) == 2, "no exit dump without the helper thread")
+        check(len(r.dumps()) == 2, "no exit dump with the clock thread")
     finally:
         r.cleanup()
 

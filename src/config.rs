@@ -82,7 +82,7 @@ impl Config {
         heap_limit: 0,
         profile_prefix: Path::EMPTY,
         profile_sample: 512 << 10,
-        profile_signal: libc::SIGUSR2 as u64,
+        profile_signal: DEFAULT_SIGNAL,
         profile_alloc_interval: 0,
         profile_inuse_interval: 0,
         profile_time_interval: 0,
@@ -103,7 +103,8 @@ pub enum Form {
     Bool,
     /// A file path or prefix (non-empty, at most 239 bytes).
     Path,
-    /// A signal name (`SIGUSR2`, `USR2`) or number; 0 = none.
+    /// A signal name (`SIGUSR2`, `USR2`, `SIGRTMIN+10`, `RTMAX-2`) or
+    /// number; 0 = none.
     Signal,
 }
 
@@ -114,7 +115,9 @@ impl Form {
             Form::Count => "a whole number",
             Form::Bool => "0 or 1",
             Form::Path => "a file path prefix (at most 239 bytes)",
-            Form::Signal => "a signal name such as SIGUSR2 or USR2, a number, or 0 for none",
+            Form::Signal => {
+                "a signal name such as SIGRTMIN+10, RTMIN+3, SIGUSR2 or USR2, a number, or 0 for none"
+            }
         }
     }
 }
@@ -193,8 +196,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         form: Form::Signal,
         min: 0,
         max: 64,
-        default: "SIGUSR2",
-        doc: "signal that asks for a dump (0 = none)",
+        default: "SIGRTMIN+10",
+        doc: "signal that asks for a dump (0 = none); the default is one no common program uses",
         apply: |c, v, _| c.profile_signal = v,
     },
     OptionSpec {
@@ -318,11 +321,27 @@ const SIGNALS: &[(&[u8], i32)] = &[
     (b"SYS", libc::SIGSYS),
 ];
 
-/// `SIGUSR2`, `USR2` (any case) or a number up to 64; 0 means none. Signals
-/// the kernel or the runtime own (KILL, STOP, SEGV, ...) are not accepted.
+/// glibc's SIGRTMIN: the kernel's first real-time signal is 32, and glibc
+/// keeps 32 (thread cancellation) and 33 (set*id broadcast) for itself.
+pub const GLIBC_SIGRTMIN: u64 = 34;
+/// The highest signal number on Linux.
+const SIGRTMAX: u64 = 64;
+
+/// The default dump signal, SIGRTMIN+10 (44). Why a real-time signal: the
+/// classic ones belong to programs (PostgreSQL handles SIGUSR2 itself,
+/// nginx upgrades its binary on it; SIGPROF is a CPU profiler's). Why +10:
+/// clear of the low real-time signals programs and libraries take first
+/// (SIGRTMIN, +1, … for their timers and old LinuxThreads), of those
+/// counted down from SIGRTMAX by others, and of the ones systemd acts on
+/// (+0…+7, +13…+30), in case memx is loaded into a service manager.
+pub const DEFAULT_SIGNAL: u64 = GLIBC_SIGRTMIN + 10;
+
+/// `SIGUSR2`, `USR2`, `SIGRTMIN+N`, `RTMIN+N`, `SIGRTMAX-N`, `RTMAX-N`
+/// (any case) or a number up to 64; 0 means none. Signals the kernel or the
+/// runtime own (KILL, STOP, SEGV, glibc's 32 and 33, ...) are not accepted.
 fn parse_signal(value: &[u8]) -> Option<u64> {
     if let Some(n) = parse_digits(value) {
-        return (n <= 64).then_some(n);
+        return (n <= SIGRTMAX && !(32..GLIBC_SIGRTMIN).contains(&n)).then_some(n);
     }
     let mut upper = [0u8; 16];
     if value.len() > upper.len() {
@@ -333,10 +352,33 @@ fn parse_signal(value: &[u8]) -> Option<u64> {
     }
     let name = &upper[..value.len()];
     let name = name.strip_prefix(b"SIG").unwrap_or(name);
+    if let Some(n) = parse_realtime(name) {
+        return Some(n);
+    }
     SIGNALS
         .iter()
         .find(|(n, _)| *n == name)
         .map(|&(_, v)| v as u64)
+}
+
+/// `RTMIN`, `RTMIN+N`, `RTMAX`, `RTMAX-N` (upper case, no SIG), in range.
+fn parse_realtime(name: &[u8]) -> Option<u64> {
+    let n = if let Some(rest) = name.strip_prefix(b"RTMIN") {
+        match rest {
+            [] => GLIBC_SIGRTMIN,
+            [b'+', digits @ ..] => GLIBC_SIGRTMIN.checked_add(parse_digits(digits)?)?,
+            _ => return None,
+        }
+    } else if let Some(rest) = name.strip_prefix(b"RTMAX") {
+        match rest {
+            [] => SIGRTMAX,
+            [b'-', digits @ ..] => SIGRTMAX.checked_sub(parse_digits(digits)?)?,
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    (GLIBC_SIGRTMIN..=SIGRTMAX).contains(&n).then_some(n)
 }
 
 fn parse_digits(s: &[u8]) -> Option<u64> {
@@ -543,6 +585,13 @@ mod tests {
     }
 
     #[test]
+    fn glibc_agrees_on_sigrtmin() {
+        assert_eq!(libc::SIGRTMIN() as u64, GLIBC_SIGRTMIN);
+        assert_eq!(libc::SIGRTMAX() as u64, SIGRTMAX);
+        assert_eq!(Config::DEFAULT.profile_signal, 44);
+    }
+
+    #[test]
     fn profile_options() {
         let (cfg, lines) = run(&[
             ("MEMX_PROFILE", "/tmp/app"),
@@ -564,6 +613,18 @@ mod tests {
             ("SIGKILL", None),
             ("65", None),
             ("", None),
+            ("SIGRTMIN+10", Some(44)),
+            ("rtmin+3", Some(37)),
+            ("RTMIN", Some(34)),
+            ("SIGRTMAX-2", Some(62)),
+            ("RTMAX", Some(64)),
+            ("RTMIN+31", None),
+            ("RTMAX-31", None),
+            ("RTMIN-1", None),
+            ("RTMIN+", None),
+            ("32", None),
+            ("33", None),
+            ("44", Some(44)),
         ] {
             assert_eq!(parse(Form::Signal, v.as_bytes()), want, "{v}");
         }

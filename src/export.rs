@@ -14,6 +14,13 @@ use core::ffi::c_void;
 
 type P = *mut c_void;
 
+/// Where `memx snapshot PID` finds a process's dump prefix, signal and
+/// counters (through /proc/PID/mem; layout in src/profile/published.rs).
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static memx_profile_info: &crate::profile::published::Published =
+    &crate::profile::published::PUBLISHED;
+
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> P {
     api::malloc(size) as P

@@ -132,6 +132,7 @@ unsafe extern "C" fn fork_parent() {
         // SAFETY: `fork_prepare` took every lock on this thread.
         for_each_lock(|l| unsafe { l.unlock_raw() });
     }
+    profile::after_fork_parent();
 }
 
 unsafe extern "C" fn fork_child() {

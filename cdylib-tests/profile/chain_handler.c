@@ -1,5 +1,5 @@
 /*
- * A library whose constructor installs a SIGUSR2 handler before memx's
+ * A library whose constructor installs a handler for memx's dump signal (SIGRTMIN+10) before memx's
  * (preloaded after libmemx.so, so its constructor runs first). memx must
  * chain to it: the handler writes "earlier handler ran" to stderr.
  */
@@ -20,5 +20,5 @@ __attribute__((constructor)) static void install(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_usr2;
     sa.sa_flags = SA_SIGINFO;
-    sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGRTMIN + 10, &sa, NULL);
 }

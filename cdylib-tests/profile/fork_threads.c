@@ -53,7 +53,7 @@ int main(void)
         const char *prefix = getenv("MEMX_PROFILE");
         char path[512];
         snprintf(path, sizeof path, "%s.%d.0001.heap", prefix, (int)getpid());
-        kill(getpid(), SIGUSR2);
+        kill(getpid(), SIGRTMIN + 10);
         struct stat st;
         for (int i = 0; i < 500 && stat(path, &st) != 0; i++)
             usleep(10000);

@@ -6,8 +6,8 @@
  *          5 ms every 8 MiB (so each interval's dump is its own: requests
  *          that arrive while a dump is being written share the next one)
  *   grow:  64 MiB kept, in 64 KiB objects
- * then sleeps argv[1] milliseconds (time interval and stats ticks), so the
- * helper thread can finish the dumps asked for.
+ * then sleeps argv[1] milliseconds (time interval and stats ticks, from
+ * the profiler's clock thread).
  */
 #include <stdlib.h>
 #include <string.h>

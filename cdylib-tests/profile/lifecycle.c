@@ -2,11 +2,11 @@
  * profile lifecycle: the profiler must be invisible to the program.
  * Prints how many descriptors are open (a child that lists its own, as
  * CPython's test_subprocess does, must see no extra ones) and how many
- * threads the process has (memx's helper thread only when something needs
- * it: CPython 3.12+ warns on fork() when there is more than one), then ends with
+ * threads the process has (memx's clock thread only when a clock is set:
+ * CPython 3.12+ warns on fork() when there is more than one), then ends with
  * pthread_exit from main while a worker thread finishes: the process must
  * end when that last program thread does, not be kept alive by memx's
- * helper thread.
+ * clock thread.
  */
 #include <dirent.h>
 #include <pthread.h>

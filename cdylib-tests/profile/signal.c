@@ -48,8 +48,8 @@ int main(void)
     step(grow_second, 48L << 20);
     wait_line(line, sizeof line);
     if (strncmp(line, "chain", 5) == 0) {
-        signal(SIGUSR2, on_usr2);
-        raise(SIGUSR2);
+        signal(SIGRTMIN + 10, on_usr2);
+        raise(SIGRTMIN + 10);
         printf(program_handler_ran ? "program handler ran\n" : "program handler did not run\n");
         fflush(stdout);
         wait_line(line, sizeof line);

@@ -1,5 +1,6 @@
 //! `memx`: run programs under libmemx.so and read its heap profiles.
 
+mod attach;
 mod dump;
 mod flame;
 mod jupyter;
@@ -65,6 +66,13 @@ fn common(cmd: Cmd, args: Vec<OsString>) -> Result<Common, String> {
                     .ok_or_else(|| format!("--by {v}: expected function, line or stack"))?;
             }
             "--output" => c.output = Some(PathBuf::from(v)),
+            "--symbols" => {
+                let dir = PathBuf::from(&v);
+                if !dir.is_dir() {
+                    return Err(format!("--symbols {v}: not a directory"));
+                }
+                symbolize::add_debug_dir(dir);
+            }
             "--timeout" => {
                 let secs: f64 = v
                     .parse()

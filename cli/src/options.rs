@@ -143,7 +143,7 @@ pub const OPTIONS: &[OptSpec] = &[
         short: None,
         value: Some("SIG"),
         cmds: &[Run],
-        help: "signal that asks for a dump (MEMX_PROFILE_SIGNAL)",
+        help: "signal that asks for a dump (MEMX_PROFILE_SIGNAL; default SIGRTMIN+10)",
     },
     OptSpec {
         long: "--limit",
@@ -235,6 +235,13 @@ pub const OPTIONS: &[OptSpec] = &[
         value: Some("FILE"),
         cmds: FILES_OUT,
         help: "output file (- for standard output)",
+    },
+    OptSpec {
+        long: "--symbols",
+        short: None,
+        value: Some("DIR"),
+        cmds: &[Report, Diff, Flamegraph, Pprof, Snapshot],
+        help: "debug files for stripped modules: DIR/.build-id/xx/yyyy.debug, DIR/NAME.debug (repeatable)",
     },
     OptSpec {
         long: "--timeout",

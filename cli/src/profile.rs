@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::dump::{Dump, Estimate};
-use crate::symbolize::{Frame, Symbolizer};
+use crate::symbolize::{Frame, Symbolizer, Unnamed};
 
 /// What a row of a table is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct SymProfile {
     pub dump: Dump,
     pub frames: Vec<Frame>,
     pub samples: Vec<SymSample>,
+    /// Stripped modules whose frames show as `module+0xoffset`.
+    pub unnamed: Vec<Unnamed>,
 }
 
 pub const UNKNOWN: &str = "<unknown>";
@@ -80,6 +82,7 @@ impl SymProfile {
         let mut frames = Vec::new();
         let mut ids: HashMap<Frame, usize> = HashMap::new();
         let mut samples = Vec::with_capacity(dump.samples.len());
+        let unnamed;
         {
             let mut sym = Symbolizer::new(&dump);
             for s in &dump.samples {
@@ -108,11 +111,13 @@ impl SymProfile {
                 }
                 samples.push(SymSample { est: s.est, stack });
             }
+            unnamed = sym.unnamed();
         }
         SymProfile {
             dump,
             frames,
             samples,
+            unnamed,
         }
     }
 

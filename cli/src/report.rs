@@ -71,6 +71,9 @@ pub fn report(p: &SymProfile, o: &Options) -> String {
     for n in p.dump.notes() {
         let _ = writeln!(out, "Note: {n}");
     }
+    if let Some(n) = crate::symbolize::unnamed_note(&p.unnamed) {
+        let _ = writeln!(out, "Note: {n}");
+    }
     let (_, total) = t.pick(o.alloc);
     let mut rows = p.aggregate(o.by);
     let key_of = |r: &Row| {

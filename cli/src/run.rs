@@ -96,11 +96,18 @@ fn absolute(p: &Path) -> PathBuf {
     }
 }
 
-/// `SIGUSR2`, `usr2`, `12` → signal number (0 = none).
+/// memx's default dump signal, SIGRTMIN+10 (why: src/config.rs).
+pub fn default_signal() -> i32 {
+    libc::SIGRTMIN() + 10
+}
+
+/// `SIGUSR2`, `usr2`, `12`, `SIGRTMIN+10`, `RTMIN+3`, `RTMAX-2` → signal
+/// number (0 = none), as libmemx.so reads MEMX_PROFILE_SIGNAL.
 pub fn parse_signal(s: &str) -> Option<i32> {
     let s = s.trim();
+    let glibc_reserved = 32..libc::SIGRTMIN();
     if let Ok(n) = s.parse::<i32>() {
-        return (0..=64).contains(&n).then_some(n);
+        return ((0..=64).contains(&n) && !glibc_reserved.contains(&n)).then_some(n);
     }
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
@@ -131,10 +138,43 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     if let Some(&(_, n)) = table.iter().find(|(k, _)| *k == name) {
         return Some(n);
     }
-    if let Some(off) = name.strip_prefix("RTMIN+") {
-        return off.parse::<i32>().ok().map(|o| libc::SIGRTMIN() + o);
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+        match rest.strip_prefix('+') {
+            None if rest.is_empty() => min,
+            Some(off) if off.bytes().all(|c| c.is_ascii_digit()) => {
+                min + off.parse::<i32>().ok()?
+            }
+            _ => return None,
+        }
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        match rest.strip_prefix('-') {
+            None if rest.is_empty() => max,
+            Some(off) if off.bytes().all(|c| c.is_ascii_digit()) => {
+                max - off.parse::<i32>().ok()?
+            }
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    (min..=max).contains(&n).then_some(n)
+}
+
+/// `44` → `SIGRTMIN+10`, `12` → `SIGUSR2`: how messages name a signal.
+pub fn signal_name(sig: i32) -> String {
+    let min = libc::SIGRTMIN();
+    if (min..=libc::SIGRTMAX()).contains(&sig) {
+        return format!("SIGRTMIN+{}", sig - min);
     }
-    None
+    for name in [
+        "HUP", "INT", "QUIT", "USR1", "USR2", "PIPE", "ALRM", "TERM", "PROF", "WINCH", "IO",
+    ] {
+        if parse_signal(name) == Some(sig) {
+            return format!("SIG{name}");
+        }
+    }
+    format!("signal {sig}")
 }
 
 /// Dump files `<prefix>.<pid>.<seq>.heap` that exist now: (path, pid, seq).
@@ -203,7 +243,9 @@ pub fn run(o: RunOpts) -> Result<i32, String> {
     }
     if let Some(s) = &o.signal {
         parse_signal(s).ok_or_else(|| {
-            format!("--signal {s}: expected a signal name (SIGUSR2, USR1) or number")
+            format!(
+                "--signal {s}: expected a signal name (SIGRTMIN+10, RTMIN+3, SIGUSR2) or number"
+            )
         })?;
     }
     if let Some(s) = &o.stats_interval {
@@ -365,21 +407,42 @@ pub struct Snapshot {
     pub dump: Dump,
 }
 
-/// Sends `pid` its dump signal and waits for the new dump.
-pub fn snapshot(pid: u32, timeout: Duration) -> Result<Snapshot, String> {
-    if !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(format!("no process {pid}"));
-    }
+/// A process's settings, as `snapshot` found them.
+struct Target {
+    prefix: PathBuf,
+    signal: i32,
+    /// What memx published (None: read from the environment instead).
+    published: Option<crate::attach::Published>,
+    lib: Option<crate::attach::Loaded>,
+}
+
+/// The settings of memx in `pid`: from its memory, else its environment.
+fn find_target(pid: u32) -> Result<Target, String> {
     let maps = read_proc(pid, "maps")?;
     let maps = String::from_utf8_lossy(&maps);
-    if !maps
-        .lines()
-        .any(|l| crate::symbolize::basename(l.trim_end()).starts_with("libmemx"))
-    {
+    let lib = crate::attach::find(pid, &maps)?;
+    let Some(lib) = lib else {
         return Err(format!(
-            "process {pid} is not running memx (libmemx.so is not in /proc/{pid}/maps); start it with `memx run`"
+            "process {pid} is not running memx (no library exporting memx_profile_info in /proc/{pid}/maps); start it with `memx run` or LD_PRELOAD=libmemx.so"
         ));
-    }
+    };
+    let why_not = match crate::attach::read(pid, &lib) {
+        Ok(p) => {
+            let Some(prefix) = p.prefix.clone() else {
+                return Err(format!(
+                    "process {pid} runs memx but profiling is off (it started without MEMX_PROFILE)"
+                ));
+            };
+            return Ok(Target {
+                prefix: PathBuf::from(prefix),
+                signal: p.signal,
+                published: Some(p),
+                lib: Some(lib),
+            });
+        }
+        Err(e) => e,
+    };
+    // No access to its memory: the environment, if it is still there.
     let env = read_proc(pid, "environ")?;
     let mut prefix = None;
     let mut signal = None;
@@ -395,20 +458,58 @@ pub fn snapshot(pid: u32, timeout: Duration) -> Result<Snapshot, String> {
         Some(p) if !p.is_empty() => p,
         _ => {
             return Err(format!(
-                "process {pid} runs memx but profiling is off (MEMX_PROFILE is not set in its environment)"
+                "cannot read memx's settings in process {pid}: /proc/{pid}/mem: {why_not} (run memx snapshot as the process's user or root; with Yama ptrace_scope 1, as root), and its environment holds no MEMX_PROFILE"
             ))
         }
     };
-    let sig = match &signal {
-        None => libc::SIGUSR2,
-        Some(s) => parse_signal(s).unwrap_or(libc::SIGUSR2),
+    let signal = match &signal {
+        None => default_signal(),
+        Some(s) => parse_signal(s).unwrap_or_else(default_signal),
     };
+    Ok(Target {
+        prefix: PathBuf::from(prefix),
+        signal,
+        published: None,
+        lib: None,
+    })
+}
+
+/// Sends `pid` its dump signal and waits for the new dump.
+pub fn snapshot(pid: u32, timeout: Duration) -> Result<Snapshot, String> {
+    use crate::attach::Disposition;
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("no process {pid}"));
+    }
+    let Target {
+        mut prefix,
+        signal: sig,
+        published,
+        lib,
+    } = find_target(pid)?;
+    let name = signal_name(sig);
     if sig == 0 {
         return Err(format!(
             "process {pid} has its dump signal turned off (MEMX_PROFILE_SIGNAL=0)"
         ));
     }
-    let mut prefix = PathBuf::from(prefix);
+    match crate::attach::disposition(pid, sig)? {
+        Disposition::Caught => {}
+        Disposition::Default => {
+            return Err(format!(
+                "process {pid} has no handler for its dump signal {name} (the program reset it to the default action, which would end it); not sending it. Start it with MEMX_PROFILE_SIGNAL set to a signal it leaves alone"
+            ))
+        }
+        Disposition::Ignored => {
+            return Err(format!(
+                "process {pid} ignores its dump signal {name} (the program set it to SIG_IGN after memx installed its handler); start it with MEMX_PROFILE_SIGNAL set to a signal it leaves alone"
+            ))
+        }
+        Disposition::BlockedEverywhere => {
+            return Err(format!(
+                "every thread of process {pid} blocks its dump signal {name}: a request would wait until one unblocks it; start it with MEMX_PROFILE_SIGNAL set to a signal it leaves alone"
+            ))
+        }
+    }
     if prefix.is_relative() {
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
             .map_err(|e| format!("cannot read /proc/{pid}/cwd: {e}"))?;
@@ -431,7 +532,30 @@ pub fn snapshot(pid: u32, timeout: Duration) -> Result<Snapshot, String> {
     }
     let start = Instant::now();
     let mut last_err = None;
+    // memx's handler counts each signal it gets: if the count does not move,
+    // the program's own handler got it.
+    let handler_deadline = Duration::from_millis(1500).min(timeout);
+    let mut handled = published.is_none();
     loop {
+        if !handled {
+            let now = lib.as_ref().and_then(|l| crate::attach::read(pid, l).ok());
+            match (now, &published) {
+                (Some(now), Some(before)) => {
+                    if now.failed > before.failed && now.dumps == before.dumps {
+                        return Err(format!(
+                            "process {pid} got {name} but memx could not start its dump writer (clone failed: see the process's stderr; RLIMIT_NPROC or a seccomp filter?)"
+                        ));
+                    }
+                    handled = now.handled > before.handled;
+                }
+                _ => handled = true,
+            }
+            if !handled && start.elapsed() >= handler_deadline {
+                return Err(format!(
+                    "process {pid} replaced memx's handler for {name}: its own handler took the signal, so no dump will come. Start it with MEMX_PROFILE_SIGNAL set to a signal it does not use (e.g. SIGRTMIN+11; `memx run --signal`)"
+                ));
+            }
+        }
         let newer: Vec<(PathBuf, u32)> = mine(&prefix)
             .into_iter()
             .filter(|d| d.1 > last_seq)
@@ -450,10 +574,15 @@ pub fn snapshot(pid: u32, timeout: Duration) -> Result<Snapshot, String> {
             }
         }
         if start.elapsed() >= timeout {
+            let hint = if published.is_none() {
+                " (memx's settings came from its environment, its memory was not readable: it may also have replaced memx's handler)"
+            } else {
+                ""
+            };
             return Err(match last_err {
                 Some(e) => format!("the new dump of process {pid} stayed incomplete: {e}"),
                 None => format!(
-                    "process {pid} wrote no new dump {}.{pid}.*.heap within {} s of signal {sig}",
+                    "process {pid} wrote no new dump {}.{pid}.*.heap within {} s of {name}{hint}",
                     prefix.display(),
                     timeout.as_secs_f64()
                 ),

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Mutex;
 
 use addr2line::gimli;
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
@@ -55,6 +56,27 @@ pub struct Resolved {
     pub frames: Vec<Frame>,
 }
 
+/// What a report says about stripped modules, if any left frames unnamed.
+pub fn unnamed_note(unnamed: &[Unnamed]) -> Option<String> {
+    if unnamed.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = unnamed
+        .iter()
+        .map(|u| {
+            let s = if u.addresses == 1 { "" } else { "es" };
+            format!("{} ({} address{s})", basename(&u.module), u.addresses)
+        })
+        .collect();
+    Some(format!(
+        "no symbols for {}: stripped, so their frames show as module+0xoffset. Get the debug \
+         files (Debian: the -dbgsym packages from the debian-debug archive, or debuginfod; \
+         or an unstripped build) and pass --symbols DIR, a directory holding \
+         .build-id/xx/yyyy.debug or NAME.debug files (/usr/lib/debug is always searched)",
+        list.join(", ")
+    ))
+}
+
 pub fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
@@ -68,6 +90,9 @@ struct Sym {
 struct Module {
     /// (file offset, file size, virtual address) of each PT_LOAD.
     segments: Vec<(u64, u64, u64)>,
+    /// Whether it (or its debug file) has a full symbol table (.symtab) or
+    /// DWARF; if not, only exported names (.dynsym) are known: stripped.
+    full_symbols: bool,
     ctx: Option<addr2line::Context<Slice>>,
     /// Sorted by address.
     symbols: Vec<Sym>,
@@ -111,18 +136,52 @@ fn has_dwarf(file: &object::File<'_>) -> bool {
         .unwrap_or(false)
 }
 
-/// A separate debug file: by build id under /usr/lib/debug, or by
-/// .gnu_debuglink beside the file, in .debug/ or under /usr/lib/debug.
+fn has_symtab(file: &object::File<'_>) -> bool {
+    file.symbols().next().is_some()
+}
+
+/// Directories given with `--symbols`, searched before /usr/lib/debug.
+static DEBUG_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Adds a directory of debug files (`--symbols DIR`).
+pub fn add_debug_dir(dir: PathBuf) {
+    DEBUG_DIRS.lock().unwrap().push(dir);
+}
+
+/// A separate debug file: in each `--symbols` directory, then in
+/// /usr/lib/debug, by build id (`.build-id/xx/yyyy.debug`); then in each
+/// `--symbols` directory by name (`NAME.debug`, `NAME`, the
+/// .gnu_debuglink name, the file's full path below DIR); by .gnu_debuglink
+/// beside the file, in .debug/ or under /usr/lib/debug. A file counts if
+/// it has DWARF or a full symbol table (an unstripped copy of the binary).
 fn find_debug_file(path: &Path, file: &object::File<'_>) -> Option<object::File<'static>> {
     let mut candidates: Vec<PathBuf> = Vec::new();
+    let mut dirs = DEBUG_DIRS.lock().unwrap().clone();
+    dirs.push(PathBuf::from("/usr/lib/debug"));
     if let Ok(Some(id)) = file.build_id() {
         if id.len() > 1 {
             let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            candidates.push(PathBuf::from(format!(
-                "/usr/lib/debug/.build-id/{}/{}.debug",
-                &hex[..2],
-                &hex[2..]
-            )));
+            for d in &dirs {
+                candidates.push(d.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..])));
+            }
+        }
+    }
+    let link = file
+        .gnu_debuglink()
+        .ok()
+        .flatten()
+        .and_then(|(name, _)| std::str::from_utf8(name).ok().map(str::to_string));
+    if let Some(name) = path.file_name() {
+        let name = name.to_string_lossy();
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        for d in &dirs[..dirs.len() - 1] {
+            candidates.push(d.join(format!("{name}.debug")));
+            candidates.push(d.join(&*name));
+            if let Some(l) = &link {
+                candidates.push(d.join(l));
+            }
+            candidates.push(d.join(format!("{}.debug", rel.display())));
+            candidates.push(d.join(rel));
         }
     }
     if let Ok(Some((name, _crc))) = file.gnu_debuglink() {
@@ -138,7 +197,7 @@ fn find_debug_file(path: &Path, file: &object::File<'_>) -> Option<object::File<
             continue;
         }
         if let Some((_, f)) = read_elf(&c) {
-            if has_dwarf(&f) {
+            if has_dwarf(&f) || has_symtab(&f) {
                 return Some(f);
             }
         }
@@ -203,22 +262,28 @@ fn load_module(path: &Path) -> Option<Module> {
         })
         .collect();
     let build_id = file.build_id().ok().flatten().map(|b| b.to_vec());
-    let debug = if has_dwarf(&file) {
+    let debug = if has_dwarf(&file) && has_symtab(&file) {
         None
     } else {
         find_debug_file(path, &file)
     };
     let ctx = match &debug {
-        Some(d) => dwarf_context(d),
-        None if has_dwarf(&file) => dwarf_context(&file),
-        None => None,
+        Some(d) if has_dwarf(d) => dwarf_context(d),
+        _ if has_dwarf(&file) => dwarf_context(&file),
+        _ => None,
     };
+    let full_symbols = has_dwarf(&file)
+        || has_symtab(&file)
+        || debug
+            .as_ref()
+            .is_some_and(|d| has_dwarf(d) || has_symtab(d));
     let symbols = match &debug {
         Some(d) => collect_symbols(&[&file, d]),
         None => collect_symbols(&[&file]),
     };
     Some(Module {
         segments,
+        full_symbols,
         ctx,
         symbols,
         build_id,
@@ -230,8 +295,18 @@ pub struct Symbolizer<'a> {
     python: &'a HashMap<u64, PyFrame>,
     modules: HashMap<String, Option<Module>>,
     cache: HashMap<u64, Rc<Resolved>>,
+    /// Per stripped module (path): addresses that got no name.
+    unnamed: HashMap<String, usize>,
     /// Print notes about unreadable files to stderr.
     pub quiet: bool,
+}
+
+/// A module whose frames showed as `module+0xoffset`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unnamed {
+    pub module: String,
+    /// Distinct addresses in it without a name.
+    pub addresses: usize,
 }
 
 impl<'a> Symbolizer<'a> {
@@ -241,8 +316,24 @@ impl<'a> Symbolizer<'a> {
             python: &dump.python_frames,
             modules: HashMap::new(),
             cache: HashMap::new(),
+            unnamed: HashMap::new(),
             quiet: false,
         }
+    }
+
+    /// Stripped modules (no symbol table, no DWARF, no debug file found)
+    /// that left frames without a name, most first.
+    pub fn unnamed(&self) -> Vec<Unnamed> {
+        let mut v: Vec<Unnamed> = self
+            .unnamed
+            .iter()
+            .map(|(m, &n)| Unnamed {
+                module: m.clone(),
+                addresses: n,
+            })
+            .collect();
+        v.sort_by(|a, b| b.addresses.cmp(&a.addresses).then(a.module.cmp(&b.module)));
+        v
     }
 
     fn module(&mut self, m: &MapEntry) -> Option<&Module> {
@@ -375,10 +466,15 @@ impl<'a> Symbolizer<'a> {
             }
         }
         let sym = module.symbol(probe).map(|s| s.name.clone());
+        let stripped = !module.full_symbols;
         if frames.is_empty() {
             let mut f = fallback(&module_name);
-            if let Some(s) = sym {
-                f.function = s;
+            match sym {
+                Some(s) => f.function = s,
+                None if stripped && !hidden => {
+                    *self.unnamed.entry(module_name.clone()).or_default() += 1
+                }
+                None => {}
             }
             frames.push(f);
         } else {

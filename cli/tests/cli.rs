@@ -895,3 +895,65 @@ fn gperftools_dumps_are_read_too() {
     );
     assert!(r.contains("(gperftools)"), "{r}");
 }
+
+#[test]
+fn stripped_module_is_named_in_the_report_and_symbols_dir_restores_names() {
+    let dir = scratch("stripped");
+    let full = program("grow.c");
+    let stripped = dir.join("grow");
+    std::fs::copy(&full, &stripped).unwrap();
+    let st = Command::new("strip").arg(&stripped).status().unwrap();
+    assert!(st.success(), "strip failed");
+    let (out, dumps) = memx_run(&dir, "g", &["--sample", "1"], &[stripped.as_os_str()]);
+    ok(out);
+    let last = dumps.last().expect("no dump");
+    let r = ok(memx().arg("report").arg(last).output().unwrap());
+    assert!(r.contains("Note: no symbols for grow ("), "{r}");
+    assert!(r.contains("--symbols DIR"), "{r}");
+    assert!(r.contains("grow+0x") && !r.contains("site_two"), "{r}");
+
+    // By name: DIR/grow.debug (an unstripped copy).
+    let by_name = dir.join("by-name");
+    std::fs::create_dir_all(&by_name).unwrap();
+    std::fs::copy(&full, by_name.join("grow.debug")).unwrap();
+    let r = ok(memx()
+        .args(["report", "--by", "line", "--symbols"])
+        .arg(&by_name)
+        .arg(last)
+        .output()
+        .unwrap());
+    let two = site_line("grow.c", "SITE_TWO");
+    assert!(r.contains(&format!("site_two (grow.c:{two})")), "{r}");
+    assert!(!r.contains("no symbols for grow"), "{r}");
+
+    // By build id: DIR/.build-id/xx/yyyy.debug holding only debug info.
+    let id = Command::new("readelf")
+        .arg("-n")
+        .arg(&stripped)
+        .output()
+        .unwrap();
+    let id = text(&id.stdout);
+    let hex = id
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: "))
+        .expect("grow has no build id")
+        .trim()
+        .to_string();
+    let by_id = dir.join("by-id/.build-id").join(&hex[..2]);
+    std::fs::create_dir_all(&by_id).unwrap();
+    let st = Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(&full)
+        .arg(by_id.join(format!("{}.debug", &hex[2..])))
+        .status()
+        .unwrap();
+    assert!(st.success(), "objcopy failed");
+    let r = ok(memx()
+        .args(["report", "--symbols"])
+        .arg(dir.join("by-id"))
+        .arg(last)
+        .output()
+        .unwrap());
+    assert!(r.contains("site_two"), "{r}");
+    assert!(!r.contains("no symbols for grow"), "{r}");
+}

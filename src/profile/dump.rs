@@ -27,11 +27,14 @@ use crate::sys::io;
 use crate::sys::lock::Lock;
 use crate::util::fmt::FixedBuf;
 use crate::util::round_up;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 static DUMP_LOCK: Lock = Lock::new();
 static SEQ: AtomicU32 = AtomicU32::new(1);
-static REPORTED_FAILURE: AtomicBool = AtomicBool::new(false);
+/// Set once a failure was reported; in the word shared with the dump
+/// writers when there is one (a writer's own statics die with it).
+static REPORTED_FAILURE: AtomicU32 = AtomicU32::new(0);
+const FAILURE_REPORTED: u32 = 1;
 
 pub type PathBuf = FixedBuf<{ config::Path::MAX + 48 }>;
 
@@ -50,16 +53,29 @@ pub fn reset_after_fork() {
     unsafe { DUMP_LOCK.reset() };
 }
 
-/// Writes the next dump; returns its path, or None when it could not be
-/// written (reported once on stderr; the program goes on).
-pub fn write() -> Option<PathBuf> {
+/// The sequence number of the next dump (taken by the process that asks:
+/// a dump writer's own increments die with it).
+pub fn take_seq() -> u32 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// In a dump writer: its copy of the dump lock may have been held by a
+/// thread of the program that does not exist there.
+pub fn reset_lock_in_writer() {
+    // SAFETY: the writer has one thread.
+    unsafe { DUMP_LOCK.reset() };
+}
+
+/// Writes dump number `seq` of this process (named after the pid that
+/// asked, also in a dump writer); returns its path, or None when it could
+/// not be written (reported once on stderr; the program goes on).
+pub fn write(seq: u32, taken: Option<Taken>) -> Option<PathBuf> {
     let _one_at_a_time = DUMP_LOCK.lock();
     let prefix = super::cfg().profile_prefix.as_bytes();
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let mut path = PathBuf::new();
     path.bytes(prefix)
         .str(".")
-        .u64(sys::getpid() as u64)
+        .u64(super::published::pid() as u64)
         .str(".");
     path.u64_width_zero(seq as u64, 4).str(".heap");
     let mut tmp = PathBuf::new();
@@ -77,7 +93,7 @@ pub fn write() -> Option<PathBuf> {
             return None;
         }
     };
-    let ok = write_contents(fd);
+    let ok = write_contents(fd, taken);
     io::close(fd);
     if !ok {
         io::unlink(tmp.as_bytes());
@@ -105,7 +121,8 @@ fn open_tmp(tmp: &[u8]) -> Result<i32, i32> {
 }
 
 fn report_failure(path: &[u8], err: i32) {
-    if REPORTED_FAILURE.swap(true, Ordering::Relaxed) {
+    let flag = crate::sys::snapshot_child::shared_word().unwrap_or(&REPORTED_FAILURE);
+    if flag.fetch_or(FAILURE_REPORTED, Ordering::Relaxed) & FAILURE_REPORTED != 0 {
         return;
     }
     let mut line = FixedBuf::<512>::new();
@@ -132,9 +149,15 @@ fn errno_text(e: i32) -> &'static str {
 }
 
 /// The snapshot, header, one line per stack, then the process maps.
-fn write_contents(fd: i32) -> bool {
+fn write_contents(fd: i32, taken: Option<Taken>) -> bool {
     let mut out = Writer::new(fd);
-    let Some((snaps, n, bytes, pyframes)) = snapshot() else {
+    let Some(Taken {
+        snaps,
+        n,
+        bytes,
+        pyframes,
+    }) = taken.or_else(snapshot)
+    else {
         return false;
     };
     // SAFETY: `snapshot` mapped `bytes` bytes holding `n` initialised Snaps.
@@ -216,11 +239,33 @@ fn write_python_frames(out: &mut Writer, newest: *const Entry) {
     }
 }
 
-type Snapshot = (*mut Snap, usize, usize, *const Entry);
+/// A consistent copy of every bucket's counts, in pages mapped for it
+/// (`bytes` of them, `n` Snaps), and the newest Python frame entry then.
+/// What it points to (buckets' frames, frame entries) never changes.
+pub struct Taken {
+    snaps: *mut Snap,
+    n: usize,
+    bytes: usize,
+    pyframes: *const Entry,
+}
+
+impl Taken {
+    /// Unmaps the copy without writing it (the writer has its own).
+    pub fn discard(self) {
+        sys::unmap(self.snaps as *mut u8, self.bytes);
+    }
+}
 
 /// Copies every bucket's counts under the lock into freshly mapped pages.
-fn snapshot() -> Option<Snapshot> {
-    let st = STATE.lock();
+fn snapshot() -> Option<Taken> {
+    let snap = take(&STATE.lock());
+    // Requests that came while the lock was held are served now.
+    super::worker::serve_pending();
+    snap
+}
+
+/// The copy, from the state the caller holds locked.
+pub fn take(st: &super::State) -> Option<Taken> {
     let pyframes = st.pyframes.newest();
     let cap = st.table.buckets().max(1);
     let bytes = round_up(cap * core::mem::size_of::<Snap>(), sys::os_page_size());
@@ -241,7 +286,12 @@ fn snapshot() -> Option<Snapshot> {
             n += 1;
         }
     });
-    Some((snaps, n, bytes, pyframes))
+    Some(Taken {
+        snaps,
+        n,
+        bytes,
+        pyframes,
+    })
 }
 
 fn copy_maps(out: &mut Writer) {

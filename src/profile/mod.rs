@@ -7,23 +7,26 @@
 //!   `cfg`, from which every profiler setting is read (`cfg()`), and turns
 //!   sampling on (`sampler::set_mean`) when `MEMX_PROFILE` is set;
 //! - `start()` from the library constructor (libc is ready): installs the
-//!   dump signal's handler and starts the helper thread;
+//!   dump signal's handler (and starts the clock thread when a clock is set);
 //! - `record_alloc(addr, size)` for each sampled object, with no allocator
 //!   lock held and the thread's re-entry guard set; the returned `Sample`
 //!   (None if not recorded) is kept on the object's span and handed back to
 //!   `record_free` when it is freed. Both are called from one place,
 //!   `thread_cache::sampling`; the layers below only keep the `Sample`;
 //! - `limit_hit()` (passed by init to the page heap as its hook),
-//!   `thread_exiting()`, `at_exit()`, `fork_child()`, and `lock()` for the
-//!   fork handler's order.
+//!   `thread_exiting()`, `at_exit()`, `fork_child()`, `after_fork_parent()`
+//!   (serves requests that came while the fork handlers held every lock),
+//!   and `lock()` for the fork handler's order.
 //!
 //! Layers: `table` (stacks and live records) ← `dump` (files) ← `worker`
-//! (signal, helper thread, stats file) ← this interface.
+//! (requests, dump writers, clock thread, stats file) ← this interface;
+//! `published` (what `memx snapshot` reads) beside them.
 //! Owns: the profiler's state and its lock. Must never: allocate through
 //! malloc, take an allocator lock while holding its own (it may take META's,
 //! which comes after it in the order), or write a dump from a signal handler.
 
 mod dump;
+pub mod published;
 pub mod python;
 pub mod table;
 mod worker;
@@ -115,6 +118,7 @@ pub fn enabled() -> bool {
 /// Turns sampling on when MEMX_PROFILE is set. Runs during initialisation.
 pub fn configure(cfg: &'static Config) {
     CONFIG.store(cfg as *const Config as *mut Config, Ordering::Release);
+    published::set(cfg);
     if cfg.profile_prefix.is_empty() {
         if cfg.stats_interval_ms > 0 {
             crate::sys::write_stderr(
@@ -139,7 +143,8 @@ pub fn set_stats_probe(f: StatsProbe) {
 }
 
 /// From the library constructor: finds memx's own code (to drop its frames),
-/// warms the unwinder up, and starts the helper thread and signal handler.
+/// warms the unwinder up, and installs the signal handler (and the clock
+/// thread if a clock is set).
 pub fn start() {
     if !enabled() {
         return;
@@ -201,25 +206,36 @@ pub fn record_alloc(_addr: usize, size: usize) -> Option<Sample> {
         };
         (record, reason)
     };
-    if let Some(r) = reason {
-        worker::request(r);
+    match reason {
+        Some(r) => worker::request(r),
+        None => worker::serve_pending(),
     }
     core::ptr::NonNull::new(record).map(Sample)
 }
 
 /// The sampled object whose record this is was freed.
 pub fn record_free(sample: Sample) {
-    let mut st = STATE.lock();
-    // SAFETY: `sample` came from `record_alloc` (its span kept it) and its
-    // object is freed exactly once.
-    let size = unsafe { st.table.remove(sample.0.as_ptr()) };
-    st.triggers.on_free(estimate(size, sampler::mean()));
+    {
+        let mut st = STATE.lock();
+        // SAFETY: `sample` came from `record_alloc` (its span kept it) and
+        // its object is freed exactly once.
+        let size = unsafe { st.table.remove(sample.0.as_ptr()) };
+        st.triggers.on_free(estimate(size, sampler::mean()));
+    }
+    // A request that found the lock held is served by its holder.
+    worker::serve_pending();
 }
 
-/// Writes a dump now (helper thread, exit, `dump_for_caller`), marking it
-/// in the stats file; its path, None if it could not be written.
+/// Writes a dump now (clock thread, exit, `dump_for_caller`), marking it in
+/// the stats file; its path, None if it could not be written.
 fn dump_now() -> Option<dump::PathBuf> {
-    let path = dump::write()?;
+    dump_now_as(dump::take_seq(), None)
+}
+
+/// Writes dump number `seq` (also in a dump writer, with its number and
+/// snapshot taken by the process that asked).
+fn dump_now_as(seq: u32, taken: Option<dump::Taken>) -> Option<dump::PathBuf> {
+    let path = dump::write(seq, taken)?;
     worker::note_dump(path.as_bytes());
     Some(path)
 }
@@ -269,12 +285,15 @@ pub fn at_exit() {
     if cfg().profile_at_exit {
         dump_now();
     }
+    // Dumps asked for before exit are complete when the process ends.
+    crate::sys::snapshot_child::wait_all();
 }
 
 /// Fork child (single-threaded, locks reset): own dump numbering,
-/// helper thread and stats file; the inherited table stays (its live
+/// clock thread and stats file; the inherited table stays (its live
 /// samples are live in the child too).
 pub fn fork_child() {
+    published::set_pid();
     if enabled() {
         dump::reset_after_fork();
         worker::restart_in_child();
@@ -283,6 +302,13 @@ pub fn fork_child() {
 
 pub fn lock() -> &'static Lock {
     STATE.raw()
+}
+
+/// The fork parent let go of every lock: serve what came meanwhile.
+pub fn after_fork_parent() {
+    if enabled() {
+        worker::serve_pending();
+    }
 }
 
 /// Bytes a sample of `size` stands for, when one is taken per `mean` bytes

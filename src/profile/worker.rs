@@ -1,26 +1,64 @@
-//! The profiler's helper thread and what wakes it: the dump signal's
-//! handler, dump requests from the allocation path (interval triggers, the
-//! heap limit), the time interval, and the memory-statistics ticker.
+//! How dump requests are served, the clock thread, and the stats file.
 //!
-//! Requests are a flag word and a futex wake: async-signal-safe, never
-//! blocking an allocating thread, and with no file descriptor the program
-//! could see (a child that lists its descriptors sees only its own).
-//! The helper thread must not keep a process alive whose own threads have
+//! Requests (the dump signal, the interval triggers, the heap limit) are
+//! served without a thread: the requesting context (a signal handler, or
+//! the allocating thread) takes the profiler's lock if it is free, copies
+//! the counts (as every dump does), lets go, and starts a detached
+//! copy-on-write child that writes the dump from that copy
+//! (sys::snapshot_child). A try-lock, a copy into fresh pages, one clone
+//! and one wait are all async-signal-safe, so a program blocked in read(),
+//! idle or asleep is served at once. If the lock is busy, the request is
+//! left in PENDING and whoever holds the lock serves it when it lets go
+//! (`serve_pending`, called after every unlock of the profiler's lock in
+//! this process).
+//!
+//! Why not a helper thread, as before: a resident thread is seen by the
+//! program. glibc's set*id calls replay on every pthread (`__nptl_setxid`),
+//! and a launcher that dropped capabilities on its own thread first
+//! (`setpriv --init-groups`) gets EPERM from ours and aborts; CPython 3.12+
+//! warns on fork() in a process with threads. Why not start a thread when a
+//! request comes: a signal handler cannot call pthread_create, and the
+//! first allocation after a request may never come (a server blocked in
+//! accept). Why not write the dump in the handler: the table may be
+//! mid-update on the interrupted thread, and a dump takes milliseconds.
+//!
+//! A thread is still started for the clocks, MEMX_PROFILE_TIME_INTERVAL and
+//! MEMX_STATS_INTERVAL, which need something that wakes up on its own
+//! (a timer signal would interrupt the program's sleeps). The README says
+//! not to combine them with a privilege-dropping launcher.
+//! The clock thread must not keep a process alive whose own threads have
 //! all exited (glibc ends a process with exit(0) when its last thread
 //! exits): once the main thread has called pthread_exit, it checks every
 //! half second, and ends the process the same way.
-//! Owns: the request word, the previous signal action, the stats file name.
+//! Owns: the pending requests, the wake word of the clock thread, the
+//! previous signal action, the stats file name.
 //! Must never: write a dump from the signal handler or from an allocating
-//! thread.
+//! thread, or wait for a lock from either.
 
+use super::published;
 use crate::sys;
 use crate::sys::io::{self, OldAction};
+use crate::sys::snapshot_child::{self, SpawnError};
 use crate::util::fmt::FixedBuf;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-/// Non-zero when a dump is wanted (a bit per reason, for debugging).
-static REQUEST: AtomicU32 = AtomicU32::new(0);
+/// Non-zero when a dump is wanted and not yet started (a bit per reason).
+static PENDING: AtomicU32 = AtomicU32::new(0);
+/// The clock thread's wake word (MAIN_EXITING).
+static WAKE: AtomicU32 = AtomicU32::new(0);
+/// Set in a dump writer: it serves nothing (it only writes its snapshot).
+static IN_WRITER: AtomicBool = AtomicBool::new(false);
+/// Whether a thread is serving requests (starting a writer).
+static SERVING: AtomicBool = AtomicBool::new(false);
+/// The sequence number and snapshot the next writer writes; set and
+/// cleared by the thread that holds SERVING.
+static WRITER_SEQ: AtomicU32 = AtomicU32::new(0);
+struct TakenSlot(UnsafeCell<Option<super::dump::Taken>>);
+// SAFETY: only the thread holding SERVING reads or writes it.
+unsafe impl Sync for TakenSlot {}
+static TAKEN: TakenSlot = TakenSlot(UnsafeCell::new(None));
+static REPORTED_SPAWN_FAILURE: AtomicBool = AtomicBool::new(false);
 static STATS_ON: AtomicBool = AtomicBool::new(false);
 static START_NS: AtomicU64 = AtomicU64::new(0);
 /// `fn() -> [u64; 3]` (in use, cached, mapped), set by init; 0 = none.
@@ -41,8 +79,8 @@ pub const HEAP_LIMIT: u32 = 8;
 /// Not a dump: the main thread is exiting through pthread_exit.
 const MAIN_EXITING: u32 = 16;
 
-/// How often, once the main thread has called pthread_exit, the helper
-/// looks whether it is the last thread left.
+/// How often, once the main thread has called pthread_exit, the clock
+/// thread looks whether it is the last thread left.
 const LIVENESS_MS: i32 = 500;
 
 /// Reports the allocator's view for the stats file: in use, cached, mapped.
@@ -52,22 +90,103 @@ pub fn set_stats_probe(f: StatsProbe) {
     PROBE.store(f as usize, Ordering::Relaxed);
 }
 
-/// Asks the helper thread for a dump; callable from any context, signal
-/// handlers included.
+/// Asks for a dump; callable from any context (signal handlers, with
+/// allocator locks held): it never waits.
 pub fn request(reason: u32) {
-    REQUEST.fetch_or(reason, Ordering::Release);
-    io::futex_wake(&REQUEST);
+    PENDING.fetch_or(reason, Ordering::SeqCst);
+    serve_pending();
+}
+
+/// Starts a writer for the pending requests if the profiler's lock is free;
+/// else its holder does, when it lets go. Cheap when nothing is pending.
+///
+/// The lock is held only while the counts are copied (as for any dump);
+/// the fork that follows copies the process's page tables (~0.1 s per GiB
+/// of private memory on the test machine) with no lock held, so only the
+/// asking thread waits for it.
+pub fn serve_pending() {
+    if IN_WRITER.load(Ordering::Relaxed) {
+        return;
+    }
+    while PENDING.load(Ordering::SeqCst) != 0 {
+        // One server at a time: it loops until nothing is pending.
+        if SERVING.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let taken = {
+            let Some(st) = super::STATE.try_lock() else {
+                SERVING.store(false, Ordering::SeqCst);
+                // The holder serves when it lets go (it reads PENDING and
+                // SERVING after unlocking); unless it already did.
+                if super::lock().is_locked() {
+                    return;
+                }
+                continue;
+            };
+            if PENDING.swap(0, Ordering::SeqCst) == 0 {
+                None
+            } else {
+                WRITER_SEQ.store(super::dump::take_seq(), Ordering::Relaxed);
+                super::dump::take(&st)
+            }
+        };
+        if let Some(taken) = taken {
+            // SAFETY: SERVING is ours: no other thread touches TAKEN now.
+            unsafe { *TAKEN.0.get() = Some(taken) };
+            let spawned = snapshot_child::spawn(write_in_child);
+            // SAFETY: as above; the writer has its own copy.
+            if let Some(t) = unsafe { (*TAKEN.0.get()).take() } {
+                t.discard();
+            }
+            match spawned {
+                Ok(()) => published::count_dump(),
+                Err(e) => spawn_failed(e),
+            }
+        }
+        SERVING.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The writer: writes the copy its parent took, under the sequence number
+/// the parent drew, and exits.
+fn write_in_child() -> ! {
+    IN_WRITER.store(true, Ordering::Relaxed);
+    super::dump::reset_lock_in_writer();
+    // SAFETY: the writer has one thread; this is its copy of TAKEN.
+    let taken = unsafe { (*TAKEN.0.get()).take() };
+    super::dump_now_as(WRITER_SEQ.load(Ordering::Relaxed), taken);
+    snapshot_child::exit_now()
+}
+
+fn spawn_failed(e: SpawnError) {
+    published::count_failed();
+    if let SpawnError::Busy = e {
+        // Another thread is starting a writer for the same snapshot moment.
+        return;
+    }
+    if REPORTED_SPAWN_FAILURE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let mut line = FixedBuf::<200>::new();
+    line.str("memx: cannot start the dump writer (clone: errno ");
+    if let SpawnError::Clone(n) = e {
+        line.u64(n as u64);
+    }
+    line.str("); no dump for this request (further failures are not reported)\n");
+    sys::write_stderr(line.as_bytes());
 }
 
 /// The main thread is exiting through pthread_exit (its thread-exit
-/// destructor runs): from now on the helper watches for being the last
-/// thread. Only then does it read /proc, which opens a descriptor for a
-/// moment; a program listing its descriptors never sees one otherwise.
+/// destructor runs): from now on the clock thread watches for being the
+/// last thread. Only then does it read /proc, which opens a descriptor for
+/// a moment; a program listing its descriptors never sees one otherwise.
 pub fn main_thread_exiting() {
-    request(MAIN_EXITING);
+    WAKE.fetch_or(MAIN_EXITING, Ordering::Release);
+    io::futex_wake(&WAKE);
 }
 
 extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    published::count_handled();
     request(SIGNAL);
     // SAFETY: OLD was written before this handler was installed; chaining
     // passes on exactly what we received.
@@ -78,10 +197,12 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     }
 }
 
-/// Starts the helper thread (and the stats file), then installs the dump
-/// signal's handler. Called once, from the library constructor.
+/// Starts the clock thread if a clock is set (and the stats file), then
+/// installs the dump signal's handler. Called once, from the library
+/// constructor.
 pub fn start() {
-    start_thread();
+    snapshot_child::share_word();
+    start_clock();
     let sig = super::cfg().profile_signal as i32;
     if sig != 0 {
         // Record the previous action before ours is in place: a signal may
@@ -94,34 +215,34 @@ pub fn start() {
     }
 }
 
-/// Fork child: the parent's helper thread is not ours; start our own, with
-/// a stats file of our own pid.
+/// Fork child (the program's own fork): requests of the parent are the
+/// parent's; the clock thread, if any, is not ours: start our own, with a
+/// stats file of our own pid.
 pub fn restart_in_child() {
-    REQUEST.store(0, Ordering::Relaxed);
-    start_thread();
+    PENDING.store(0, Ordering::Relaxed);
+    SERVING.store(false, Ordering::Relaxed);
+    snapshot_child::forget_after_fork();
+    snapshot_child::share_word();
+    WAKE.store(0, Ordering::Relaxed);
+    start_clock();
 }
 
-/// Whether anything but the exit dump is asked for. Without a signal,
-/// interval, stats or heap limit there is no helper thread at all: some
-/// programs notice an extra thread (CPython 3.12+ warns on fork() in a
-/// process with more than one).
-fn thread_needed() -> bool {
+/// Whether a clock is set: only then is there a thread. Signals, interval
+/// triggers and the heap limit need none.
+fn clock_needed() -> bool {
     let c = super::cfg();
-    c.profile_signal != 0
-        || c.profile_alloc_interval != 0
-        || c.profile_inuse_interval != 0
-        || c.profile_time_interval != 0
-        || c.stats_interval_ms != 0
-        || c.heap_limit != 0
+    c.profile_time_interval != 0 || c.stats_interval_ms != 0
 }
 
-fn start_thread() {
+fn start_clock() {
     START_NS.store(sys::now_ns(), Ordering::Relaxed);
     if super::cfg().stats_interval_ms > 0 {
         open_stats_file();
     }
-    if thread_needed() && !io::spawn_thread(run) {
-        sys::write_stderr(b"memx: cannot start the profiler's thread; dumps only at exit\n");
+    if clock_needed() && !io::spawn_thread(run) {
+        sys::write_stderr(
+            b"memx: cannot start the profiler's clock thread; no timed dumps or stats\n",
+        );
     }
 }
 
@@ -156,23 +277,20 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
             super::dump_now();
             next_dump = deadline(now, dump_every);
         }
-        let request = REQUEST.swap(0, Ordering::Acquire);
-        if request & MAIN_EXITING != 0 && next_liveness == u64::MAX {
+        let wake = WAKE.swap(0, Ordering::Acquire);
+        if wake & MAIN_EXITING != 0 && next_liveness == u64::MAX {
             next_liveness = now;
         }
-        if request & !MAIN_EXITING != 0 {
-            super::dump_now();
-        }
-        if request != 0 {
+        if wake != 0 {
             continue;
         }
-        let wake = next_dump.min(next_stats).min(next_liveness);
-        let timeout = if wake == u64::MAX {
+        let at = next_dump.min(next_stats).min(next_liveness);
+        let timeout = if at == u64::MAX {
             -1
         } else {
-            (wake.saturating_sub(now) / 1_000_000).min(i32::MAX as u64) as i32
+            (at.saturating_sub(now) / 1_000_000).min(i32::MAX as u64) as i32
         };
-        io::futex_wait(&REQUEST, 0, timeout);
+        io::futex_wait(&WAKE, 0, timeout);
     }
 }
 
@@ -188,7 +306,7 @@ fn stats_path() -> super::dump::PathBuf {
     let mut path = super::dump::PathBuf::new();
     path.bytes(super::cfg().profile_prefix.as_bytes())
         .str(".")
-        .u64(sys::getpid() as u64)
+        .u64(published::pid() as u64)
         .str(".stats\0");
     path
 }
@@ -202,7 +320,7 @@ fn open_stats_file() {
         Ok(fd) => {
             let mut line = FixedBuf::<256>::new();
             line.str("# memx stats v1 pid=")
-                .u64(sys::getpid() as u64)
+                .u64(published::pid() as u64)
                 .str(" start_unix_ms=")
                 .u64(io::unix_ms())
                 .str("\n# time_ms in_use_bytes cached_bytes mapped_bytes rss_bytes\n");

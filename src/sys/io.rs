@@ -1,4 +1,4 @@
-//! Files, futex wake-ups, signals and helper threads for the profiler's dump side.
+//! Files, futex wake-ups, signals and the clock thread for the profiler's dump side.
 //!
 //! Owns: thin wrappers over open/rename/read/write, futex wait/wake, sigaction
 //! and pthread_create, each keeping errno as the program left it.

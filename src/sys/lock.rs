@@ -83,6 +83,15 @@ impl Lock {
         }
     }
 
+    /// Takes the lock if it is free, never waiting: safe in a signal handler
+    /// and with any lock held, whatever the order.
+    pub fn try_lock(&self) -> Option<LockGuard<'_>> {
+        self.state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| LockGuard { lock: self })
+    }
+
     /// Takes the lock and leaves it held with no guard (fork prepare).
     pub fn lock_forever(&self) {
         core::mem::forget(self.lock());
@@ -180,6 +189,14 @@ impl<T> Locked<T> {
             data: self.data.get(),
         };
         (g, contended)
+    }
+
+    /// As `lock`, if the lock is free; never waits.
+    pub fn try_lock(&self) -> Option<LockedGuard<'_, T>> {
+        self.lock.try_lock().map(|guard| LockedGuard {
+            _guard: guard,
+            data: self.data.get(),
+        })
     }
 
     /// The bare lock, for fork handlers that take every lock in order.

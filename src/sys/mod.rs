@@ -8,6 +8,7 @@
 pub mod dl;
 pub mod io;
 pub mod lock;
+pub mod snapshot_child;
 pub mod tls;
 pub mod unwind;
 

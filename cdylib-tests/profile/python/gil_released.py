@@ -29,7 +29,7 @@ for t in threads:
 keep = [bytearray(65536) for _ in range(1500)]
 for t in threads:
     t.join()
-os.kill(os.getpid(), signal.SIGUSR2)
+os.kill(os.getpid(), signal.SIGRTMIN + 10)
 time.sleep(0.2)
 for p in held:
     libc.free(p)

@@ -46,7 +46,7 @@ static void dump_and_wait(int seq) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s.%d.%04d.heap", prefix, (int)getpid(), seq);
-    raise(SIGUSR2);
+    raise(SIGRTMIN + 10); /* memx's default dump signal */
     for (int i = 0; i < 60000 && access(path, F_OK) != 0; i++) {
         usleep(1000);
     }
