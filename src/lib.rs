@@ -8,6 +8,7 @@
 //!   large.rs         one span per large object                    │
 //!   page_heap.rs     spans of 8 KiB pages, coalescing, madvise  ◄─┘ spans
 //!   pagemap.rs       address → span (+ size class), lock-free reads
+//!   guard/           guarded sampling: pool, fault report (GWP-ASan)
 //!   span.rs, size_class.rs, sampler.rs, stats.rs, config.rs, init.rs
 //!   meta.rs          metadata arena (never the user heap)
 //!   sys/             the only code that calls libc / the kernel
@@ -24,9 +25,10 @@
 //! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Large span state |
 //! | `profile::lock()`            | the profiler's stack and sample tables   |
 //! | `meta::META`                 | the metadata arena's bump pointer        |
+//! | `guard::lock()`              | the guarded pool's slots and quarantine (a leaf: nothing is taken under it) |
 //!
 //! Order: REGISTRY → CENTRAL[c] (at most one at a time) → HEAP → PROFILE →
-//! META. HEAP and PROFILE are never held together; the order matters to
+//! META → GUARD. HEAP and PROFILE are never held together; the order matters to
 //! the fork handler, which takes them all.
 //! A thread cache is touched only by its own thread, except after its owner
 //! is gone (thread exit, fork child). Page-map reads take no lock; its
@@ -42,6 +44,7 @@ pub mod config;
 pub mod diag;
 #[cfg(all(feature = "export", not(test)))]
 pub mod export;
+pub mod guard;
 pub mod init;
 pub mod large;
 pub mod meta;

@@ -46,6 +46,7 @@
 
 use crate::central::{check, link_key, CentralFreeList, CENTRAL};
 use crate::diag;
+use crate::guard;
 use crate::large;
 use crate::meta::Pool;
 use crate::pagemap::{HIGH_BITS, PAGEMAP};
@@ -368,10 +369,19 @@ fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 {
     if !counted {
         *countdown = countdown.wrapping_sub(size as isize);
     }
-    if *countdown < 0 && countdown_expired(t) {
-        // A sampled object gets a span of its own, marked sampled, so the
-        // ordinary free path never looks anything up.
-        return alloc_sampled(size, 1);
+    if *countdown < 0 {
+        match countdown_expired(t) {
+            // A sampled object gets a span of its own, marked sampled, so
+            // the ordinary free path never looks anything up.
+            sampler::Event::Profile => return alloc_sampled(size, 1),
+            sampler::Event::Guard => {
+                let p = alloc_guarded(size);
+                if !p.is_null() {
+                    return p;
+                }
+            }
+            sampler::Event::None => {}
+        }
     }
     if check::enabled() {
         return malloc_checked(size, 16);
@@ -401,13 +411,15 @@ fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 {
 }
 
 /// The countdown crossed zero: draw the next interval, scavenge now and
-/// then, and say whether the allocation that crossed it is a sample.
-fn countdown_expired(t: &ThreadCache) -> bool {
+/// then, and say what the allocation that crossed it is (a profiler sample,
+/// a guarded allocation, or neither).
+fn countdown_expired(t: &ThreadCache) -> sampler::Event {
     // SAFETY: owner-only state of this thread's cache.
     let cold = unsafe { &mut *t.cold.get() };
     // The interval that just ran out is (give or take the last request)
     // what the thread allocated since the previous expiry.
     cold.since_scavenge += cold.interval;
+    let event = cold.sampler.event();
     cold.interval = cold.sampler.next_interval();
     // SAFETY: as above.
     unsafe { *t.until_sample.get() = cold.interval as isize };
@@ -415,7 +427,7 @@ fn countdown_expired(t: &ThreadCache) -> bool {
         let period = core::mem::take(&mut cold.since_scavenge);
         scavenge(t, cold, period);
     }
-    sampler::mean() != 0
+    event
 }
 
 /// A sampled object: a span of its own, recorded by the profiler. An
@@ -450,7 +462,8 @@ pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
             *c = (*c).wrapping_sub(size as isize);
             *c < 0
         };
-        if expired && countdown_expired(t) {
+        // Large objects are never guarded (bigger than a guarded slot).
+        if expired && countdown_expired(t) == sampler::Event::Profile {
             return alloc_sampled(size, align_pages);
         }
     }
@@ -741,6 +754,9 @@ fn free_slow(p: *mut u8) {
     }
     let entry = PAGEMAP.lookup_addr(p as usize);
     if entry.is_empty() {
+        if guard::owns(p) {
+            return free_guarded(p);
+        }
         diag::invalid_pointer("free", p as usize, "not allocated by memx");
     }
     if entry.class() != 0 {
@@ -992,6 +1008,32 @@ pub unsafe fn reclaim_after_fork() {
             }
         }
         tc = next;
+    }
+}
+
+// ------------------------------------------------- guarded sampling hooks
+
+/// A guarded object (`guard`), or null to allocate normally. The stack
+/// capture may allocate: an allocation made meanwhile is not guarded.
+#[cold]
+#[inline(never)]
+fn alloc_guarded(size: usize) -> *mut u8 {
+    if !enter_profiler() {
+        return core::ptr::null_mut();
+    }
+    let p = guard::alloc(size, true);
+    leave_profiler();
+    p
+}
+
+/// Frees a guarded object, with the free stack when this thread may take it.
+#[cold]
+#[inline(never)]
+fn free_guarded(p: *mut u8) {
+    let capture = enter_profiler();
+    guard::free(p, "free", capture);
+    if capture {
+        leave_profiler();
     }
 }
 
