@@ -18,6 +18,7 @@ pub enum Cmd {
     Pprof,
     Plot,
     Snapshot,
+    Symbolize,
 }
 
 use Cmd::*;
@@ -76,6 +77,14 @@ pub const COMMANDS: &[CmdSpec] = &[
         operands: "PID",
         about: "Ask a running memx process for a dump, wait for it and report it.",
     },
+    CmdSpec {
+        cmd: Symbolize,
+        names: &["symbolize"],
+        operands: "[REPORT]",
+        about: "Name the frames of a guarded-sampling report (MEMX_GUARD_SAMPLE) by \
+                function, file and line; reads REPORT or standard input (-), \
+                writes the report with its frames named.",
+    },
 ];
 
 /// One option: its names, its value's name (None for a flag), the
@@ -90,7 +99,7 @@ pub struct OptSpec {
 
 const VIEWS: &[Cmd] = &[Report, Diff, Flamegraph, Snapshot];
 const TABLES: &[Cmd] = &[Report, Diff, Snapshot];
-const FILES_OUT: &[Cmd] = &[Flamegraph, Pprof, Plot];
+const FILES_OUT: &[Cmd] = &[Flamegraph, Pprof, Plot, Symbolize];
 
 pub const OPTIONS: &[OptSpec] = &[
     OptSpec {
