@@ -12,8 +12,11 @@
 //! Objects sit alternately at the end of their slot (against the guard page
 //! after it: overflows fault) and at its start (right after the guard page
 //! before it: underflows fault). Freed slots wait in a FIFO quarantine and
-//! are reused oldest first, so a use after free faults until SLOTS - live
-//! more guarded objects have been freed.
+//! are reused oldest first once QUARANTINE of them wait (until then a
+//! never-used slot is taken, while there is one): a use after free faults
+//! until at least QUARANTINE more guarded objects have been freed, and a
+//! process that guards rarely touches the metadata of only about
+//! QUARANTINE + live slots (each slot's stacks are half a KiB).
 //!
 //! Owns: the reservation, the slots and the quarantine, under one leaf lock
 //! (no other lock is taken while holding it). Slot fields are written under
@@ -30,6 +33,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 pub const SLOTS: usize = 512;
 /// OS pages per slot: the largest guarded object.
 pub const SLOT_PAGES: usize = 4;
+/// Freed slots kept inaccessible before the oldest is reused.
+pub const QUARANTINE: usize = 64;
 /// Frames kept per stack.
 pub const DEPTH: usize = 32;
 
@@ -159,10 +164,12 @@ fn pool_bytes() -> usize {
 struct Pool {
     /// Reservation tried and failed: stay off.
     failed: bool,
-    /// Free slots, oldest freed first: queue[(head + k) % SLOTS], k < len.
+    /// Freed slots, oldest first: queue[(head + k) % SLOTS], k < len.
     queue: *mut u16,
     head: usize,
     len: usize,
+    /// Slots never used yet: fresh..SLOTS.
+    fresh: usize,
     /// Where the next object goes: at the end of its slot (false) or its
     /// start (true).
     at_start: bool,
@@ -176,6 +183,7 @@ static POOL: Locked<Pool> = Locked::new(Pool {
     queue: core::ptr::null_mut(),
     head: 0,
     len: 0,
+    fresh: 0,
     at_start: false,
 });
 
@@ -199,11 +207,6 @@ impl Pool {
         // SAFETY: `meta` is fresh zeroed memory of meta_bytes: SLOTS slots
         // (all-zero is EMPTY with empty traces), then the queue.
         self.queue = unsafe { meta.add(SLOTS * core::mem::size_of::<Slot>()) } as *mut u16;
-        for i in 0..SLOTS {
-            // SAFETY: i < SLOTS, inside the queue.
-            unsafe { *self.queue.add(i) = i as u16 };
-        }
-        self.len = SLOTS;
         BASE.store(base as usize, Ordering::Relaxed);
         PAGE.store(page, Ordering::Relaxed);
         SLOT_META.store(meta as *mut Slot, Ordering::Release);
@@ -211,7 +214,13 @@ impl Pool {
         true
     }
 
+    /// A slot for a new object: the oldest freed one once the quarantine
+    /// is full (or no fresh slot is left), else a fresh one.
     fn pop(&mut self) -> Option<usize> {
+        if self.len < QUARANTINE && self.fresh < SLOTS {
+            self.fresh += 1;
+            return Some(self.fresh - 1);
+        }
         if self.len == 0 {
             return None;
         }
@@ -220,6 +229,18 @@ impl Pool {
         self.head = (self.head + 1) % SLOTS;
         self.len -= 1;
         Some(i)
+    }
+
+    /// Puts back a slot just popped (its pages could not be opened).
+    fn push_front(&mut self, i: usize) {
+        if i + 1 == self.fresh && self.len < QUARANTINE {
+            self.fresh -= 1;
+            return;
+        }
+        self.head = (self.head + SLOTS - 1) % SLOTS;
+        // SAFETY: head < SLOTS, inside the queue.
+        unsafe { *self.queue.add(self.head) = i as u16 };
+        self.len += 1;
     }
 
     fn push(&mut self, i: usize) {
@@ -268,7 +289,7 @@ pub fn alloc(size: usize, alloc: &Trace, on_ready: fn()) -> *mut u8 {
         let first = addr & !(page - 1);
         let last = (addr + size).next_multiple_of(page);
         if !sys::open_pages(first as *mut u8, last - first) {
-            pool.push(i);
+            pool.push_front(i);
             return core::ptr::null_mut();
         }
     }

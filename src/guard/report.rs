@@ -238,6 +238,11 @@ fn report(kind: Kind, what: &str, addr: usize, pc: usize, slot: &Slot) {
             next,
         );
     }
+    if kind != Kind::DoubleFree && crate::profile::dump_at_crash() {
+        // Written by the profiler's helper thread, not from this handler.
+        line.str("memx: heap profile at the crash: the newest MEMX_PROFILE dump of this pid\n");
+        emit(&mut line);
+    }
     line.str("memx: ==== end of report (memx symbolize: function, file and line) ====\n");
     emit(&mut line);
     REPORTING.store(DONE, Ordering::Release);

@@ -186,6 +186,15 @@ fn dump_now() {
     }
 }
 
+/// A guarded-sampling fault is about to end the process: has the helper
+/// thread write a dump (waiting at most CRASH_WAIT_MS for it) so that
+/// `memx report` shows the heap at the crash. True if one was written.
+/// Never writes from the faulting thread itself (see the module rules).
+pub fn dump_at_crash() -> bool {
+    const CRASH_WAIT_MS: u64 = 3000;
+    enabled() && worker::dump_and_wait(CRASH_WAIT_MS)
+}
+
 /// The heap limit was hit for the first time: dump "what filled the heap".
 pub fn limit_hit() {
     if enabled() {

@@ -41,6 +41,13 @@ pub const INUSE_INTERVAL: u32 = 4;
 pub const HEAP_LIMIT: u32 = 8;
 /// Not a dump: the main thread is exiting through pthread_exit.
 const MAIN_EXITING: u32 = 16;
+/// A guarded-sampling fault: the process is about to die of it.
+pub const CRASH: u32 = 32;
+
+/// Dumps the helper thread wrote on request (a crash waits for the next).
+static DUMPS_DONE: AtomicU32 = AtomicU32::new(0);
+/// The helper thread is running.
+static THREAD_UP: AtomicBool = AtomicBool::new(false);
 
 /// How often, once the main thread has called pthread_exit, the helper
 /// looks whether it is the last thread left.
@@ -58,6 +65,29 @@ pub fn set_stats_probe(f: StatsProbe) {
 pub fn request(reason: u32) {
     REQUEST.fetch_or(reason, Ordering::Release);
     io::futex_wake(&REQUEST);
+}
+
+/// Asks the helper thread for a dump and waits up to `ms` milliseconds for
+/// it (from a fault handler: only atomics and futex calls). False when
+/// there is no helper thread, or it did not finish in time (it may be
+/// waiting for a lock the faulting thread holds).
+pub fn dump_and_wait(ms: u64) -> bool {
+    if !THREAD_UP.load(Ordering::Acquire) {
+        return false;
+    }
+    let before = DUMPS_DONE.load(Ordering::Acquire);
+    request(CRASH);
+    let end = sys::now_ns() + ms * 1_000_000;
+    loop {
+        if DUMPS_DONE.load(Ordering::Acquire) != before {
+            return true;
+        }
+        let now = sys::now_ns();
+        if now >= end {
+            return false;
+        }
+        io::futex_wait(&DUMPS_DONE, before, ((end - now) / 1_000_000).max(1) as i32);
+    }
 }
 
 /// The main thread is exiting through pthread_exit (its thread-exit
@@ -121,7 +151,9 @@ fn start_thread() {
     if config::get().stats_interval_ms > 0 {
         open_stats_file();
     }
-    if thread_needed() && !io::spawn_thread(run) {
+    let up = thread_needed() && io::spawn_thread(run);
+    THREAD_UP.store(up, Ordering::Release);
+    if thread_needed() && !up {
         sys::write_stderr(b"memx: cannot start the profiler's thread; dumps only at exit\n");
     }
 }
@@ -163,6 +195,8 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         }
         if request & !MAIN_EXITING != 0 {
             super::dump_now();
+            DUMPS_DONE.fetch_add(1, Ordering::Release);
+            io::futex_wake(&DUMPS_DONE);
         }
         if request != 0 {
             continue;
