@@ -6,60 +6,57 @@
  *
  * The child keeps objects live (some sampled by the profiler, some
  * guarded: both rates are one byte), then overflows a guarded object. Its
- * report must say a dump was written, and
+ * report must say a dump was written, and the one
  * memx_guard_crash_dump.prof.<pid>.0001.heap must hold a heap profile with
  * live objects in it.
  */
 // ENV: MEMX_GUARD_SAMPLE=1 MEMX_PROFILE=memx_guard_crash_dump.prof MEMX_PROFILE_SAMPLE=1 MEMX_PROFILE_AT_EXIT=0
-#include "check.h"
-#include <signal.h>
+#include "memx_check_cases.h"
+#include <glob.h>
 #include <stdint.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
 
-static void *(*volatile malloc_v)(size_t) = malloc;
+#define PATTERN "memx_guard_crash_dump.prof.*.heap"
+
 static char *live[64];
+
+static void remove_dumps(void)
+{
+    glob_t g;
+    if (glob(PATTERN, 0, NULL, &g) == 0)
+        for (size_t i = 0; i < g.gl_pathc; i++)
+            unlink(g.gl_pathv[i]);
+    globfree(&g);
+}
+
+static void body(int which, int fd)
+{
+    (void)which;
+    for (int i = 0; i < 64; i++)
+        memset(live[i] = malloc_v(1000), 1, 1000);
+    for (int i = 0; i < 64; i++) {
+        char *p = malloc_v(64);
+        if (((uintptr_t)p + 64) % 4096 == 0) {
+            send_ptr(fd, p);
+            p[escape(NULL) ? 0 : 64] = 1;
+        }
+    }
+}
 
 int main(void)
 {
-    int errp[2];
-    CHECK(pipe(errp) == 0, "pipe failed");
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork failed");
-    if (pid == 0) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        dup2(errp[1], 2);
-        close(errp[0]);
-        for (int i = 0; i < 64; i++)
-            memset(live[i] = malloc_v(1000), 1, 1000);
-        for (int i = 0; i < 64; i++) {
-            char *p = malloc_v(64);
-            if (((uintptr_t)p + 64) % 4096 == 0)
-                p[escape(NULL) ? 0 : 64] = 1;
-        }
-        _exit(5);
-    }
-    close(errp[1]);
-    char err[16384] = {0};
-    size_t n = 0;
-    ssize_t r;
-    while ((r = read(errp[0], err + n, sizeof err - 1 - n)) > 0)
-        n += (size_t)r;
-    close(errp[0]);
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid, "waitpid failed");
-    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV, "child status %#x; stderr: \"%s\"", st, err);
-    CHECK(strstr(err, "heap profile at the crash") != NULL, "no dump announced: \"%s\"", err);
-    char path[128];
-    snprintf(path, sizeof path, "memx_guard_crash_dump.prof.%d.0001.heap", (int)pid);
-    FILE *f = fopen(path, "r");
-    CHECK(f != NULL, "no dump %s", path);
+    remove_dumps();
+    const char *want[] = {"guarded allocation: overflow", "heap profile at the crash", NULL};
+    expect_signal("overflow with the profiler on", body, 0, SIGSEGV, want);
+    glob_t g;
+    CHECK(glob(PATTERN, 0, NULL, &g) == 0 && g.gl_pathc == 1, "not one dump %s", PATTERN);
+    FILE *f = fopen(g.gl_pathv[0], "r");
+    CHECK(f != NULL, "cannot open %s", g.gl_pathv[0]);
     long objects = -1;
-    CHECK(fscanf(f, "heap profile: %ld:", &objects) == 1, "%s is not a heap profile", path);
+    CHECK(fscanf(f, "heap profile: %ld:", &objects) == 1, "%s is not a heap profile", g.gl_pathv[0]);
     fclose(f);
-    unlink(path);
     CHECK(objects > 0, "the dump at the crash holds no live objects (%ld)", objects);
-    say("ok: dump %s with %ld live objects\n", path, objects);
+    say("ok: %s holds %ld live objects\n", g.gl_pathv[0], objects);
+    globfree(&g);
+    remove_dumps();
     return 0;
 }

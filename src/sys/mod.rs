@@ -16,13 +16,17 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Maps `bytes` of fresh, zeroed, private memory. Null on failure.
 pub fn map(bytes: usize) -> *mut u8 {
+    map_anonymous(bytes, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn map_anonymous(bytes: usize, prot: i32) -> *mut u8 {
     // SAFETY: an anonymous private mapping at a kernel-chosen address has no
     // preconditions; failure is reported as MAP_FAILED.
     let p = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
@@ -78,22 +82,7 @@ pub fn release(p: *mut u8, bytes: usize) -> bool {
 /// Reserves `bytes` of address space with no access (guarded sampling's
 /// pool). Null on failure.
 pub fn reserve(bytes: usize) -> *mut u8 {
-    // SAFETY: an anonymous PROT_NONE mapping at a kernel-chosen address.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            bytes,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        core::ptr::null_mut()
-    } else {
-        p as *mut u8
-    }
+    map_anonymous(bytes, libc::PROT_NONE)
 }
 
 /// Makes whole OS pages of a reserved range readable and writable. False if
