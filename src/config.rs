@@ -92,7 +92,7 @@ impl Config {
         profile_seed: 0,
         stats_interval_ms: 0,
         check: false,
-        guard_sample: 0,
+        guard_sample: 16 << 20,
     };
 }
 
@@ -271,7 +271,7 @@ pub static OPTIONS: &[OptionSpec] = &[
         form: Form::Size,
         min: 0,
         max: 1 << 40,
-        default: "0",
+        default: "16M",
         doc: "mean bytes allocated between two guarded allocations (each on its own \
               page against an inaccessible guard page, a fault reported with its \
               stacks); 0 = off",

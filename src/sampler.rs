@@ -147,6 +147,26 @@ impl Sampler {
         self.event
     }
 
+    /// The kind of the allocation that crossed the countdown, whose bytes
+    /// ran `overshoot` past the point: a guard point yields to a profiler
+    /// point in those bytes, so that every allocation is a profiler sample
+    /// with exactly the chance it has without guarded sampling (1 -
+    /// e^(-size/mean)), which the profiler's estimates assume.
+    pub fn event_for(&mut self, overshoot: usize) -> Event {
+        self.event_for_with(overshoot, mean())
+    }
+
+    fn event_for_with(&mut self, overshoot: usize, profile: usize) -> Event {
+        if self.event == Event::Guard
+            && profile != 0
+            && overshoot > 0
+            && self.draw_f64(profile as f64) < overshoot as f64
+        {
+            return Event::Profile;
+        }
+        self.event
+    }
+
     /// Uniform in (0, 1] from 53 random bits.
     fn uniform(&mut self) -> f64 {
         ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
@@ -249,6 +269,26 @@ mod tests {
             "{}",
             per(guards)
         );
+    }
+
+    #[test]
+    fn big_allocations_are_profiled_as_often_as_without_guards() {
+        // 1 MiB allocations, profile mean 512 KiB: sampled with probability
+        // 1 - e^-2 = 0.8647, with or without guard points around.
+        let mut s = Sampler::new(11);
+        let (profile, guard, size) = (512usize << 10, 1usize << 20, 1isize << 20);
+        let (mut left, mut sampled, n) = (0isize, 0usize, 200_000);
+        for _ in 0..n {
+            left -= size;
+            if left < 0 {
+                if s.event_for_with((-left) as usize, profile) == Event::Profile {
+                    sampled += 1;
+                }
+                left = s.next_interval_with(profile, guard) as isize;
+            }
+        }
+        let frac = sampled as f64 / n as f64;
+        assert!((frac - (1.0 - (-2f64).exp())).abs() < 0.01, "{frac}");
     }
 
     #[test]

@@ -419,7 +419,9 @@ fn countdown_expired(t: &ThreadCache) -> sampler::Event {
     // The interval that just ran out is (give or take the last request)
     // what the thread allocated since the previous expiry.
     cold.since_scavenge += cold.interval;
-    let event = cold.sampler.event();
+    // SAFETY: as above.
+    let overshoot = unsafe { *t.until_sample.get() }.saturating_neg().max(0) as usize;
+    let event = cold.sampler.event_for(overshoot);
     cold.interval = cold.sampler.next_interval();
     // SAFETY: as above.
     unsafe { *t.until_sample.get() = cold.interval as isize };
