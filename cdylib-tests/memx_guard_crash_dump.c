@@ -4,13 +4,15 @@
  * dies (the handler itself only waits for it), so `memx report` can show
  * the heap at the crash (memx only).
  *
- * The child keeps objects live (some sampled by the profiler, some
- * guarded: both rates are one byte), then overflows a guarded object. Its
+ * The child keeps 100 KB objects live (sampled by the profiler: a guard
+ * point yields to a profiler point in the same allocation, and at a 64 KiB
+ * profiler rate most of these have one), then overflows a guarded 64-byte
+ * object (every allocation has a guard point at one byte). Its
  * report must say a dump was written, and the one
  * memx_guard_crash_dump.prof.<pid>.0001.heap must hold a heap profile with
  * live objects in it.
  */
-// ENV: MEMX_GUARD_SAMPLE=1 MEMX_PROFILE=memx_guard_crash_dump.prof MEMX_PROFILE_SAMPLE=1 MEMX_PROFILE_AT_EXIT=0
+// ENV: MEMX_GUARD_SAMPLE=1 MEMX_PROFILE=memx_guard_crash_dump.prof MEMX_PROFILE_SAMPLE=64K MEMX_PROFILE_AT_EXIT=0
 #include "memx_check_cases.h"
 #include <glob.h>
 #include <stdint.h>
@@ -32,7 +34,7 @@ static void body(int which, int fd)
 {
     (void)which;
     for (int i = 0; i < 64; i++)
-        memset(live[i] = malloc_v(1000), 1, 1000);
+        memset(live[i] = malloc_v(100000), 1, 100000);
     for (int i = 0; i < 64; i++) {
         char *p = malloc_v(64);
         if (((uintptr_t)p + 64) % 4096 == 0) {
