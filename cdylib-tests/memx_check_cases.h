@@ -5,7 +5,8 @@
  * Each case runs in a forked child with its stderr on a pipe and core dumps
  * off. The child sends the pointer it is about to misuse (formatted with
  * %p, or "-" when the report cannot name it) through a second pipe, then
- * misuses it. The parent requires the child to die of SIGABRT with stderr
+ * misuses it. The parent requires the child to die of SIGABRT (or the
+ * signal expect_signal names) with stderr
  * holding every expected piece of text and the pointer's hex value (leading
  * zeros and letter case tolerated).
  */
@@ -57,10 +58,10 @@ static inline int contains_hex(const char *text, const char *ptr)
 /* The stderr of the last child of expect_abort. */
 static char last_err[8192] __attribute__((unused));
 
-/* Runs body(which, ptr_fd) in a child that must abort; `want` is a
- * NULL-terminated list of texts its stderr must contain. */
-static inline void expect_abort(const char *name, void (*body)(int, int), int which,
-                                const char *const *want)
+/* Runs body(which, ptr_fd) in a child that must die of signal `sig`;
+ * `want` is a NULL-terminated list of texts its stderr must contain. */
+static inline void expect_signal(const char *name, void (*body)(int, int), int which, int sig,
+                                 const char *const *want)
 {
     int errp[2], ptrp[2];
     CHECK(pipe(errp) == 0 && pipe(ptrp) == 0, "pipe failed");
@@ -92,10 +93,10 @@ static inline void expect_abort(const char *name, void (*body)(int, int), int wh
     close(errp[0]);
     int st;
     CHECK(waitpid(pid, &st, 0) == pid, "waitpid failed");
-    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT,
-          "%s (%s): child %s %d instead of dying of SIGABRT; its stderr: \"%s\"", name, ptr,
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == sig,
+          "%s (%s): child %s %d instead of dying of signal %d; its stderr: \"%s\"", name, ptr,
           WIFSIGNALED(st) ? "died of signal" : "exited with status",
-          WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), err);
+          WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st), sig, err);
     for (const char *const *w = want; *w; w++)
         CHECK(strstr(err, *w) != NULL, "%s (%s): stderr lacks '%s': \"%s\"", name, ptr, *w, err);
     /* "-": the misuse is found where the object is no longer known. */
@@ -103,6 +104,13 @@ static inline void expect_abort(const char *name, void (*body)(int, int), int wh
           "%s: stderr does not show the pointer %s: \"%s\"", name, ptr, err);
     memcpy(last_err, err, sizeof last_err);
     say("ok: %s (%s): %s", name, ptr, err);
+}
+
+/* Runs body(which, ptr_fd) in a child that must abort (see expect_signal). */
+static inline void expect_abort(const char *name, void (*body)(int, int), int which,
+                                const char *const *want)
+{
+    expect_signal(name, body, which, SIGABRT, want);
 }
 
 #endif

@@ -164,7 +164,7 @@ static const char *const vars[] = {
     "MEMX_PROFILE", "MEMX_PROFILE_SAMPLE", "MEMX_PROFILE_SIGNAL",
     "MEMX_PROFILE_ALLOC_INTERVAL", "MEMX_PROFILE_INUSE_INTERVAL",
     "MEMX_PROFILE_TIME_INTERVAL", "MEMX_PROFILE_AT_EXIT", "MEMX_PROFILE_SEED",
-    "MEMX_STATS_INTERVAL", "MEMX_CHECK",
+    "MEMX_STATS_INTERVAL", "MEMX_CHECK", "MEMX_GUARD_SAMPLE",
 };
 
 #define HUGE_NUM "99999999999999999999999"
@@ -207,6 +207,8 @@ static const char *const bad[] = {
     "MEMX_STATS_INTERVAL=" HUGE_NUM, "MEMX_STATS_INTERVAL=4294967297",
     "MEMX_STATS_INTERVAL=100ms",
     "MEMX_CHECK=maybe", "MEMX_CHECK=-1", "MEMX_CHECK=", "MEMX_CHECK=" HUGE_NUM, "MEMX_CHECK=2",
+    "MEMX_GUARD_SAMPLE=rarely", "MEMX_GUARD_SAMPLE=-1", "MEMX_GUARD_SAMPLE=",
+    "MEMX_GUARD_SAMPLE=" HUGE_NUM, "MEMX_GUARD_SAMPLE=2048G",
 };
 
 /* The option table in src/config.rs must not have grown past `vars`: every
@@ -339,6 +341,7 @@ int main(int argc, char **argv)
         "MEMX_PROFILE_INUSE_INTERVAL=100M", "MEMX_PROFILE_TIME_INTERVAL=0",
         "MEMX_PROFILE_AT_EXIT=no", "MEMX_PROFILE_SEED=42", "MEMX_PROFILE_SEED=0",
         "MEMX_STATS_INTERVAL=0", "MEMX_CHECK=0", "MEMX_CHECK=1",
+        "MEMX_GUARD_SAMPLE=0", "MEMX_GUARD_SAMPLE=1", "MEMX_GUARD_SAMPLE=64M",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         err = run_child(good[i], &st);

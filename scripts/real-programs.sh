@@ -35,6 +35,9 @@
 #   cpython-tests-profiled  the same with the heap profiler on (memx only):
 #                       MEMX_PROFILE in a scratch directory, 4 KiB sampling,
 #                       Python stacks on; every dump must parse
+#   cpython-tests-guarded  the same with PYTHONMALLOC=malloc and guarded
+#                       sampling at a high rate (MEMX_GUARD_SAMPLE=16K, memx
+#                       only): any guarded-page fault would kill a test
 #   python-heap-limit*  scripts/heap-limit.py under MEMX_HEAP_LIMIT=256M (memx
 #                       only): MemoryError, caught, freed, and again; with
 #                       pymalloc and with PYTHONMALLOC=malloc
@@ -188,6 +191,10 @@ cpython_tests() {
 }
 check_cpython_tests() { cpython_tests; }
 check_cpython_tests_malloc() { PYTHONMALLOC=malloc cpython_tests; }
+check_cpython_tests_guarded() {
+    [ "$(basename "${RP_LIB:-none}")" = libmemx.so ] || skip "guarded sampling is memx's"
+    PYTHONMALLOC=malloc MEMX_GUARD_SAMPLE=16K cpython_tests
+}
 check_cpython_tests_profiled() {
     [ "$(basename "${RP_LIB:-none}")" = libmemx.so ] || skip "the profiler is memx's"
     local dir="$RP_WORK/cpython-profile"
@@ -535,7 +542,7 @@ if [ -n "$LIB" ]; then LIB=$(readlink -f "$LIB"); fi
 ONLY=("$@")
 CHECKS=" preload-active python-workload python-workload-threads python-workload-malloc
     python-workload-threads-malloc python-heap-limit python-heap-limit-malloc cpython-tests
-    cpython-tests-malloc cpython-tests-profiled gcc g++ sort grep awk
+    cpython-tests-malloc cpython-tests-profiled cpython-tests-guarded gcc g++ sort grep awk
     perl sqlite3 tar find-sort git "
 for o in ${ONLY[@]+"${ONLY[@]}"}; do
     case "$CHECKS" in
@@ -669,6 +676,7 @@ run_check python-heap-limit-malloc 120 check_python_heap_limit_malloc
 run_check cpython-tests 360 check_cpython_tests
 run_check cpython-tests-malloc 360 check_cpython_tests_malloc
 run_check cpython-tests-profiled 480 check_cpython_tests_profiled
+run_check cpython-tests-guarded 480 check_cpython_tests_guarded
 run_check gcc 300 check_gcc
 run_check g++ 300 check_gxx
 run_check sort 300 check_sort

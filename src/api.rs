@@ -49,6 +49,9 @@ pub fn calloc(n: usize, size: usize) -> *mut u8 {
 pub fn usable_size_checked(p: *mut u8, call: &str) -> usize {
     let e = PAGEMAP.lookup_addr(p as usize);
     if e.is_empty() {
+        if crate::guard::owns(p) {
+            return crate::guard::usable_size(p, call);
+        }
         diag::invalid_pointer(call, p as usize, "not allocated by memx");
     }
     let class = e.class();

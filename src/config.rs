@@ -39,6 +39,8 @@ pub struct Config {
     pub stats_interval_ms: u64,
     /// Checked mode: double-free, overflow and use-after-free checks.
     pub check: bool,
+    /// Mean bytes between guarded allocations (0: guarded sampling off).
+    pub guard_sample: u64,
 }
 
 /// A file-name prefix held inline (the config lives in a static).
@@ -90,6 +92,7 @@ impl Config {
         profile_seed: 0,
         stats_interval_ms: 0,
         check: false,
+        guard_sample: 16 << 20,
     };
 }
 
@@ -265,6 +268,17 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "1 = checked mode: detect double frees, heap overflows (a canary after \
               each object) and writes after free, at a cost (no thread caching)",
         apply: |c, v, _| c.check = v != 0,
+    },
+    OptionSpec {
+        name: "MEMX_GUARD_SAMPLE",
+        form: Form::Size,
+        min: 0,
+        max: 1 << 40,
+        default: "16M",
+        doc: "mean bytes allocated between two guarded allocations (each on its own \
+              page against an inaccessible guard page, a fault reported with its \
+              stacks); 0 = off",
+        apply: |c, v, _| c.guard_sample = v,
     },
 ];
 

@@ -84,6 +84,7 @@ fn core_init() {
         heap.set_limit(cfg.heap_limit as usize, Some(profile::limit_hit));
     }
     profile::configure(cfg);
+    crate::guard::configure(cfg);
     thread_cache::set_budget(cfg.thread_cache_bytes);
     if let Some(key) = sys::create_thread_key(thread_exit_destructor) {
         EXIT_KEY.store(key, Ordering::Relaxed);
@@ -116,6 +117,7 @@ fn for_each_lock(mut f: impl FnMut(&sys::lock::Lock)) {
     f(HEAP.raw());
     f(profile::lock());
     f(META.lock());
+    f(crate::guard::lock());
 }
 
 unsafe extern "C" fn fork_prepare() {

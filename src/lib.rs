@@ -20,6 +20,7 @@
 //!   span.rs          a run of pages: state, and per-state fields
 //!   size_class.rs, sampler.rs, stats.rs, config.rs, init.rs, diag.rs
 //!   profile/         heap profiler: stacks, records, dumps (see its mod.rs)
+//!   guard/           guarded sampling: pool, fault report (GWP-ASan)
 //!   meta.rs          metadata arena (never the user heap)
 //!   sys/             the only code that calls libc / the kernel; knows no
 //!                    allocator type
@@ -42,9 +43,10 @@
 //! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Taken and Large spans' state |
 //! | `profile::lock()`            | the profiler's stack and sample tables   |
 //! | `meta::META`                 | the metadata arena's bump pointer        |
+//! | `guard::lock()`              | the guarded pool's slots and quarantine (a leaf: nothing is taken under it) |
 //!
 //! Order: REGISTRY → CENTRAL[c] (at most one at a time) → HEAP → PROFILE →
-//! META. HEAP and PROFILE are never held together; the order matters to
+//! META → GUARD. HEAP and PROFILE are never held together; the order matters to
 //! the fork handler, which takes them all.
 //! A thread cache is touched only by its own thread, except after its owner
 //! is gone (thread exit, fork child). Page-map reads take no lock; its
@@ -61,6 +63,7 @@ pub mod diag;
 #[cfg(all(feature = "export", not(test)))]
 pub mod export;
 pub mod free_object;
+pub mod guard;
 pub mod init;
 pub mod large;
 pub mod meta;

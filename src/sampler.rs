@@ -3,8 +3,19 @@
 //! has the same chance of being sampled and large objects are caught in
 //! proportion to their size.
 //!
-//! Owns: the mean interval (0 = profiling off) and the per-thread draw. The
-//! same countdown paces periodic work while profiling is off.
+//! Owns: the mean intervals (profiler samples and guarded allocations, 0 =
+//! off) and the per-thread draw. The same countdown paces periodic work
+//! while both are off, and never runs longer than IDLE_INTERVAL.
+//!
+//! Two kinds of sample points share one countdown: profiler samples (mean
+//! MEMX_PROFILE_SAMPLE) and guarded allocations (mean MEMX_GUARD_SAMPLE).
+//! Two independent Poisson processes over the same bytes are one Poisson
+//! process of the summed rate whose points are each of one kind or the
+//! other with probability in proportion to the rates; so each draw picks
+//! the gap at the summed rate and, at once, the kind of the point it ends
+//! at (`Sampler::event`). A gap longer than IDLE_INTERVAL is cut there with
+//! no point at its end: the process is memoryless, so the next draw starts
+//! it afresh with the same law.
 //! Must never: allocate, or use floating-point functions from libm (this
 //! module computes its own logarithm).
 
@@ -19,6 +30,20 @@ pub const SCAVENGE_BYTES: usize = 4 << 20;
 
 /// Mean bytes between samples; 0 while profiling is off.
 static MEAN: AtomicUsize = AtomicUsize::new(0);
+
+/// Mean bytes between guarded allocations; 0 while guarded sampling is off.
+static GUARD_MEAN: AtomicUsize = AtomicUsize::new(0);
+
+/// What the allocation that ends a countdown is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Nothing (periodic work only).
+    None,
+    /// A profiler sample.
+    Profile,
+    /// A guarded allocation.
+    Guard,
+}
 
 /// A fixed seed for every thread's draws (MEMX_PROFILE_SEED; 0 = random).
 static SEED: AtomicU64 = AtomicU64::new(0);
@@ -45,10 +70,20 @@ pub fn mean() -> usize {
     MEAN.load(Ordering::Relaxed)
 }
 
+pub fn set_guard_mean(bytes: usize) {
+    GUARD_MEAN.store(bytes, Ordering::Relaxed);
+}
+
+pub fn guard_mean() -> usize {
+    GUARD_MEAN.load(Ordering::Relaxed)
+}
+
 /// Per-thread random state (xorshift64*).
 #[derive(Clone, Copy, Debug)]
 pub struct Sampler {
     state: u64,
+    /// The kind of the point the last drawn interval ends at.
+    event: Event,
 }
 
 impl Sampler {
@@ -61,6 +96,7 @@ impl Sampler {
         z ^= z >> 31;
         Sampler {
             state: if z == 0 { 1 } else { z },
+            event: Event::None,
         }
     }
 
@@ -73,20 +109,76 @@ impl Sampler {
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    /// Bytes to allocate before the next sample point.
+    /// Bytes to allocate before the next sample point, at most
+    /// IDLE_INTERVAL; `event` then says what the point is.
     pub fn next_interval(&mut self) -> usize {
-        let mean = mean();
-        if mean == 0 {
+        self.next_interval_with(mean(), guard_mean())
+    }
+
+    fn next_interval_with(&mut self, profile: usize, guard: usize) -> usize {
+        let rate = |m: usize| if m == 0 { 0.0 } else { 1.0 / m as f64 };
+        let (p, g) = (rate(profile), rate(guard));
+        self.event = Event::None;
+        if p + g == 0.0 {
             return IDLE_INTERVAL;
         }
-        self.draw(mean)
+        // One mean alone is used as it is (the same draws as before guarded
+        // sampling existed, for seeded runs).
+        let combined = match (profile, guard) {
+            (m, 0) | (0, m) => m as f64,
+            _ => 1.0 / (p + g),
+        };
+        let gap = self.draw_f64(combined);
+        if gap > IDLE_INTERVAL as f64 {
+            return IDLE_INTERVAL;
+        }
+        self.event = if g == 0.0 {
+            Event::Profile
+        } else if p == 0.0 || self.uniform() * (p + g) < g {
+            Event::Guard
+        } else {
+            Event::Profile
+        };
+        (gap as usize).max(1)
+    }
+
+    /// The kind of point the interval drawn last ends at.
+    pub fn event(&self) -> Event {
+        self.event
+    }
+
+    /// The kind of the allocation that crossed the countdown, whose bytes
+    /// ran `overshoot` past the point: a guard point yields to a profiler
+    /// point in those bytes, so that every allocation is a profiler sample
+    /// with exactly the chance it has without guarded sampling (1 -
+    /// e^(-size/mean)), which the profiler's estimates assume.
+    pub fn event_for(&mut self, overshoot: usize) -> Event {
+        self.event_for_with(overshoot, mean())
+    }
+
+    fn event_for_with(&mut self, overshoot: usize, profile: usize) -> Event {
+        if self.event == Event::Guard
+            && profile != 0
+            && overshoot > 0
+            && self.draw_f64(profile as f64) < overshoot as f64
+        {
+            return Event::Profile;
+        }
+        self.event
+    }
+
+    /// Uniform in (0, 1] from 53 random bits.
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    fn draw_f64(&mut self, mean: f64) -> f64 {
+        -ln(self.uniform()) * mean
     }
 
     /// An exponential variate with the given mean (at least 1).
     pub fn draw(&mut self, mean: usize) -> usize {
-        // u uniform in (0, 1] from 53 random bits.
-        let u = ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
-        let v = -ln(u) * mean as f64;
+        let v = self.draw_f64(mean as f64);
         if v >= (isize::MAX / 2) as f64 {
             isize::MAX as usize / 2
         } else {
@@ -154,9 +246,71 @@ mod tests {
     }
 
     #[test]
+    fn two_kinds_of_points_keep_their_own_rates() {
+        let mut s = Sampler::new(7);
+        let (profile, guard) = (256 << 10, 1 << 20);
+        let (mut bytes, mut profiles, mut guards) = (0usize, 0usize, 0usize);
+        for _ in 0..400_000 {
+            bytes += s.next_interval_with(profile, guard);
+            match s.event() {
+                Event::Profile => profiles += 1,
+                Event::Guard => guards += 1,
+                Event::None => {}
+            }
+        }
+        let per = |n: usize| bytes as f64 / n as f64;
+        assert!(
+            (per(profiles) / profile as f64 - 1.0).abs() < 0.03,
+            "{}",
+            per(profiles)
+        );
+        assert!(
+            (per(guards) / guard as f64 - 1.0).abs() < 0.03,
+            "{}",
+            per(guards)
+        );
+    }
+
+    #[test]
+    fn big_allocations_are_profiled_as_often_as_without_guards() {
+        // 1 MiB allocations, profile mean 512 KiB: sampled with probability
+        // 1 - e^-2 = 0.8647, with or without guard points around.
+        let mut s = Sampler::new(11);
+        let (profile, guard, size) = (512usize << 10, 1usize << 20, 1isize << 20);
+        let (mut left, mut sampled, n) = (0isize, 0usize, 200_000);
+        for _ in 0..n {
+            left -= size;
+            if left < 0 {
+                if s.event_for_with((-left) as usize, profile) == Event::Profile {
+                    sampled += 1;
+                }
+                left = s.next_interval_with(profile, guard) as isize;
+            }
+        }
+        let frac = sampled as f64 / n as f64;
+        assert!((frac - (1.0 - (-2f64).exp())).abs() < 0.01, "{frac}");
+    }
+
+    #[test]
+    fn long_gaps_are_cut_at_the_idle_interval_with_no_point() {
+        let mut s = Sampler::new(3);
+        let mean = 64 << 20;
+        let (mut bytes, mut guards) = (0usize, 0usize);
+        for _ in 0..200_000 {
+            let gap = s.next_interval_with(0, mean);
+            assert!(gap <= IDLE_INTERVAL);
+            bytes += gap;
+            guards += (s.event() == Event::Guard) as usize;
+        }
+        let per = bytes as f64 / guards as f64;
+        assert!((per / mean as f64 - 1.0).abs() < 0.05, "{per}");
+    }
+
+    #[test]
     fn off_means_idle_interval() {
         let mut s = Sampler::new(1);
         assert_eq!(mean(), 0);
         assert_eq!(s.next_interval(), IDLE_INTERVAL);
+        assert_eq!(s.event(), Event::None);
     }
 }

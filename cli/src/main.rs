@@ -3,6 +3,7 @@
 mod attach;
 mod dump;
 mod flame;
+mod guard_report;
 mod jupyter;
 mod options;
 mod plot;
@@ -273,6 +274,23 @@ fn main_inner() -> Result<i32, String> {
             eprintln!("memx: new dump {}", snap.path.display());
             let p = view(SymProfile::new(snap.dump), &snap.path, &c);
             print!("{}", report::report(&p, &c.report));
+            Ok(0)
+        }
+        Cmd::Symbolize => {
+            let c = common(cmd, argv)?;
+            let input = match c.positional.as_slice() {
+                [] => PathBuf::from("-"),
+                _ => one_path(&c, "REPORT")?,
+            };
+            let text = if input.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| format!("reading standard input: {e}"))?
+            } else {
+                std::fs::read_to_string(&input)
+                    .map_err(|e| format!("cannot read {}: {e}", input.display()))?
+            };
+            let out = c.output.unwrap_or_else(|| PathBuf::from("-"));
+            write_output(&out, guard_report::symbolize(&text).as_bytes())?;
             Ok(0)
         }
     }

@@ -19,6 +19,7 @@ pub enum Cmd {
     Plot,
     Snapshot,
     Jupyter,
+    Symbolize,
 }
 
 use Cmd::*;
@@ -86,6 +87,14 @@ pub const COMMANDS: &[CmdSpec] = &[
                 `%load_ext memx` and `%memx` show the top sites (needs the memx Python \
                 package: pip install memx; same as python -m memx jupyter install).",
     },
+    CmdSpec {
+        cmd: Symbolize,
+        names: &["symbolize"],
+        operands: "[REPORT]",
+        about: "Name the frames of a guarded-sampling report (MEMX_GUARD_SAMPLE) by \
+                function, file and line; reads REPORT or standard input (-), \
+                writes the report with its frames named.",
+    },
 ];
 
 /// One option: its names, its value's name (None for a flag), the
@@ -100,7 +109,7 @@ pub struct OptSpec {
 
 const VIEWS: &[Cmd] = &[Report, Diff, Flamegraph, Snapshot];
 const TABLES: &[Cmd] = &[Report, Diff, Snapshot];
-const FILES_OUT: &[Cmd] = &[Flamegraph, Pprof, Plot];
+const FILES_OUT: &[Cmd] = &[Flamegraph, Pprof, Plot, Symbolize];
 
 pub const OPTIONS: &[OptSpec] = &[
     OptSpec {

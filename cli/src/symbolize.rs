@@ -311,9 +311,14 @@ pub struct Unnamed {
 
 impl<'a> Symbolizer<'a> {
     pub fn new(dump: &'a Dump) -> Self {
+        Self::with_maps(&dump.maps, &dump.python_frames)
+    }
+
+    /// A symbolizer over `maps` alone (no dump: a guarded-sampling report).
+    pub fn with_maps(maps: &'a [MapEntry], python: &'a HashMap<u64, PyFrame>) -> Self {
         Symbolizer {
-            maps: &dump.maps,
-            python: &dump.python_frames,
+            maps,
+            python,
             modules: HashMap::new(),
             cache: HashMap::new(),
             unnamed: HashMap::new(),

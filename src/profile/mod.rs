@@ -261,6 +261,15 @@ pub fn dump_for_caller(out: &mut [u8]) -> isize {
     p.len() as isize
 }
 
+/// A guarded-sampling fault is about to end the process: a dump writer
+/// (a copy-on-write child, see `worker`) writes the heap as it is, and the
+/// faulting thread waits for it, so that `memx report` shows the heap at
+/// the crash. True if one was written. Never writes from the faulting
+/// thread itself (see the module rules).
+pub fn dump_at_crash() -> bool {
+    enabled() && worker::dump_and_wait()
+}
+
 /// The heap limit was hit for the first time: dump "what filled the heap".
 pub fn limit_hit() {
     if enabled() {

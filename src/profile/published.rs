@@ -93,6 +93,11 @@ pub fn count_dump() {
     PUBLISHED.dumps.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Dump writers started so far.
+pub fn dumps_started() -> u64 {
+    PUBLISHED.dumps.load(Ordering::Relaxed)
+}
+
 pub fn count_failed() {
     PUBLISHED.failed.fetch_add(1, Ordering::Relaxed);
 }

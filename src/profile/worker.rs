@@ -78,6 +78,8 @@ pub const INUSE_INTERVAL: u32 = 4;
 pub const HEAP_LIMIT: u32 = 8;
 /// Not a dump: the main thread is exiting through pthread_exit.
 const MAIN_EXITING: u32 = 16;
+/// A guarded-sampling fault: the process is about to die of it.
+pub const CRASH: u32 = 32;
 
 /// How often, once the main thread has called pthread_exit, the clock
 /// thread looks whether it is the last thread left.
@@ -174,6 +176,17 @@ fn spawn_failed(e: SpawnError) {
     }
     line.str("); no dump for this request (further failures are not reported)\n");
     sys::write_stderr(line.as_bytes());
+}
+
+/// Asks for a dump from a fault handler and waits for its writer: true
+/// when one was started and has finished. False when the profiler's lock
+/// was busy (its holder, perhaps the faulting thread, would serve the
+/// request only after the process is gone) or no writer could be started.
+pub fn dump_and_wait() -> bool {
+    let before = published::dumps_started();
+    request(CRASH);
+    snapshot_child::wait_all();
+    published::dumps_started() != before
 }
 
 /// The main thread is exiting through pthread_exit (its thread-exit

@@ -198,6 +198,18 @@ pub type Handler = extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void);
 pub struct OldAction(libc::sigaction);
 
 impl OldAction {
+    /// Puts this action back in place for `sig` (async-signal-safe).
+    pub fn restore(&self, sig: i32) {
+        // SAFETY: a valid sigaction read earlier by sigaction itself.
+        keep_errno(|| unsafe { libc::sigaction(sig, &self.0, core::ptr::null_mut()) });
+    }
+
+    /// Whether this action is a function (not SIG_DFL or SIG_IGN).
+    pub fn is_function(&self) -> bool {
+        let h = self.0.sa_sigaction;
+        h != libc::SIG_DFL && h != libc::SIG_IGN
+    }
+
     /// Calls the previous handler, if it was a function (not SIG_DFL or
     /// SIG_IGN: the default action of a dump signal would end the process).
     ///
@@ -233,12 +245,17 @@ pub fn current_action(sig: i32) -> Option<OldAction> {
 /// Installs `handler` for `sig` (SA_RESTART, all signals blocked while it
 /// runs) and returns the action it replaced.
 pub fn install_handler(sig: i32, handler: Handler) -> Option<OldAction> {
+    install_handler_with(sig, handler, libc::SA_RESTART)
+}
+
+/// `install_handler` with `flags` (besides SA_SIGINFO) of the caller's choice.
+pub fn install_handler_with(sig: i32, handler: Handler, flags: i32) -> Option<OldAction> {
     // SAFETY: sigaction structs are plain data; zeroed is a valid start.
     let mut new: libc::sigaction = unsafe { core::mem::zeroed() };
     // SAFETY: as above.
     let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
     new.sa_sigaction = handler as usize;
-    new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    new.sa_flags = libc::SA_SIGINFO | flags;
     // SAFETY: valid sigset out-parameter; valid sigaction pointers.
     let rc = keep_errno(|| unsafe {
         libc::sigfillset(&mut new.sa_mask);

@@ -6,6 +6,7 @@
 //! hold a lock, or know anything about allocator policy.
 
 pub mod dl;
+pub mod fault;
 pub mod io;
 pub mod lock;
 pub mod snapshot_child;
@@ -16,13 +17,17 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Maps `bytes` of fresh, zeroed, private memory. Null on failure.
 pub fn map(bytes: usize) -> *mut u8 {
+    map_anonymous(bytes, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn map_anonymous(bytes: usize, prot: i32) -> *mut u8 {
     // SAFETY: an anonymous private mapping at a kernel-chosen address has no
     // preconditions; failure is reported as MAP_FAILED.
     let p = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
@@ -73,6 +78,48 @@ pub fn release(p: *mut u8, bytes: usize) -> bool {
     let rc = unsafe { libc::madvise(p as *mut libc::c_void, bytes, libc::MADV_DONTNEED) };
     set_errno(saved);
     rc == 0
+}
+
+/// Reserves `bytes` of address space with no access (guarded sampling's
+/// pool). Null on failure.
+pub fn reserve(bytes: usize) -> *mut u8 {
+    map_anonymous(bytes, libc::PROT_NONE)
+}
+
+/// Makes whole OS pages of a reserved range readable and writable. False if
+/// the kernel refused (out of memory or mappings).
+pub fn open_pages(p: *mut u8, bytes: usize) -> bool {
+    let saved = errno();
+    // SAFETY: callers pass whole pages of a range they reserved.
+    let rc = unsafe {
+        libc::mprotect(
+            p as *mut libc::c_void,
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+        )
+    };
+    set_errno(saved);
+    rc == 0
+}
+
+/// Drops the contents of whole OS pages and makes them inaccessible again,
+/// in one call (a fresh PROT_NONE mapping over them). False on failure.
+pub fn close_pages(p: *mut u8, bytes: usize) -> bool {
+    let saved = errno();
+    // SAFETY: callers pass whole pages of a range they reserved and hold no
+    // object in; MAP_FIXED replaces exactly those pages.
+    let q = unsafe {
+        libc::mmap(
+            p as *mut libc::c_void,
+            bytes,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    set_errno(saved);
+    q != libc::MAP_FAILED
 }
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);

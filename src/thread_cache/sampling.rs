@@ -16,6 +16,7 @@
 
 use super::registry::is_static;
 use super::{current, sizing, ThreadCache};
+use crate::guard;
 use crate::large;
 use crate::profile;
 use crate::sampler;
@@ -54,14 +55,18 @@ impl Sampling {
 }
 
 /// The countdown crossed zero: draw the next interval, scavenge now and
-/// then, and say whether the allocation that crossed it is a sample.
-pub(super) fn countdown_expired(t: &ThreadCache) -> bool {
+/// then, and say what the allocation that crossed it is (a profiler
+/// sample, a guarded allocation, or neither).
+pub(super) fn countdown_expired(t: &ThreadCache) -> sampler::Event {
     // SAFETY: owner-only state of this thread's cache.
     let cold = unsafe { t.cold() };
     let s = &mut cold.sampling;
     // The interval that just ran out is (give or take the last request)
     // what the thread allocated since the previous expiry.
     s.since_scavenge += s.interval;
+    // SAFETY: as above.
+    let overshoot = unsafe { *t.until_sample.get() }.saturating_neg().max(0) as usize;
+    let event = s.sampler.event_for(overshoot);
     s.interval = s.sampler.next_interval();
     // SAFETY: as above.
     unsafe { *t.until_sample.get() = s.interval as isize };
@@ -69,7 +74,7 @@ pub(super) fn countdown_expired(t: &ThreadCache) -> bool {
         let period = core::mem::take(&mut s.since_scavenge);
         sizing::scavenge(t, &mut cold.sizing, period);
     }
-    sampler::mean() != 0
+    event
 }
 
 /// A sampled object: a span of its own, recorded by the profiler. An
@@ -109,7 +114,10 @@ pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
         // SAFETY: a live cache (not static) is this thread's own.
         let t = unsafe { &*tc };
         // SAFETY: as above.
-        if unsafe { ThreadCache::charge(tc, size) } && countdown_expired(t) {
+        // Large objects are never guarded (bigger than a guarded slot).
+        if unsafe { ThreadCache::charge(tc, size) }
+            && countdown_expired(t) == sampler::Event::Profile
+        {
             return alloc_sampled(size, align_pages);
         }
     }
@@ -117,6 +125,30 @@ pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
     // small path does before creating a cache).
     crate::init::ensure();
     large::alloc(size, align_pages)
+}
+
+/// A guarded object (`guard`), or null to allocate normally. The stack
+/// capture may allocate: an allocation made meanwhile is not guarded.
+#[cold]
+#[inline(never)]
+pub(super) fn alloc_guarded(size: usize) -> *mut u8 {
+    if !enter_profiler() {
+        return core::ptr::null_mut();
+    }
+    let p = guard::alloc(size, true);
+    leave_profiler();
+    p
+}
+
+/// Frees a guarded object, with the free stack when this thread may take it.
+#[cold]
+#[inline(never)]
+pub(super) fn free_guarded(p: *mut u8) {
+    let capture = enter_profiler();
+    guard::free(p, "free", capture);
+    if capture {
+        leave_profiler();
+    }
 }
 
 /// Marks the calling thread as inside the profiler. False if it already is

@@ -8,13 +8,17 @@
 //! into anything that could take another one.
 
 use super::registry::current_or_create;
-use super::sampling::{alloc_large, alloc_sampled, countdown_expired, free_large};
+use super::sampling::{
+    alloc_guarded, alloc_large, alloc_sampled, countdown_expired, free_guarded, free_large,
+};
 use super::sizing::{self, central};
 use super::{ThreadCache, LIST_STRIDE, MAX_LEN};
 use crate::central::{check, CENTRAL};
 use crate::diag;
 use crate::free_object::{link_key, set_link, BadLink, FreeObject, END};
+use crate::guard;
 use crate::pagemap::PAGEMAP;
+use crate::sampler;
 use crate::size_class::{CLASSES, MAX_SMALL, PAGE_SIZE};
 
 /// `counted`: the fast path already took `size` off the countdown.
@@ -32,10 +36,20 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
         // path's charge already ran the countdown out.
         let expired = counted || unsafe { ThreadCache::charge(tc, size) };
         // SAFETY: as above.
-        if expired && countdown_expired(unsafe { &*tc }) {
-            // A sampled object gets a span of its own, marked sampled, so
-            // the ordinary free path never looks anything up.
-            return alloc_sampled(size, 1);
+        if expired {
+            // SAFETY: as above.
+            match countdown_expired(unsafe { &*tc }) {
+                // A sampled object gets a span of its own, marked sampled,
+                // so the ordinary free path never looks anything up.
+                sampler::Event::Profile => return alloc_sampled(size, 1),
+                sampler::Event::Guard => {
+                    let p = alloc_guarded(size);
+                    if !p.is_null() {
+                        return p;
+                    }
+                }
+                sampler::Event::None => {}
+            }
         }
     }
     if check::enabled() {
@@ -141,6 +155,9 @@ pub(super) fn free_slow(p: *mut u8) {
     }
     let entry = PAGEMAP.lookup_addr(p as usize);
     if entry.is_empty() {
+        if guard::owns(p) {
+            return free_guarded(p);
+        }
         diag::invalid_pointer("free", p as usize, "not allocated by memx");
     }
     if entry.class() != 0 {
