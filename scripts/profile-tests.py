@@ -505,23 +505,76 @@ def check_nested(label, py):
 
 
 def check_gil_released(label, py):
+    script = os.path.join(PYSRC, "gil_released.py")
+    site = ("native_worker", site_lines(script)["foreign"])
     r = Run("pygil", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=4)
     try:
-        p = r.run([py, os.path.join(PYSRC, "gil_released.py")])
+        p = r.run([py, script])
         check(p.stdout.strip() == "done", f"{label}: said {p.stdout!r}")
         d = heap_dump.Dump(r.dumps()[0])
         sym = heap_dump.Symbolizer()
-        foreign, with_py = 0, 0
+        foreign = 0
         for s in d.stacks:
             mods = [sym.module(d, a) or "" for a in s.frames[:6] if not heap_dump.is_python(a)]
-            pyf = heap_dump.python_frames(d, s)
             if any("libffi" in m for m in mods):
                 foreign += 1
-                check(not pyf, f"{label}: a sample taken without the GIL has Python frames")
-            elif pyf:
-                with_py += 1
+                pyf = heap_dump.python_frames(d, s)
+                got = (pyf[0][0], pyf[0][2]) if pyf else None
+                check(got == site, f"{label}: a sample taken without the GIL names {got}, "
+                                   f"want {site}")
         check(foreign > 0, f"{label}: no samples from the ctypes calls")
-        check(with_py > 0, f"{label}: no samples with Python frames")
+    finally:
+        r.cleanup()
+
+
+def numpy_python():
+    """A Python with numpy: target/numpy-venv (made once with pip), or None
+    and why not."""
+    venv = os.path.join(ROOT, "target", "numpy-venv")
+    py = os.path.join(venv, "bin", "python")
+    probe = [py, "-c", "import numpy"]
+    # bin/python links to the real interpreter (LD_PRELOAD reaches it); its
+    # own path keeps the venv's site-packages.
+    if os.path.exists(py) and subprocess.run(probe, capture_output=True).returncode == 0:
+        return py, None
+    try:
+        subprocess.run([PYTHON, "-m", "venv", "--clear", venv], check=True, capture_output=True,
+                       timeout=300)
+        p = subprocess.run([py, "-m", "pip", "install", "-q", "numpy"], capture_output=True,
+                           text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"no venv: {e}"
+    if p.returncode != 0:
+        return None, f"pip install numpy failed: {p.stderr.strip()[-300:]}"
+    return py, None
+
+
+def test_numpy_gil_released():
+    """numpy's np.zeros (calloc) and np.empty (malloc) run with the GIL
+    released; their samples name the Python lines that made the arrays."""
+    py, why = numpy_python()
+    if py is None:
+        print(f"    skipped: {why}")
+        return
+    script = os.path.join(PYSRC, "numpy_alloc.py")
+    ln = site_lines(script)
+    r = Run("pynumpy", MEMX_PROFILE_AT_EXIT=0)
+    try:
+        p = r.run([py, script])
+        check(p.stdout.startswith("done"), f"numpy script said {p.stdout!r}")
+        d = heap_dump.Dump(r.dumps()[0])
+        held = {}
+        for s in d.stacks:
+            pyf = heap_dump.python_frames(d, s)
+            key = (pyf[0][0], pyf[0][2]) if pyf else ("[no Python frames]", 0)
+            est = heap_dump.unsample(s.inuse, s.inuse_bytes, d.rate)[1]
+            held[key] = held.get(key, 0.0) + est
+        for func, site, want in (("make_zeros", "zeros", 32 * MiB), ("make_empty", "empty", 16 * MiB)):
+            got = held.get((func, ln[site]), 0.0)
+            check(abs(got / want - 1) < 0.25, f"{func}:{ln[site]} holds {got / MiB:.1f} MiB of "
+                                              f"{want / MiB:.0f}; by line: {held}")
+        print(f"    np.zeros: {held[('make_zeros', ln['zeros'])] / MiB:.1f} MiB of 32 at "
+              f"make_zeros:{ln['zeros']}")
     finally:
         r.cleanup()
 
@@ -568,6 +621,7 @@ TESTS = [
     test_other_programs,
     test_invisible_to_the_program,
     test_python_stacks,
+    test_numpy_gil_released,
 ]
 
 
