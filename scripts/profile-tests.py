@@ -527,6 +527,48 @@ def check_gil_released(label, py):
         r.cleanup()
 
 
+def check_pool(label, py, method):
+    """Every worker of a Pool(2) writes a dump at exit (os._exit or exit)
+    naming pool_work, labelled with its own pid and its parent's; two fork
+    children doing the same work sample differently."""
+    script = os.path.join(PYSRC, "pool.py")
+    r = Run("pypool", MEMX_PROFILE_AT_EXIT=1)
+    try:
+        out = dict(ln.split(" ", 1) for ln in r.run([py, script, method]).stdout.splitlines())
+        main = int(out["main"])
+        workers = [int(w) for w in out["workers"].split()]
+        twins = [int(t) for t in out["twins"].split()]
+        check(workers, f"{label} {method}: no workers")
+        for pid in workers:
+            dumps = r.dumps(pid)
+            check(dumps, f"{label} {method}: worker {pid} wrote no dump")
+            d = heap_dump.Dump(dumps[-1])
+            check(d.process.get("pid") == pid, f"{label} {method}: {dumps[-1]} says pid "
+                                               f"{d.process.get('pid')}")
+            ppid = d.process.get("ppid")
+            # fork and spawn workers are the program's children; forkserver's
+            # are the server's, itself the program's child.
+            check(ppid == main or (method == "forkserver" and ppid and ppid != pid),
+                  f"{label} {method}: worker {pid}'s parent is {ppid}, not {main}")
+            funcs = {f for s in d.stacks for f, _, _ in heap_dump.python_frames(d, s)}
+            check("pool_work" in funcs, f"{label} {method}: worker {pid}'s dump lacks pool_work")
+        if method == "fork":
+            a, b = (heap_dump.Dump(r.dumps(t)[-1]) for t in twins)
+            sig = [sorted((s.allocs, s.alloc_bytes) for s in d.stacks) for d in (a, b)]
+            check(sig[0] != sig[1], f"{label}: two fork children wrote identical samples")
+        return len(workers)
+    finally:
+        r.cleanup()
+
+
+def test_child_processes():
+    """multiprocessing.Pool(2) with fork, spawn and forkserver on every
+    CPython here: each worker's own dump, labelled with its parent."""
+    for label, py in python_versions():
+        n = [check_pool(label, py, m) for m in ("fork", "spawn", "forkserver")]
+        print(f"    {label}: fork/spawn/forkserver workers with dumps: {n}")
+
+
 def numpy_python():
     """A Python with numpy: target/numpy-venv (made once with pip), or None
     and why not."""
@@ -622,6 +664,7 @@ TESTS = [
     test_invisible_to_the_program,
     test_python_stacks,
     test_numpy_gil_released,
+    test_child_processes,
 ]
 
 

@@ -5,6 +5,7 @@
 //! Must never: hold policy. Everything below `api` decides.
 
 use crate::api;
+use crate::init;
 use crate::stats::{self, MallInfo, MallInfo2};
 use core::ffi::c_void;
 
@@ -112,6 +113,18 @@ pub extern "C" fn mallinfo() -> MallInfo {
 #[no_mangle]
 pub extern "C" fn mallopt(param: i32, value: i32) -> i32 {
     api::mallopt(param, value)
+}
+
+/// Leaving without destructors (os._exit, multiprocessing's workers) still
+/// writes the profiler's exit dump.
+#[no_mangle]
+pub extern "C" fn _exit(code: i32) -> ! {
+    init::fast_exit(code)
+}
+
+#[no_mangle]
+pub extern "C" fn _Exit(code: i32) -> ! {
+    init::fast_exit(code)
 }
 
 // glibc's internal names, which some programs and libraries call directly.

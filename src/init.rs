@@ -144,6 +144,7 @@ unsafe extern "C" fn fork_child() {
 #[cfg(all(feature = "export", not(test)))]
 unsafe extern "C" fn at_load() {
     ensure();
+    sys::io::find_real_exit();
     profile::set_stats_probe(|| {
         let s = crate::stats::collect();
         [
@@ -161,6 +162,17 @@ unsafe extern "C" fn at_load() {
 #[used]
 #[link_section = ".init_array"]
 static AT_LOAD: unsafe extern "C" fn() = at_load;
+
+/// `_exit`/`_Exit`: the profiler's exit dump (the destructors that would
+/// write it do not run), then libc's `_exit`. Not from a thread already
+/// inside the profiler (a signal handler that interrupted a sample).
+pub fn fast_exit(code: i32) -> ! {
+    if STATE.load(Ordering::Acquire) == READY && thread_cache::enter_profiler() {
+        profile::at_fast_exit();
+        thread_cache::leave_profiler();
+    }
+    sys::io::exit_now(code)
+}
 
 /// `MEMX_STATS_AT_EXIT=1`: the report, from the library's destructor, which
 /// runs after the program's atexit handlers.

@@ -982,6 +982,7 @@ pub unsafe fn reclaim_after_fork() {
             // SAFETY: our own cache, used by no other thread in the child.
             unsafe {
                 (*(*tc).cold.get()).tid = crate::sys::gettid();
+                reseed_after_fork(&*tc);
                 for (class, list) in (*tc).lists.iter().enumerate().skip(1) {
                     let len =
                         diag::link_or_abort(class, chain_len(list.head.load(Relaxed), (*tc).key))
@@ -993,6 +994,21 @@ pub unsafe fn reclaim_after_fork() {
         }
         tc = next;
     }
+}
+
+/// A fork child draws its own samples: with the parent's sampler state two
+/// children forked alike would sample the same allocations (identical
+/// dumps). A fixed seed (MEMX_PROFILE_SEED) is mixed with the child's pid.
+fn reseed_after_fork(t: &ThreadCache) {
+    // SAFETY: owner-only state of this thread's cache (the fork child's
+    // only thread).
+    let cold = unsafe { &mut *t.cold.get() };
+    let pid = crate::sys::getpid() as u64;
+    let seed = sampler::thread_seed(pid << 32, crate::sys::random_u64() ^ pid);
+    cold.sampler = sampler::Sampler::new(seed);
+    cold.interval = cold.sampler.next_interval();
+    // SAFETY: as above.
+    unsafe { *t.until_sample.get() = cold.interval as isize };
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //!   lock held and the thread's re-entry guard set; the returned record
 //!   (null if not recorded) is kept on the object's span and handed back to
 //!   `record_free` when it is freed;
-//! - `limit_hit()`, `at_exit()`, `fork_child()`, and `lock()` for the fork
+//! - `limit_hit()`, `at_exit()`, `at_fast_exit()` (`_exit`), `fork_child()`,
+//!   and `lock()` for the fork
 //!   handler's order.
 //!
 //! Layers: `table` (stacks and live records) ← `dump` (files) ← `worker`
@@ -21,6 +22,7 @@
 //! which comes after it in the order), or write a dump from a signal handler.
 
 mod dump;
+mod process;
 pub mod python;
 pub mod table;
 mod worker;
@@ -29,7 +31,7 @@ use crate::config::{self, Config};
 use crate::sampler;
 use crate::sys::lock::{Lock, Locked};
 use crate::sys::unwind;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use table::{StackTable, MAX_DEPTH};
 pub use worker::StatsProbe;
 
@@ -88,6 +90,13 @@ pub(crate) static STATE: Locked<State> = Locked::new(State {
 });
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The process the profiler works for: set by `start` and in a fork child.
+/// A vfork child (or a raw clone sharing our memory) has another pid: it
+/// must not write our dumps or flags.
+static OWN_PID: AtomicI32 = AtomicI32::new(0);
+/// Set once the last stats line and exit dump are written (or begun), so
+/// `exit` after `_exit` cannot write them twice.
+static FINAL_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Whether profiling is on (MEMX_PROFILE set).
 pub fn enabled() -> bool {
@@ -125,6 +134,7 @@ pub fn start() {
     if !enabled() {
         return;
     }
+    OWN_PID.store(crate::sys::getpid(), Ordering::Relaxed);
     unwind::find_own_code();
     // The unwinder's first call may set up lazy state (and allocate); do it
     // now, outside any allocation.
@@ -203,7 +213,7 @@ pub fn thread_exiting(main: bool) {
 
 /// From the library destructor: the last stats line and the exit dump.
 pub fn at_exit() {
-    if !enabled() {
+    if !enabled() || FINAL_DONE.swap(true, Ordering::Relaxed) {
         return;
     }
     worker::write_stats_line();
@@ -212,11 +222,34 @@ pub fn at_exit() {
     }
 }
 
+/// The process leaves through `_exit` (`os._exit`, multiprocessing's fork
+/// and forkserver workers), skipping the library destructor: the same last
+/// stats line and exit dump, from the process that owns them only. The
+/// caller (not inside the profiler already) is any thread, possibly in a
+/// signal handler that interrupted `record_free` on this very thread: if the
+/// profiler's lock stays taken for 100 ms there is no dump rather than a
+/// deadlock (other threads hold it for microseconds).
+pub fn at_fast_exit() {
+    if !enabled() || OWN_PID.load(Ordering::Relaxed) != crate::sys::getpid() {
+        return;
+    }
+    let tick = AtomicU32::new(0);
+    for _ in 0..100 {
+        if !STATE.raw().is_locked() {
+            at_exit();
+            return;
+        }
+        crate::sys::io::futex_wait(&tick, 0, 1);
+    }
+}
+
 /// Fork child (single-threaded, locks reset): own dump numbering,
 /// helper thread and stats file; the inherited table stays (its live
 /// samples are live in the child too).
 pub fn fork_child() {
     if enabled() {
+        OWN_PID.store(crate::sys::getpid(), Ordering::Relaxed);
+        FINAL_DONE.store(false, Ordering::Relaxed);
         dump::reset_after_fork();
         worker::restart_in_child();
     }
