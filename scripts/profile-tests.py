@@ -527,20 +527,23 @@ def check_gil_released(label, py):
         r.cleanup()
 
 
-def check_pool(label, py, method):
-    """Every worker of a Pool(2) writes a dump at exit (os._exit or exit)
-    naming pool_work, labelled with its own pid and its parent's; two fork
-    children doing the same work sample differently."""
+def check_pool(label, py, method, end):
+    """Every worker of a Pool(2) writes a dump at exit (os._exit, exit, or
+    SIGTERM from Pool.terminate) naming pool_work, labelled with its own pid
+    and its parent's; two fork children doing the same work sample
+    differently."""
     script = os.path.join(PYSRC, "pool.py")
     r = Run("pypool", MEMX_PROFILE_AT_EXIT=1)
     try:
-        out = dict(ln.split(" ", 1) for ln in r.run([py, script, method]).stdout.splitlines())
+        out = dict(ln.split(" ", 1) for ln in r.run([py, script, method, end]).stdout.splitlines())
+        method = f"{method}/{end}"
         main = int(out["main"])
         workers = [int(w) for w in out["workers"].split()]
         twins = [int(t) for t in out["twins"].split()]
         check(workers, f"{label} {method}: no workers")
         for pid in workers:
-            dumps = r.dumps(pid)
+            # A terminated worker's dump is written after its parent saw it end.
+            dumps = wait_for(lambda: r.dumps(pid), timeout=10)
             check(dumps, f"{label} {method}: worker {pid} wrote no dump")
             d = heap_dump.Dump(dumps[-1])
             check(d.process.get("pid") == pid, f"{label} {method}: {dumps[-1]} says pid "
@@ -548,11 +551,11 @@ def check_pool(label, py, method):
             ppid = d.process.get("ppid")
             # fork and spawn workers are the program's children; forkserver's
             # are the server's, itself the program's child.
-            check(ppid == main or (method == "forkserver" and ppid and ppid != pid),
+            check(ppid == main or (method.startswith("forkserver") and ppid and ppid != pid),
                   f"{label} {method}: worker {pid}'s parent is {ppid}, not {main}")
             funcs = {f for s in d.stacks for f, _, _ in heap_dump.python_frames(d, s)}
             check("pool_work" in funcs, f"{label} {method}: worker {pid}'s dump lacks pool_work")
-        if method == "fork":
+        if method == "fork/close":
             a, b = (heap_dump.Dump(r.dumps(t)[-1]) for t in twins)
             sig = [sorted((s.allocs, s.alloc_bytes) for s in d.stacks) for d in (a, b)]
             check(sig[0] != sig[1], f"{label}: two fork children wrote identical samples")
@@ -562,11 +565,22 @@ def check_pool(label, py, method):
 
 
 def test_child_processes():
-    """multiprocessing.Pool(2) with fork, spawn and forkserver on every
-    CPython here: each worker's own dump, labelled with its parent."""
+    """multiprocessing.Pool(2) with fork, spawn and forkserver, left by
+    `with` alone (terminate) and by close()/join(), on every CPython here:
+    each worker's own dump, labelled with its parent."""
+    # SIGTERM: the exit dump, then death by SIGTERM as without memx.
+    r = Run("pyterm", MEMX_PROFILE_AT_EXIT=1)
+    try:
+        code = "import os, signal, time; os.kill(os.getpid(), signal.SIGTERM); time.sleep(10)"
+        p = subprocess.run([PYTHON, "-c", code], env=r.env, timeout=60)
+        check(p.returncode == -signal.SIGTERM, f"SIGTERM: exit status {p.returncode}")
+        check(len(r.dumps()) == 1, f"SIGTERM: dumps {r.dumps()}")
+    finally:
+        r.cleanup()
+    methods = ("fork", "spawn", "forkserver")
     for label, py in python_versions():
-        n = [check_pool(label, py, m) for m in ("fork", "spawn", "forkserver")]
-        print(f"    {label}: fork/spawn/forkserver workers with dumps: {n}")
+        n = [check_pool(label, py, m, e) for e in ("with", "close") for m in methods]
+        print(f"    {label}: workers with dumps (fork/spawn/forkserver, with then close): {n}")
 
 
 def numpy_python():

@@ -94,9 +94,16 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// A vfork child (or a raw clone sharing our memory) has another pid: it
 /// must not write our dumps or flags.
 static OWN_PID: AtomicI32 = AtomicI32::new(0);
-/// Set once the last stats line and exit dump are written (or begun), so
-/// `exit` after `_exit` cannot write them twice.
-static FINAL_DONE: AtomicBool = AtomicBool::new(false);
+/// The last stats line and exit dump: FINAL_NONE, then FINAL_WRITING by
+/// the one thread that writes them, then FINAL_DONE. Another thread's exit
+/// (`_exit` while the helper writes the SIGTERM dump) waits for the file.
+static FINAL: AtomicU32 = AtomicU32::new(FINAL_NONE);
+const FINAL_NONE: u32 = 0;
+const FINAL_WRITING: u32 = 1;
+const FINAL_DONE: u32 = 2;
+/// How long an exit waits for another thread's final dump: the same thread
+/// re-entering (a signal handler) must not wait forever.
+const FINAL_WAIT_MS: i32 = 5000;
 
 /// Whether profiling is on (MEMX_PROFILE set).
 pub fn enabled() -> bool {
@@ -213,13 +220,29 @@ pub fn thread_exiting(main: bool) {
 
 /// From the library destructor: the last stats line and the exit dump.
 pub fn at_exit() {
-    if !enabled() || FINAL_DONE.swap(true, Ordering::Relaxed) {
+    if !enabled() {
+        return;
+    }
+    let claimed = FINAL.compare_exchange(
+        FINAL_NONE,
+        FINAL_WRITING,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    if claimed.is_err() {
+        let mut waited = 0;
+        while FINAL.load(Ordering::Acquire) == FINAL_WRITING && waited < FINAL_WAIT_MS {
+            crate::sys::io::futex_wait(&FINAL, FINAL_WRITING, 10);
+            waited += 10;
+        }
         return;
     }
     worker::write_stats_line();
     if config::get().profile_at_exit {
         dump_now();
     }
+    FINAL.store(FINAL_DONE, Ordering::Release);
+    crate::sys::io::futex_wake(&FINAL);
 }
 
 /// The process leaves through `_exit` (`os._exit`, multiprocessing's fork
@@ -249,7 +272,7 @@ pub fn at_fast_exit() {
 pub fn fork_child() {
     if enabled() {
         OWN_PID.store(crate::sys::getpid(), Ordering::Relaxed);
-        FINAL_DONE.store(false, Ordering::Relaxed);
+        FINAL.store(FINAL_NONE, Ordering::Relaxed);
         dump::reset_after_fork();
         worker::restart_in_child();
     }

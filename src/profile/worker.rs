@@ -41,6 +41,11 @@ pub const INUSE_INTERVAL: u32 = 4;
 pub const HEAP_LIMIT: u32 = 8;
 /// Not a dump: the main thread is exiting through pthread_exit.
 const MAIN_EXITING: u32 = 16;
+/// SIGTERM arrived: the exit dump, then the default action.
+const TERMINATE: u32 = 32;
+
+/// Whether the helper thread runs (set before our SIGTERM handler exists).
+static HELPER: AtomicBool = AtomicBool::new(false);
 
 /// How often, once the main thread has called pthread_exit, the helper
 /// looks whether it is the last thread left.
@@ -79,10 +84,37 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     }
 }
 
+extern "C" fn on_term(sig: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if HELPER.load(Ordering::Relaxed) {
+        request(TERMINATE);
+    } else {
+        io::die_of(sig);
+    }
+}
+
+/// SIGTERM (`kill`, multiprocessing's `Pool.terminate`) ends a process
+/// without its destructors, so without the exit dump. Where the helper
+/// thread runs and SIGTERM has its default action, memx catches it: the
+/// helper writes the exit dump, then the process dies of SIGTERM as it
+/// would have (the parent sees the same status), a dump's time later. Left
+/// alone: a program that handles or ignores SIGTERM (its own handler,
+/// installed later, replaces ours), SIGKILL (cannot be caught), and a
+/// process without a helper thread (a signal handler cannot write a dump:
+/// the thread it interrupted may hold the profiler's lock).
+fn catch_term() {
+    if !config::get().profile_at_exit || !HELPER.load(Ordering::Relaxed) {
+        return;
+    }
+    if io::current_action(libc::SIGTERM).is_some_and(|a| a.is_default()) {
+        io::install_handler(libc::SIGTERM, on_term);
+    }
+}
+
 /// Starts the helper thread (and the stats file), then installs the dump
 /// signal's handler. Called once, from the library constructor.
 pub fn start() {
     start_thread();
+    catch_term();
     let sig = config::get().profile_signal as i32;
     if sig != 0 {
         // Record the previous action before ours is in place: a signal may
@@ -121,9 +153,11 @@ fn start_thread() {
     if config::get().stats_interval_ms > 0 {
         open_stats_file();
     }
-    if thread_needed() && !io::spawn_thread(run) {
+    let running = thread_needed() && io::spawn_thread(run);
+    if thread_needed() && !running {
         sys::write_stderr(b"memx: cannot start the profiler's thread; dumps only at exit\n");
     }
+    HELPER.store(running, Ordering::Relaxed);
 }
 
 fn elapsed_ms() -> u64 {
@@ -160,6 +194,10 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         let request = REQUEST.swap(0, Ordering::Acquire);
         if request & MAIN_EXITING != 0 && next_liveness == u64::MAX {
             next_liveness = now;
+        }
+        if request & TERMINATE != 0 {
+            super::at_exit();
+            io::die_of(libc::SIGTERM);
         }
         if request & !MAIN_EXITING != 0 {
             super::dump_now();

@@ -205,6 +205,27 @@ pub fn exit_now(code: i32) -> ! {
     }
 }
 
+/// Ends the process by `sig` with its default action, from any thread
+/// (the helper blocks every signal, so it unblocks `sig` first) or from a
+/// signal handler (everything here is async-signal-safe); exit status
+/// 128 + `sig` if the signal stays blocked everywhere for a second.
+pub fn die_of(sig: i32) -> ! {
+    // SAFETY: plain-data sigaction and sigset structs; valid pointers.
+    unsafe {
+        let mut dfl: libc::sigaction = core::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &dfl, core::ptr::null_mut());
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+    }
+    let tick = AtomicU32::new(0);
+    futex_wait(&tick, 0, 1000);
+    exit_now(128 + sig)
+}
+
 /// Calls `f` with the name of each entry of the directory `path`
 /// (NUL-terminated), `.` and `..` left out; getdents64 into a stack
 /// buffer, as opendir would allocate.
@@ -269,6 +290,11 @@ pub type Handler = extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void);
 pub struct OldAction(libc::sigaction);
 
 impl OldAction {
+    /// Whether this is the default action (SIG_DFL).
+    pub fn is_default(&self) -> bool {
+        self.0.sa_sigaction == libc::SIG_DFL
+    }
+
     /// Calls the previous handler, if it was a function (not SIG_DFL or
     /// SIG_IGN: the default action of a dump signal would end the process).
     ///

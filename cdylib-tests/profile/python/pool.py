@@ -1,5 +1,8 @@
 """Child processes: a multiprocessing.Pool(2) with the start method argv[1],
-used as `with Pool() as p: ...; p.close(); p.join()`, whose workers keep
+used as `with Pool() as p: ...` (argv[2] "with": leaving the block
+terminates the workers with SIGTERM) or with `p.close(); p.join()` inside
+the block (argv[2] "close": the workers leave by os._exit or exit), whose
+workers keep
 what `pool_work` allocates; then two fork children doing the same work (their
 samples must differ: the sampler is reseeded after fork). Prints the pids
 to look for."""
@@ -24,8 +27,9 @@ if __name__ == "__main__":
     mp.set_start_method(sys.argv[1])
     with mp.Pool(2) as pool:
         workers = set(pool.map(pool_work, range(8), chunksize=1))
-        pool.close()
-        pool.join()
+        if sys.argv[2] == "close":
+            pool.close()
+            pool.join()
     twins = []
     for _ in range(2):
         pid = os.fork()
