@@ -568,15 +568,22 @@ def test_child_processes():
     """multiprocessing.Pool(2) with fork, spawn and forkserver, left by
     `with` alone (terminate) and by close()/join(), on every CPython here:
     each worker's own dump, labelled with its parent."""
-    # SIGTERM: the exit dump, then death by SIGTERM as without memx.
-    r = Run("pyterm", MEMX_PROFILE_AT_EXIT=1)
-    try:
-        code = "import os, signal, time; os.kill(os.getpid(), signal.SIGTERM); time.sleep(10)"
-        p = subprocess.run([PYTHON, "-c", code], env=r.env, timeout=60)
-        check(p.returncode == -signal.SIGTERM, f"SIGTERM: exit status {p.returncode}")
-        check(len(r.dumps()) == 1, f"SIGTERM: dumps {r.dumps()}")
-    finally:
-        r.cleanup()
+    # SIGTERM: the exit dump, then death by SIGTERM as without memx; the
+    # handler comes once CPython has started, so Python still sees SIG_DFL.
+    for label, py in python_versions():
+        r = Run("pyterm", MEMX_PROFILE_AT_EXIT=1)
+        try:
+            script = os.path.join(PYSRC, "sigterm.py")
+            p = r.run([py, script, "getsignal"])
+            check(p.stdout.strip() == "SIG_DFL", f"{label} SIGTERM: getsignal said {p.stdout!r}")
+            before = len(r.dumps())
+            p = subprocess.run([py, script, "term"], env=r.env, timeout=60,
+                               capture_output=True, text=True)
+            check(p.stdout.strip() == "caught", f"{label} SIGTERM: said {p.stdout!r}")
+            check(p.returncode == -signal.SIGTERM, f"{label} SIGTERM: exit status {p.returncode}")
+            check(len(r.dumps()) == before + 1, f"{label} SIGTERM: dumps {r.dumps()}")
+        finally:
+            r.cleanup()
     methods = ("fork", "spawn", "forkserver")
     for label, py in python_versions():
         n = [check_pool(label, py, m, e) for e in ("with", "close") for m in methods]

@@ -244,6 +244,14 @@ pub fn detect() {
     ACTIVE.store(true, Ordering::Release);
 }
 
+/// None outside CPython 3.8–3.13; else whether the interpreter has
+/// finished starting (and is not finalising).
+pub fn started() -> Option<bool> {
+    let py = interp()?;
+    // SAFETY: pure reads of interpreter globals.
+    Some(unsafe { (py.is_initialized)() != 0 && (py.is_finalizing)() == 0 })
+}
+
 /// One Python frame of the current thread: its code object (alive while
 /// its frame is, which lasts the whole sample: the thread is in malloc) and
 /// line; `last_of_call` marks the outermost frame one evaluation call runs.

@@ -46,6 +46,10 @@ const TERMINATE: u32 = 32;
 
 /// Whether the helper thread runs (set before our SIGTERM handler exists).
 static HELPER: AtomicBool = AtomicBool::new(false);
+/// SIGTERM's handler waits for CPython to finish starting (see catch_term).
+static TERM_PENDING: AtomicBool = AtomicBool::new(false);
+const TERM_POLL_MS: u64 = 20;
+const TERM_WAIT_MS: u64 = 30_000;
 
 /// How often, once the main thread has called pthread_exit, the helper
 /// looks whether it is the last thread left.
@@ -102,12 +106,52 @@ extern "C" fn on_term(sig: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
 /// process without a helper thread (a signal handler cannot write a dump:
 /// the thread it interrupted may hold the profiler's lock).
 fn catch_term() {
-    if !config::get().profile_at_exit || !HELPER.load(Ordering::Relaxed) {
+    let c = config::get();
+    if !c.profile_at_exit || !c.profile_sigterm || !HELPER.load(Ordering::Relaxed) {
         return;
     }
-    if io::current_action(libc::SIGTERM).is_some_and(|a| a.is_default()) {
-        io::install_handler(libc::SIGTERM, on_term);
+    if super::python::started().is_some() {
+        // CPython reads every signal's action once while it starts, and
+        // `signal.getsignal` reports what it read: a handler of ours seen
+        // then would read as None (code that saves and restores it fails).
+        // The helper installs it once the interpreter is up.
+        TERM_PENDING.store(true, Ordering::Relaxed);
+        io::futex_wake(&REQUEST);
+        return;
     }
+    install_term();
+}
+
+/// Our SIGTERM handler, if SIGTERM still has its default action; a handler
+/// the program installed meanwhile (a race with this check) is put back.
+fn install_term() {
+    if !io::current_action(libc::SIGTERM).is_some_and(|a| a.is_default()) {
+        return;
+    }
+    if let Some(old) = io::install_handler(libc::SIGTERM, on_term) {
+        if !old.is_default() {
+            io::restore_action(libc::SIGTERM, &old);
+        }
+    }
+}
+
+/// In a CPython process, while SIGTERM's handler waits for the interpreter
+/// to finish starting: when to look next (every TERM_POLL_MS, for at most
+/// TERM_WAIT_MS), or u64::MAX once done.
+fn term_step(now: u64, since: u64) -> u64 {
+    if !TERM_PENDING.load(Ordering::Relaxed) {
+        return u64::MAX;
+    }
+    if super::python::started() == Some(true) {
+        TERM_PENDING.store(false, Ordering::Relaxed);
+        install_term();
+        return u64::MAX;
+    }
+    if now.saturating_sub(since) > TERM_WAIT_MS * 1_000_000 {
+        TERM_PENDING.store(false, Ordering::Relaxed);
+        return u64::MAX;
+    }
+    now + TERM_POLL_MS * 1_000_000
 }
 
 /// Starts the helper thread (and the stats file), then installs the dump
@@ -172,8 +216,15 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
     let mut next_dump = deadline(now, dump_every);
     let mut next_stats = if stats_every > 0 { now } else { u64::MAX };
     let mut next_liveness = u64::MAX;
+    let mut next_term = u64::MAX;
     loop {
         let now = sys::now_ns();
+        if next_term == u64::MAX && TERM_PENDING.load(Ordering::Relaxed) {
+            next_term = now;
+        }
+        if now >= next_term {
+            next_term = term_step(now, START_NS.load(Ordering::Relaxed));
+        }
         if now >= next_liveness {
             next_liveness = now + LIVENESS_MS as u64 * 1_000_000;
             // The count still includes the exited main thread (a zombie).
@@ -205,7 +256,7 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         if request != 0 {
             continue;
         }
-        let wake = next_dump.min(next_stats).min(next_liveness);
+        let wake = next_dump.min(next_stats).min(next_liveness).min(next_term);
         let timeout = if wake == u64::MAX {
             -1
         } else {

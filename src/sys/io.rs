@@ -327,6 +327,12 @@ pub fn current_action(sig: i32) -> Option<OldAction> {
     (rc == 0).then_some(OldAction(old))
 }
 
+/// Puts back an action `install_handler` or `current_action` returned.
+pub fn restore_action(sig: i32, old: &OldAction) {
+    // SAFETY: `old.0` is a sigaction the kernel filled in.
+    keep_errno(|| unsafe { libc::sigaction(sig, &old.0, core::ptr::null_mut()) });
+}
+
 /// Installs `handler` for `sig` (SA_RESTART, all signals blocked while it
 /// runs) and returns the action it replaced.
 pub fn install_handler(sig: i32, handler: Handler) -> Option<OldAction> {
