@@ -397,7 +397,13 @@ impl Dump {
                 extra_sections.push((name.to_string(), Vec::new()));
                 continue;
             }
-            if let Some((_, lines)) = extra_sections.last_mut() {
+            if let Some((name, lines)) = extra_sections.last_mut() {
+                if i == n && !complete {
+                    // Sections after the maps end with a newline too.
+                    return Err(DumpError::Truncated(format!(
+                        "the {name} section is cut off"
+                    )));
+                }
                 lines.push(line.to_string());
                 continue;
             }
@@ -597,6 +603,8 @@ whatever 1 2 3
         let cut = &GOOD[..GOOD.find("0x2020").unwrap() + 3];
         assert!(matches!(Dump::parse(cut), Err(DumpError::Truncated(_))));
         let cut = &GOOD[..GOOD.find("/bin/prog").unwrap() + 4];
+        assert!(matches!(Dump::parse(cut), Err(DumpError::Truncated(_))));
+        let cut = &GOOD[..GOOD.len() - 3];
         assert!(matches!(Dump::parse(cut), Err(DumpError::Truncated(_))));
         assert!(matches!(Dump::parse(""), Err(DumpError::Empty)));
         assert!(matches!(
