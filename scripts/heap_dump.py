@@ -9,6 +9,9 @@
     PYTHON_FRAMES:                       (only when stacks hold Python frames)
     0xf000000000000001<TAB>function<TAB>file<TAB>line
 
+    PROCESS:                             (who wrote the dump)
+    pid<TAB>N / ppid<TAB>N / cmdline<TAB>ARGS... / thread<TAB>TID<TAB>NAME
+
 Counts are raw samples; `unsample` scales them as pprof does. Addresses are
 symbolised offline with binutils (`readelf`, `nm`) from the mapped files, so
 a test can say which function each stack's innermost program frame is in.
@@ -62,10 +65,23 @@ class Dump:
             i += 1
         if i == len(lines):
             raise DumpError(f"{path}: no MAPPED_LIBRARIES section (truncated?)")
+        self.process = {"threads": []}  # pid, ppid, cmdline, threads [(tid, name)]
         section = "maps"
         for line in lines[i + 1 :]:
             if line.strip() == "PYTHON_FRAMES:":
                 section = "python"
+                continue
+            if line.strip() == "PROCESS:":
+                section = "process"
+                continue
+            if section == "process":
+                f = line.split("\t")
+                if f[0] == "thread" and len(f) == 3:
+                    self.process["threads"].append((int(f[1]), f[2]))
+                elif f[0] in ("pid", "ppid") and len(f) == 2:
+                    self.process[f[0]] = int(f[1])
+                elif f[0] == "cmdline" and len(f) == 2:
+                    self.process["cmdline"] = f[1]
                 continue
             if section == "python":
                 f = line.split("\t")

@@ -509,23 +509,139 @@ def check_nested(label, py):
 
 
 def check_gil_released(label, py):
+    script = os.path.join(PYSRC, "gil_released.py")
+    site = ("native_worker", site_lines(script)["foreign"])
     r = Run("pygil", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=4)
     try:
-        p = r.run([py, os.path.join(PYSRC, "gil_released.py")])
+        p = r.run([py, script])
         check(p.stdout.strip() == "done", f"{label}: said {p.stdout!r}")
         d = heap_dump.Dump(r.dumps()[0])
         sym = heap_dump.Symbolizer()
-        foreign, with_py = 0, 0
+        foreign = 0
         for s in d.stacks:
             mods = [sym.module(d, a) or "" for a in s.frames[:6] if not heap_dump.is_python(a)]
-            pyf = heap_dump.python_frames(d, s)
             if any("libffi" in m for m in mods):
                 foreign += 1
-                check(not pyf, f"{label}: a sample taken without the GIL has Python frames")
-            elif pyf:
-                with_py += 1
+                pyf = heap_dump.python_frames(d, s)
+                got = (pyf[0][0], pyf[0][2]) if pyf else None
+                check(got == site, f"{label}: a sample taken without the GIL names {got}, "
+                                   f"want {site}")
         check(foreign > 0, f"{label}: no samples from the ctypes calls")
-        check(with_py > 0, f"{label}: no samples with Python frames")
+    finally:
+        r.cleanup()
+
+
+def check_pool(label, py, method, end):
+    """Every worker of a Pool(2) writes a dump at exit (os._exit, exit, or
+    SIGTERM from Pool.terminate) naming pool_work, labelled with its own pid
+    and its parent's; two fork children doing the same work sample
+    differently."""
+    script = os.path.join(PYSRC, "pool.py")
+    r = Run("pypool", MEMX_PROFILE_AT_EXIT=1)
+    try:
+        out = dict(ln.split(" ", 1) for ln in r.run([py, script, method, end]).stdout.splitlines())
+        method = f"{method}/{end}"
+        main = int(out["main"])
+        workers = [int(w) for w in out["workers"].split()]
+        twins = [int(t) for t in out["twins"].split()]
+        check(workers, f"{label} {method}: no workers")
+        for pid in workers:
+            # A terminated worker's dump is written after its parent saw it end.
+            dumps = wait_for(lambda: r.dumps(pid), timeout=10)
+            check(dumps, f"{label} {method}: worker {pid} wrote no dump")
+            d = heap_dump.Dump(dumps[-1])
+            check(d.process.get("pid") == pid, f"{label} {method}: {dumps[-1]} says pid "
+                                               f"{d.process.get('pid')}")
+            ppid = d.process.get("ppid")
+            # fork and spawn workers are the program's children; forkserver's
+            # are the server's, itself the program's child.
+            check(ppid == main or (method.startswith("forkserver") and ppid and ppid != pid),
+                  f"{label} {method}: worker {pid}'s parent is {ppid}, not {main}")
+            funcs = {f for s in d.stacks for f, _, _ in heap_dump.python_frames(d, s)}
+            check("pool_work" in funcs, f"{label} {method}: worker {pid}'s dump lacks pool_work")
+        if method == "fork/close":
+            a, b = (heap_dump.Dump(r.dumps(t)[-1]) for t in twins)
+            sig = [sorted((s.allocs, s.alloc_bytes) for s in d.stacks) for d in (a, b)]
+            check(sig[0] != sig[1], f"{label}: two fork children wrote identical samples")
+        return len(workers)
+    finally:
+        r.cleanup()
+
+
+def test_child_processes():
+    """multiprocessing.Pool(2) with fork, spawn and forkserver, left by
+    `with` alone (terminate) and by close()/join(), on every CPython here:
+    each worker's own dump, labelled with its parent."""
+    # SIGTERM: the exit dump, then death by SIGTERM as without memx; the
+    # handler comes once CPython has started, so Python still sees SIG_DFL.
+    for label, py in python_versions():
+        r = Run("pyterm", MEMX_PROFILE_AT_EXIT=1)
+        try:
+            script = os.path.join(PYSRC, "sigterm.py")
+            p = r.run([py, script, "getsignal"])
+            check(p.stdout.strip() == "SIG_DFL", f"{label} SIGTERM: getsignal said {p.stdout!r}")
+            before = len(r.dumps())
+            p = subprocess.run([py, script, "term"], env=r.env, timeout=60,
+                               capture_output=True, text=True)
+            check(p.stdout.strip() == "caught", f"{label} SIGTERM: said {p.stdout!r}")
+            check(p.returncode == -signal.SIGTERM, f"{label} SIGTERM: exit status {p.returncode}")
+            check(len(r.dumps()) == before + 1, f"{label} SIGTERM: dumps {r.dumps()}")
+        finally:
+            r.cleanup()
+    methods = ("fork", "spawn", "forkserver")
+    for label, py in python_versions():
+        n = [check_pool(label, py, m, e) for e in ("with", "close") for m in methods]
+        print(f"    {label}: workers with dumps (fork/spawn/forkserver, with then close): {n}")
+
+
+def numpy_python():
+    """A Python with numpy: target/numpy-venv (made once with pip), or None
+    and why not."""
+    venv = os.path.join(ROOT, "target", "numpy-venv")
+    py = os.path.join(venv, "bin", "python")
+    probe = [py, "-c", "import numpy"]
+    # bin/python links to the real interpreter (LD_PRELOAD reaches it); its
+    # own path keeps the venv's site-packages.
+    if os.path.exists(py) and subprocess.run(probe, capture_output=True).returncode == 0:
+        return py, None
+    try:
+        subprocess.run([PYTHON, "-m", "venv", "--clear", venv], check=True, capture_output=True,
+                       timeout=300)
+        p = subprocess.run([py, "-m", "pip", "install", "-q", "numpy"], capture_output=True,
+                           text=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"no venv: {e}"
+    if p.returncode != 0:
+        return None, f"pip install numpy failed: {p.stderr.strip()[-300:]}"
+    return py, None
+
+
+def test_numpy_gil_released():
+    """numpy's np.zeros (calloc) and np.empty (malloc) run with the GIL
+    released; their samples name the Python lines that made the arrays."""
+    py, why = numpy_python()
+    if py is None:
+        print(f"    skipped: {why}")
+        return
+    script = os.path.join(PYSRC, "numpy_alloc.py")
+    ln = site_lines(script)
+    r = Run("pynumpy", MEMX_PROFILE_AT_EXIT=0)
+    try:
+        p = r.run([py, script])
+        check(p.stdout.startswith("done"), f"numpy script said {p.stdout!r}")
+        d = heap_dump.Dump(r.dumps()[0])
+        held = {}
+        for s in d.stacks:
+            pyf = heap_dump.python_frames(d, s)
+            key = (pyf[0][0], pyf[0][2]) if pyf else ("[no Python frames]", 0)
+            est = heap_dump.unsample(s.inuse, s.inuse_bytes, d.rate)[1]
+            held[key] = held.get(key, 0.0) + est
+        for func, site, want in (("make_zeros", "zeros", 32 * MiB), ("make_empty", "empty", 16 * MiB)):
+            got = held.get((func, ln[site]), 0.0)
+            check(abs(got / want - 1) < 0.25, f"{func}:{ln[site]} holds {got / MiB:.1f} MiB of "
+                                              f"{want / MiB:.0f}; by line: {held}")
+        print(f"    np.zeros: {held[('make_zeros', ln['zeros'])] / MiB:.1f} MiB of 32 at "
+              f"make_zeros:{ln['zeros']}")
     finally:
         r.cleanup()
 
@@ -572,6 +688,8 @@ TESTS = [
     test_other_programs,
     test_invisible_to_the_program,
     test_python_stacks,
+    test_numpy_gil_released,
+    test_child_processes,
 ]
 
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub profile_time_interval: u64,
     /// Dump when the process exits.
     pub profile_at_exit: bool,
+    /// Catch SIGTERM (default action only) for the exit dump.
+    pub profile_sigterm: bool,
     /// Fixed seed for the sampler (0: random), for reproducible tests.
     pub profile_seed: u64,
     /// Milliseconds between two lines of `<prefix>.<pid>.stats` (0: off).
@@ -89,6 +91,7 @@ impl Config {
         profile_inuse_interval: 0,
         profile_time_interval: 0,
         profile_at_exit: true,
+        profile_sigterm: true,
         profile_seed: 0,
         stats_interval_ms: 0,
         check: false,
@@ -238,6 +241,15 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "1",
         doc: "1 = dump when the process exits (with MEMX_PROFILE set)",
         apply: |c, v, _| c.profile_at_exit = v != 0,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_SIGTERM",
+        form: Form::Bool,
+        min: 0,
+        max: 1,
+        default: "1",
+        doc: "1 = write the exit dump when SIGTERM (left at its default action) ends the process",
+        apply: |c, v, _| c.profile_sigterm = v != 0,
     },
     OptionSpec {
         name: "MEMX_PROFILE_SEED",

@@ -160,6 +160,18 @@ pub extern "C" fn memx_stats_names() -> *const u8 {
     stats::FIGURE_NAMES.as_ptr()
 }
 
+/// Leaving without destructors (os._exit, multiprocessing's workers) still
+/// writes the profiler's exit dump.
+#[no_mangle]
+pub extern "C" fn _exit(code: i32) -> ! {
+    init::fast_exit(code)
+}
+
+#[no_mangle]
+pub extern "C" fn _Exit(code: i32) -> ! {
+    init::fast_exit(code)
+}
+
 // glibc's internal names, which some programs and libraries call directly.
 
 #[no_mangle]
@@ -207,6 +219,8 @@ pub extern "C" fn __libc_pvalloc(size: usize) -> P {
 /// initialisation stays the rule: ld.so may call malloc before this runs.
 unsafe extern "C" fn at_load() {
     init::ensure();
+    // Where libc's `_exit` is, for ours (dlsym: not from inside malloc).
+    crate::sys::io::find_real_exit();
     profile::set_stats_probe(|| {
         let s = stats::collect();
         [

@@ -145,3 +145,14 @@ unsafe extern "C" fn fork_child() {
     unsafe { thread_cache::reclaim_after_fork() };
     profile::fork_child();
 }
+
+/// `_exit`/`_Exit`: the profiler's exit dump (the destructors that would
+/// write it do not run), then libc's `_exit`. Not from a thread already
+/// inside the profiler (a signal handler that interrupted a sample).
+pub fn fast_exit(code: i32) -> ! {
+    if STATE.load(Ordering::Acquire) == READY && thread_cache::enter_profiler() {
+        profile::at_fast_exit();
+        thread_cache::leave_profiler();
+    }
+    sys::io::exit_now(code)
+}

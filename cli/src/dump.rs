@@ -97,6 +97,39 @@ pub struct PyFrame {
     pub line: u32,
 }
 
+/// Who wrote the dump: the PROCESS section (libmemx.so writes it after
+/// the maps; lines `pid<TAB>N`, `ppid<TAB>N`, `cmdline<TAB>ARGS`,
+/// `thread<TAB>TID<TAB>NAME`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Process {
+    pub pid: Option<u32>,
+    pub ppid: Option<u32>,
+    pub cmdline: String,
+    /// (thread id, name).
+    pub threads: Vec<(u32, String)>,
+}
+
+impl Process {
+    fn parse(lines: &[String]) -> Process {
+        let mut p = Process::default();
+        for l in lines {
+            let mut f = l.splitn(3, '\t');
+            match (f.next(), f.next(), f.next()) {
+                (Some("pid"), Some(v), None) => p.pid = v.trim().parse().ok(),
+                (Some("ppid"), Some(v), None) => p.ppid = v.trim().parse().ok(),
+                (Some("cmdline"), Some(v), None) => p.cmdline = v.trim_end().to_string(),
+                (Some("thread"), Some(t), Some(name)) => {
+                    if let Ok(t) = t.trim().parse() {
+                        p.threads.push((t, name.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     /// memx: `@ heap_v2/<rate>`, sampled.
@@ -118,6 +151,8 @@ pub struct Dump {
     /// Python frames: stack words `0xf000… | id` → function, file, line
     /// (section `PYTHON_FRAMES:`, lines `0x…<TAB>function<TAB>file<TAB>line`).
     pub python_frames: HashMap<u64, PyFrame>,
+    /// The PROCESS section, when the dump has one.
+    pub process: Option<Process>,
     /// Sections after the maps that this version does not read: (name, lines).
     pub extra_sections: Vec<(String, Vec<String>)>,
     /// From a `<prefix>.<pid>.<seq>.heap` file name.
@@ -362,7 +397,13 @@ impl Dump {
                 extra_sections.push((name.to_string(), Vec::new()));
                 continue;
             }
-            if let Some((_, lines)) = extra_sections.last_mut() {
+            if let Some((name, lines)) = extra_sections.last_mut() {
+                if i == n && !complete {
+                    // Sections after the maps end with a newline too.
+                    return Err(DumpError::Truncated(format!(
+                        "the {name} section is cut off"
+                    )));
+                }
                 lines.push(line.to_string());
                 continue;
             }
@@ -388,6 +429,14 @@ impl Dump {
                 "the MAPPED_LIBRARIES section is empty".into(),
             ));
         }
+        let mut process = None;
+        extra_sections.retain(|(name, lines)| {
+            if name != "PROCESS" {
+                return true;
+            }
+            process = Some(Process::parse(lines));
+            false
+        });
         let mut python_frames = HashMap::new();
         extra_sections.retain(|(name, lines)| {
             if name != "PYTHON_FRAMES" {
@@ -421,6 +470,7 @@ impl Dump {
             samples,
             maps,
             python_frames,
+            process,
             extra_sections,
             pid: None,
             seq: None,
@@ -507,6 +557,13 @@ MAPPED_LIBRARIES:
 7f0000000000-7f0000001000 rw-p 00000000 00:00 0 
 PYTHON_FRAMES:
 0xf000000000000001\tload\t/x/app.py\t12
+
+PROCESS:
+pid\t42
+ppid\t7
+cmdline\tpython3 -c pass
+thread\t42\tpython3
+thread\t43\ta b
 FUTURE_SECTION:
 whatever 1 2 3
 ";
@@ -525,6 +582,13 @@ whatever 1 2 3
         assert_eq!(d.maps[1].path, "");
         assert_eq!(d.extra_sections.len(), 1);
         assert_eq!(d.extra_sections[0].0, "FUTURE_SECTION");
+        let p = d.process.as_ref().unwrap();
+        assert_eq!((p.pid, p.ppid), (Some(42), Some(7)));
+        assert_eq!(p.cmdline, "python3 -c pass");
+        assert_eq!(
+            p.threads,
+            vec![(42, "python3".to_string()), (43, "a b".to_string())]
+        );
         let py = &d.python_frames[&0xf000000000000001];
         assert_eq!(
             (py.function.as_str(), py.file.as_str(), py.line),
@@ -539,6 +603,8 @@ whatever 1 2 3
         let cut = &GOOD[..GOOD.find("0x2020").unwrap() + 3];
         assert!(matches!(Dump::parse(cut), Err(DumpError::Truncated(_))));
         let cut = &GOOD[..GOOD.find("/bin/prog").unwrap() + 4];
+        assert!(matches!(Dump::parse(cut), Err(DumpError::Truncated(_))));
+        let cut = &GOOD[..GOOD.len() - 3];
         assert!(matches!(Dump::parse(cut), Err(DumpError::Truncated(_))));
         assert!(matches!(Dump::parse(""), Err(DumpError::Empty)));
         assert!(matches!(

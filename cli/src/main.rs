@@ -28,6 +28,14 @@ struct Common {
     python: bool,
     /// `--python-only` (Some(true)) or `--native-only` (Some(false)).
     only: Option<bool>,
+    /// `--native`: no Python-first view.
+    native: bool,
+    /// `--by` was given (else a Python-first table goes by line).
+    by_given: bool,
+    /// Python-first keeps non-interpreter native leaves (flame graphs).
+    leaves: bool,
+    /// `--merge`: the operands are several dumps read as one.
+    merge: bool,
     output: Option<PathBuf>,
     folded: bool,
     timeout: Duration,
@@ -42,6 +50,10 @@ fn common(cmd: Cmd, args: Vec<OsString>) -> Result<Common, String> {
         report: report::Options::default(),
         python: false,
         only: None,
+        native: false,
+        by_given: false,
+        leaves: cmd == Cmd::Flamegraph,
+        merge: false,
         output: None,
         folded: false,
         timeout: Duration::from_secs(10),
@@ -62,7 +74,10 @@ fn common(cmd: Cmd, args: Vec<OsString>) -> Result<Common, String> {
             "--python" => c.python = true,
             "--python-only" => c.only = Some(true),
             "--native-only" => c.only = Some(false),
+            "--native" => c.native = true,
+            "--merge" => c.merge = true,
             "--by" => {
+                c.by_given = true;
                 c.report.by = By::parse(&v)
                     .ok_or_else(|| format!("--by {v}: expected function, line or stack"))?;
             }
@@ -93,8 +108,34 @@ fn load(path: &Path, c: &Common) -> Result<SymProfile, String> {
     Ok(view(SymProfile::load(path)?, path, c))
 }
 
-/// The Python view with `--python`, then `--python-only`/`--native-only`:
-/// the same for a dump read from a file and one `snapshot` just waited for.
+/// The DUMP operand, or with `--merge` every operand merged into one
+/// profile (each symbolised with its own maps); (path for messages and
+/// default output names, profile).
+fn load_operands(c: &Common) -> Result<(PathBuf, SymProfile), String> {
+    if !c.merge {
+        let path = one_path(c, "DUMP")?;
+        let p = load(&path, c)?;
+        return Ok((path, p));
+    }
+    if c.positional.is_empty() {
+        return Err("--merge needs the dumps to merge (see memx --help)".into());
+    }
+    let parts = c
+        .positional
+        .iter()
+        .map(|p| SymProfile::load(Path::new(p)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let merged = SymProfile::merge(parts).expect("at least one dump");
+    let path = PathBuf::from(&c.positional[0]);
+    let shown = merged.dump.path.clone();
+    Ok((path, view(merged, &shown, c)))
+}
+
+/// The Python view with `--python`, then `--python-only`/`--native-only`;
+/// without any of them (nor `--native`), Python-first (see
+/// `SymProfile::python_first`; a flame graph keeps the native allocation
+/// sites as leaves). The same for a dump read from a file and one
+/// `snapshot` just waited for.
 fn view(mut p: SymProfile, path: &Path, c: &Common) -> SymProfile {
     if c.python {
         if !p.has_python() {
@@ -108,7 +149,23 @@ fn view(mut p: SymProfile, path: &Path, c: &Common) -> SymProfile {
     if let Some(python) = c.only {
         p.only(python);
     }
+    if python_first(c) && p.has_python() {
+        p.python_first(c.leaves);
+    }
     p
+}
+
+/// Whether no option chose a view: Python-first applies.
+fn python_first(c: &Common) -> bool {
+    !c.native && !c.python && c.only.is_none()
+}
+
+/// A Python-first table goes by line unless `--by` says otherwise: a
+/// Python user reads lines.
+fn table_by(c: &mut Common, profiles: &[&SymProfile]) {
+    if python_first(c) && !c.by_given && profiles.iter().any(|p| p.has_python()) {
+        c.report.by = By::Line;
+    }
 }
 
 fn one_path(c: &Common, what: &str) -> Result<PathBuf, String> {
@@ -195,18 +252,20 @@ fn main_inner() -> Result<i32, String> {
     match cmd {
         Cmd::Run => run::run(parse_run(argv)?),
         Cmd::Report => {
-            let c = common(cmd, argv)?;
-            let p = load(&one_path(&c, "DUMP")?, &c)?;
+            let mut c = common(cmd, argv)?;
+            let (_, p) = load_operands(&c)?;
+            table_by(&mut c, &[&p]);
             print!("{}", report::report(&p, &c.report));
             Ok(0)
         }
         Cmd::Diff => {
-            let c = common(cmd, argv)?;
+            let mut c = common(cmd, argv)?;
             let [old, new] = c.positional.as_slice() else {
                 return Err("diff needs two dumps: memx diff OLD NEW".into());
             };
             let old = load(Path::new(old), &c)?;
             let new = load(Path::new(new), &c)?;
+            table_by(&mut c, &[&old, &new]);
             if let (Some(a), Some(b)) = (old.dump.pid, new.dump.pid) {
                 if a != b {
                     eprintln!("memx: note: the dumps come from different processes ({a} and {b}); sites are matched by name");
@@ -217,8 +276,7 @@ fn main_inner() -> Result<i32, String> {
         }
         Cmd::Flamegraph => {
             let c = common(cmd, argv)?;
-            let input = one_path(&c, "DUMP")?;
-            let p = load(&input, &c)?;
+            let (input, p) = load_operands(&c)?;
             let by = if c.report.by == By::Stack {
                 By::Function
             } else {
@@ -264,7 +322,7 @@ fn main_inner() -> Result<i32, String> {
             jupyter::forward(argv)
         }
         Cmd::Snapshot => {
-            let c = common(cmd, argv)?;
+            let mut c = common(cmd, argv)?;
             let pid_s = one_path(&c, "PID")?;
             let pid_s = pid_s.to_string_lossy();
             let pid: u32 = pid_s
@@ -273,6 +331,7 @@ fn main_inner() -> Result<i32, String> {
             let snap = run::snapshot(pid, c.timeout)?;
             eprintln!("memx: new dump {}", snap.path.display());
             let p = view(SymProfile::new(snap.dump), &snap.path, &c);
+            table_by(&mut c, &[&p]);
             print!("{}", report::report(&p, &c.report));
             Ok(0)
         }

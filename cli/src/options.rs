@@ -45,7 +45,7 @@ pub const COMMANDS: &[CmdSpec] = &[
     CmdSpec {
         cmd: Report,
         names: &["report"],
-        operands: "DUMP",
+        operands: "DUMP | --merge DUMP...",
         about: "The sites holding (or having allocated) the most memory.",
     },
     CmdSpec {
@@ -57,7 +57,7 @@ pub const COMMANDS: &[CmdSpec] = &[
     CmdSpec {
         cmd: Flamegraph,
         names: &["flamegraph", "flame"],
-        operands: "DUMP",
+        operands: "DUMP | --merge DUMP...",
         about: "An interactive SVG flame graph (or folded stacks with --folded).",
     },
     CmdSpec {
@@ -211,6 +211,14 @@ pub const OPTIONS: &[OptSpec] = &[
         help: "sort by cumulative bytes (the site and its callees)",
     },
     OptSpec {
+        long: "--native",
+        short: None,
+        value: None,
+        cmds: VIEWS,
+        help: "every native frame as recorded (a dump with Python frames is shown \
+               Python-first by default: Python lines, interpreter frames folded)",
+    },
+    OptSpec {
         long: "--python",
         short: None,
         value: None,
@@ -230,6 +238,13 @@ pub const OPTIONS: &[OptSpec] = &[
         value: None,
         cmds: VIEWS,
         help: "keep only the native frames of each stack",
+    },
+    OptSpec {
+        long: "--merge",
+        short: None,
+        value: None,
+        cmds: &[Report, Flamegraph],
+        help: "DUMP... is several dumps (the processes of one run): one profile of them all",
     },
     OptSpec {
         long: "--folded",

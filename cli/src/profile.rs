@@ -44,6 +44,20 @@ pub const UNKNOWN: &str = "<unknown>";
 /// The `module` of Python frames.
 pub const PYTHON_MODULE: &str = "[python]";
 
+/// The one frame that stands for a run of import machinery frames.
+pub const IMPORT_FRAME: &str = "[import] <frozen importlib>";
+/// The one frame that stands for the interpreter's C frames of a stack
+/// without Python frames.
+pub const INTERPRETER_FRAME: &str = "[python interpreter]";
+
+/// Whether a native frame's module is the interpreter itself: libpython or
+/// a `python3.X` executable (which links it in statically).
+pub fn is_interpreter(module: &str) -> bool {
+    let name = crate::symbolize::basename(module);
+    name.starts_with("libpython")
+        || (name.starts_with("python") && !name.contains(".so") && !name.ends_with(".py"))
+}
+
 /// Allocation entry points that are never the interesting site: C++'s
 /// `operator new` family and the C allocation functions themselves (a
 /// gperftools dump or a program that calls them through a wrapper).
@@ -121,6 +135,55 @@ impl SymProfile {
         }
     }
 
+    /// One profile of several (`memx report --merge`): their samples side
+    /// by side, frames matched by what they are (each dump is symbolised
+    /// with its own maps first). The merged dump is named after the first.
+    pub fn merge(parts: Vec<SymProfile>) -> Option<SymProfile> {
+        let mut parts = parts.into_iter();
+        let mut all = parts.next()?;
+        let mut ids: HashMap<Frame, usize> = all
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.clone(), i))
+            .collect();
+        let mut more = 0;
+        for p in parts {
+            more += 1;
+            let map: Vec<usize> = p
+                .frames
+                .iter()
+                .map(|f| {
+                    *ids.entry(f.clone()).or_insert_with(|| {
+                        all.frames.push(f.clone());
+                        all.frames.len() - 1
+                    })
+                })
+                .collect();
+            for s in p.samples {
+                all.samples.push(SymSample {
+                    est: s.est,
+                    stack: s.stack.iter().map(|&f| map[f]).collect(),
+                });
+            }
+            all.dump.samples.extend(p.dump.samples);
+            all.dump.python_frames.extend(p.dump.python_frames);
+        }
+        if more > 0 {
+            let mut name = all.dump.path.clone().into_os_string();
+            name.push(format!(
+                " + {more} more dump{}",
+                if more == 1 { "" } else { "s" }
+            ));
+            all.dump.path = name.into();
+            all.dump.header = all.dump.raw_total();
+            all.dump.pid = None;
+            all.dump.seq = None;
+            all.dump.process = None;
+        }
+        Some(all)
+    }
+
     /// Whether any stack holds a Python frame.
     pub fn has_python(&self) -> bool {
         !self.dump.python_frames.is_empty()
@@ -139,6 +202,63 @@ impl SymProfile {
             {
                 s.stack.drain(..i);
             }
+        }
+    }
+
+    /// The view a Python user reads (the default when a dump has Python
+    /// frames): each stack that holds Python frames keeps only those, the
+    /// interpreter's C frames between and above them folded away, each run
+    /// of import machinery (`<frozen importlib…>`) as one frame; below the
+    /// innermost Python frame, with `leaves`, the native frames that are not
+    /// the interpreter's (numpy's, a C extension's) stay as the allocation
+    /// site. A stack without Python frames (the interpreter starting, a
+    /// library's own thread) keeps its native frames up to the first of the
+    /// interpreter's, which stand for the rest as one frame.
+    pub fn python_first(&mut self, leaves: bool) {
+        let import = self.frames.len();
+        let interpreter = import + 1;
+        for name in [IMPORT_FRAME, INTERPRETER_FRAME] {
+            self.frames.push(Frame {
+                function: name.to_string(),
+                file: None,
+                line: None,
+                module: PYTHON_MODULE.to_string(),
+                hidden: false,
+            });
+        }
+        let frames = &self.frames;
+        let is_py = |f: usize| frames[f].module == PYTHON_MODULE;
+        let is_import = |f: usize| {
+            frames[f]
+                .file
+                .as_deref()
+                .is_some_and(|file| file.starts_with("<frozen importlib"))
+        };
+        for s in &mut self.samples {
+            let Some(first) = s.stack.iter().position(|&f| is_py(f)) else {
+                let native = |&f: &usize| !is_interpreter(&frames[f].module);
+                if let Some(n) = s.stack.iter().position(|f| !native(f)) {
+                    s.stack.truncate(n);
+                    s.stack.push(interpreter);
+                }
+                continue;
+            };
+            let mut stack: Vec<usize> = if leaves {
+                s.stack[..first]
+                    .iter()
+                    .copied()
+                    .filter(|&f| !is_interpreter(&frames[f].module))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for &f in s.stack[first..].iter().filter(|&&f| is_py(f)) {
+                let f = if is_import(f) { import } else { f };
+                if f != import || stack.last() != Some(&import) {
+                    stack.push(f);
+                }
+            }
+            s.stack = stack;
         }
     }
 

@@ -55,10 +55,39 @@ pub fn describe(d: &Dump) -> String {
     s
 }
 
+/// `pid 42 (parent 7, 2 threads): python3 app.py`, from the PROCESS section.
+pub fn process_text(d: &Dump) -> Option<String> {
+    let p = d.process.as_ref()?;
+    let mut s = format!("pid {}", p.pid.or(d.pid)?);
+    if let Some(pp) = p.ppid {
+        let _ = write!(s, " (parent {pp}");
+        if !p.threads.is_empty() {
+            let _ = write!(s, ", {} threads", p.threads.len());
+        }
+        s.push(')');
+    }
+    if !p.cmdline.is_empty() {
+        let _ = write!(s, ": {}", shorten(&p.cmdline, 100));
+    }
+    Some(s)
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max).collect();
+    t.push('…');
+    t
+}
+
 pub fn report(p: &SymProfile, o: &Options) -> String {
     let mut out = String::new();
     let t = p.total();
     let _ = writeln!(out, "File: {}", describe(&p.dump));
+    if let Some(proc_line) = process_text(&p.dump) {
+        let _ = writeln!(out, "Process: {proc_line}");
+    }
     let _ = writeln!(out, "Sampling: {}", p.dump.sampling_text());
     let _ = writeln!(
         out,

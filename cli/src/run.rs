@@ -337,20 +337,26 @@ pub fn run(o: RunOpts) -> Result<i32, String> {
     } else {
         name(&last.0)
     };
-    let others = if pids.len() > 1 {
-        format!(
-            " (and {} more from {} child processes)",
-            new.len() - main.len(),
-            pids.len() - 1
-        )
+    if pids.len() > 1 {
+        eprintln!(
+            "memx: {status_text}; {} dumps from {} processes in {dir}/:",
+            new.len(),
+            pids.len()
+        );
+        for l in process_lines(&new, pid) {
+            eprintln!("memx:   {l}");
+        }
+        eprintln!(
+            "memx: all of them as one: memx report --merge {}.*.heap",
+            prefix.display()
+        );
     } else {
-        String::new()
-    };
-    eprintln!(
-        "memx: {status_text}; {} dump{} in {dir}/: {range}{others}",
-        main.len().max(1),
-        if main.len() == 1 { "" } else { "s" }
-    );
+        eprintln!(
+            "memx: {status_text}; {} dump{} in {dir}/: {range}",
+            main.len().max(1),
+            if main.len() == 1 { "" } else { "s" }
+        );
+    }
     match Dump::load(&last.0) {
         Ok(d) => {
             // The dump of this process with the most memory in use (only
@@ -382,11 +388,57 @@ pub fn run(o: RunOpts) -> Result<i32, String> {
     Ok(code)
 }
 
-/// Symbolised, charged to Python lines when there are Python frames.
+/// One line per process that wrote dumps (the command's first, then by
+/// pid): who it is (its parent and command line, from the PROCESS section of
+/// its last dump) and its dump files.
+fn process_lines(dumps: &[(PathBuf, u32, u32)], main: u32) -> Vec<String> {
+    let mut pids: Vec<u32> = dumps.iter().map(|d| d.1).collect();
+    pids.sort_by_key(|&p| (p != main, p));
+    pids.dedup();
+    let name = |p: &PathBuf| crate::symbolize::basename(&p.to_string_lossy()).to_string();
+    pids.iter()
+        .map(|&pid| {
+            let mine: Vec<&PathBuf> = dumps.iter().filter(|d| d.1 == pid).map(|d| &d.0).collect();
+            let files = match mine.as_slice() {
+                [one] => name(one),
+                [first, .., last] => {
+                    format!("{} dumps {} … {}", mine.len(), name(first), name(last))
+                }
+                [] => String::new(),
+            };
+            let who = match Dump::load(mine[mine.len() - 1])
+                .ok()
+                .and_then(|d| d.process)
+            {
+                Some(p) => {
+                    let parent = match p.ppid {
+                        Some(pp) => format!(", parent {pp}"),
+                        None => String::new(),
+                    };
+                    // The program by its file name: the arguments tell
+                    // a pool's workers from their parent.
+                    let (prog, args) = p.cmdline.split_once(' ').unwrap_or((&p.cmdline, ""));
+                    let full = format!("{} {args}", crate::symbolize::basename(prog));
+                    let mut cmd: String = full.trim_end().chars().take(90).collect();
+                    if full.trim_end().chars().count() > 90 {
+                        cmd.push('…');
+                    }
+                    format!("{parent}: {cmd}")
+                }
+                None => String::new(),
+            };
+            let role = if pid == main { " (the command)" } else { "" };
+            format!("pid {pid}{role}{who} — {files}")
+        })
+        .collect()
+}
+
+/// Symbolised, Python-first (charged to Python lines) when there are
+/// Python frames.
 fn python_view(d: Dump) -> SymProfile {
     let mut p = SymProfile::new(d);
     if p.has_python() {
-        p.python_view();
+        p.python_first(false);
     }
     p
 }

@@ -957,3 +957,173 @@ fn stripped_module_is_named_in_the_report_and_symbols_dir_restores_names() {
     assert!(r.contains("site_two"), "{r}");
     assert!(!r.contains("no symbols for grow"), "{r}");
 }
+
+/// The real interpreter behind `python3` (a pyenv shim is a script, which
+/// LD_PRELOAD would reach only through its children).
+fn python() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .expect("python3 is needed for the Python tests");
+    PathBuf::from(text(&out.stdout).trim())
+}
+
+/// cache.py under memx run: its two dumps (make_cache, then leak_more).
+fn python_dumps(test: &str) -> (PathBuf, Vec<PathBuf>) {
+    let dir = scratch(test);
+    let py = python();
+    let (out, dumps) = memx_run(
+        &dir,
+        "cache",
+        &["--sample", "65536"],
+        &[py.as_os_str(), data("cache.py").as_os_str()],
+    );
+    let stderr = text(&out.stderr);
+    ok(out);
+    assert!(dumps.len() >= 2, "{dumps:?}");
+    // memx run's summary speaks in Python lines too.
+    let leak = site_line("cache.py", "SITE_LEAK");
+    assert!(
+        stderr.contains(&format!("top site there: leak_more (cache.py:{leak})")),
+        "{stderr}"
+    );
+    (dir, dumps)
+}
+
+/// Whether `name` is a frame of the interpreter's C code that a
+/// Python-first view must not show between Python frames.
+fn interpreter_frame(name: &str) -> bool {
+    name.starts_with("_Py")
+        || name.starts_with("Py")
+        || name.contains("_vectorcall")
+        || name.starts_with("cfunction_")
+        || name.starts_with("method_")
+        || name.starts_with("slot_")
+}
+
+#[test]
+fn python_dumps_read_python_first_by_default() {
+    let (dir, dumps) = python_dumps("python_first");
+    let (cache, leak) = (
+        site_line("cache.py", "SITE_CACHE"),
+        site_line("cache.py", "SITE_LEAK"),
+    );
+    let cache_row = format!("make_cache (cache.py:{cache})");
+    let leak_row = format!("leak_more (cache.py:{leak})");
+    // report: Python lines, no interpreter functions.
+    let r = ok(memx().arg("report").arg(&dumps[1]).output().unwrap());
+    assert!(r.contains("by line"), "{r}");
+    let (c, l) = (row(&r, &cache_row), row(&r, &leak_row));
+    assert!(c[1] == "MiB" && l[1] == "MiB", "{r}");
+    assert!(
+        !r.contains("PyByteArray") && !r.contains("_PyObject"),
+        "{r}"
+    );
+    assert!(r.contains("Process: pid "), "no process line:\n{r}");
+    // --native: the recorded stacks, interpreter functions and all.
+    let n = ok(memx()
+        .args(["report", "--native", "--by", "stack"])
+        .arg(&dumps[1])
+        .output()
+        .unwrap());
+    assert!(n.contains("PyByteArray") || n.contains("_PyObject"), "{n}");
+    // diff: what leak_more added, by line.
+    let d = ok(memx()
+        .arg("diff")
+        .arg(&dumps[0])
+        .arg(&dumps[1])
+        .output()
+        .unwrap());
+    let grew = d.split("Shrank:").next().unwrap();
+    assert!(row(grew, &leak_row)[0].starts_with('+'), "{d}");
+    // flamegraph: Python functions, no interpreter frame between two
+    // Python frames (folded stacks say which frames a stack has).
+    let f = ok(memx()
+        .args(["flamegraph", "--folded"])
+        .arg(&dumps[1])
+        .output()
+        .unwrap());
+    let line = f
+        .lines()
+        .find(|l| l.contains(";leak_more"))
+        .unwrap_or_else(|| panic!("no leak_more stack:\n{f}"));
+    let frames: Vec<&str> = line.rsplit_once(' ').unwrap().0.split(';').collect();
+    assert_eq!(&frames[..2], &["<module>", "leak_more"], "{line}");
+    for s in f.lines() {
+        let frames: Vec<&str> = s.rsplit_once(' ').unwrap().0.split(';').collect();
+        let py: Vec<usize> = (0..frames.len())
+            .filter(|&i| {
+                frames[i] == "<module>" || frames[i].ends_with("_cache") || frames[i] == "leak_more"
+            })
+            .collect();
+        if let (Some(&a), Some(&b)) = (py.first(), py.last()) {
+            for fr in &frames[a..b] {
+                assert!(!interpreter_frame(fr), "interpreter frame {fr} in {s}");
+            }
+        }
+    }
+    let svg = dir.join("cache.svg");
+    write_output(&["flamegraph"], &dumps[1], &svg);
+    let t = xml_text(&std::fs::read(&svg).unwrap());
+    assert!(t.contains("make_cache") && t.contains("leak_more"), "{t}");
+    assert!(
+        !t.contains("_PyEval_EvalFrameDefault"),
+        "interpreter frames in the SVG"
+    );
+    // Both dumps as one profile.
+    let m = ok(memx()
+        .args(["report", "--merge"])
+        .args(&dumps[..2])
+        .output()
+        .unwrap());
+    assert!(m.contains("+ 1 more dump"), "{m}");
+    assert_eq!(row(&m, &cache_row)[1], "MiB", "{m}");
+}
+
+#[test]
+fn run_lists_the_dumps_of_every_process() {
+    let dir = scratch("pool");
+    let py = python();
+    let (out, dumps) = memx_run(
+        &dir,
+        "pool",
+        &[],
+        &[py.as_os_str(), data("pool.py").as_os_str()],
+    );
+    let stderr = text(&out.stderr);
+    let stdout = ok(out);
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    let main = words[1];
+    let workers = &words[3..];
+    assert!(!workers.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains(&format!("pid {main} (the command)")),
+        "{stderr}"
+    );
+    for w in workers {
+        assert!(
+            stderr.contains(&format!("pid {w}, parent {main}: ")),
+            "worker {w} not listed with its parent:\n{stderr}"
+        );
+        let mine: Vec<&PathBuf> = dumps
+            .iter()
+            .filter(|d| d.to_string_lossy().contains(&format!(".{w}.")))
+            .collect();
+        let r = ok(memx().arg("report").arg(mine[0]).output().unwrap());
+        assert!(r.contains("pool_work (pool.py:"), "{r}");
+        assert!(
+            r.contains(&format!("Process: pid {w} (parent {main}")),
+            "{r}"
+        );
+    }
+    assert!(stderr.contains("memx report --merge"), "{stderr}");
+    let m = ok(memx()
+        .args(["report", "--merge"])
+        .args(&dumps)
+        .output()
+        .unwrap());
+    assert!(m.contains("pool_work (pool.py:"), "{m}");
+}

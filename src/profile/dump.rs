@@ -18,6 +18,7 @@
 //! snapshot lives in pages mapped for it), or hold the table's lock while
 //! writing to the file.
 
+use super::process;
 use super::python::{self, Entry};
 use super::table::{Bucket, Counts, MAX_DEPTH};
 use super::STATE;
@@ -192,6 +193,7 @@ fn write_contents(fd: i32, taken: Option<Taken>) -> bool {
     out.put(b"\nMAPPED_LIBRARIES:\n");
     copy_maps(&mut out);
     write_python_frames(&mut out, pyframes);
+    process::write(&mut |b: &[u8]| out.put(b));
     out.finish()
 }
 

@@ -14,7 +14,8 @@
 //!   `record_free` when it is freed. Both are called from one place,
 //!   `thread_cache::sampling`; the layers below only keep the `Sample`;
 //! - `limit_hit()` (passed by init to the page heap as its hook),
-//!   `thread_exiting()`, `at_exit()`, `fork_child()`, `after_fork_parent()`
+//!   `thread_exiting()`, `at_exit()`, `at_fast_exit()` (`_exit`),
+//!   `fork_child()`, `after_fork_parent()`
 //!   (serves requests that came while the fork handlers held every lock),
 //!   and `lock()` for the fork handler's order.
 //!
@@ -26,6 +27,7 @@
 //! which comes after it in the order), or write a dump from a signal handler.
 
 mod dump;
+mod process;
 pub mod published;
 pub mod python;
 pub mod table;
@@ -35,7 +37,7 @@ use crate::config::Config;
 use crate::sampler;
 use crate::sys::lock::{Lock, Locked};
 use crate::sys::unwind;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use table::{StackTable, MAX_DEPTH};
 pub use worker::StatsProbe;
 
@@ -94,6 +96,20 @@ pub(crate) static STATE: Locked<State> = Locked::new(State {
 });
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The process the profiler works for: set by `start` and in a fork child.
+/// A vfork child (or a raw clone sharing our memory) has another pid: it
+/// must not write our dumps or flags.
+static OWN_PID: AtomicI32 = AtomicI32::new(0);
+/// The last stats line and exit dump: FINAL_NONE, then FINAL_WRITING by
+/// the one thread that writes them, then FINAL_DONE. Another thread's exit
+/// (`_exit` while the helper writes the SIGTERM dump) waits for the file.
+static FINAL: AtomicU32 = AtomicU32::new(FINAL_NONE);
+const FINAL_NONE: u32 = 0;
+const FINAL_WRITING: u32 = 1;
+const FINAL_DONE: u32 = 2;
+/// How long an exit waits for another thread's final dump: the same thread
+/// re-entering (a signal handler) must not wait forever.
+const FINAL_WAIT_MS: i32 = 5000;
 
 /// The configuration `configure` was given: every profiler setting is read
 /// from it (null until then: the defaults).
@@ -149,6 +165,7 @@ pub fn start() {
     if !enabled() {
         return;
     }
+    OWN_PID.store(crate::sys::getpid(), Ordering::Relaxed);
     unwind::find_own_code();
     // The unwinder's first call may set up lazy state (and allocate); do it
     // now, outside any allocation.
@@ -210,6 +227,7 @@ pub fn record_alloc(_addr: usize, size: usize) -> Option<Sample> {
         Some(r) => worker::request(r),
         None => worker::serve_pending(),
     }
+    worker::poll_term();
     core::ptr::NonNull::new(record).map(Sample)
 }
 
@@ -290,12 +308,49 @@ pub fn at_exit() {
     if !enabled() {
         return;
     }
+    let claimed = FINAL.compare_exchange(
+        FINAL_NONE,
+        FINAL_WRITING,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    if claimed.is_err() {
+        let mut waited = 0;
+        while FINAL.load(Ordering::Acquire) == FINAL_WRITING && waited < FINAL_WAIT_MS {
+            crate::sys::io::futex_wait(&FINAL, FINAL_WRITING, 10);
+            waited += 10;
+        }
+        return;
+    }
     worker::write_stats_line();
     if cfg().profile_at_exit {
         dump_now();
     }
     // Dumps asked for before exit are complete when the process ends.
     crate::sys::snapshot_child::wait_all();
+    FINAL.store(FINAL_DONE, Ordering::Release);
+    crate::sys::io::futex_wake(&FINAL);
+}
+
+/// The process leaves through `_exit` (`os._exit`, multiprocessing's fork
+/// and forkserver workers), skipping the library destructor: the same last
+/// stats line and exit dump, from the process that owns them only. The
+/// caller (not inside the profiler already) is any thread, possibly in a
+/// signal handler that interrupted `record_free` on this very thread: if the
+/// profiler's lock stays taken for 100 ms there is no dump rather than a
+/// deadlock (other threads hold it for microseconds).
+pub fn at_fast_exit() {
+    if !enabled() || OWN_PID.load(Ordering::Relaxed) != crate::sys::getpid() {
+        return;
+    }
+    let tick = AtomicU32::new(0);
+    for _ in 0..100 {
+        if !STATE.raw().is_locked() {
+            at_exit();
+            return;
+        }
+        crate::sys::io::futex_wait(&tick, 0, 1);
+    }
 }
 
 /// Fork child (single-threaded, locks reset): own dump numbering,
@@ -304,6 +359,8 @@ pub fn at_exit() {
 pub fn fork_child() {
     published::set_pid();
     if enabled() {
+        OWN_PID.store(crate::sys::getpid(), Ordering::Relaxed);
+        FINAL.store(FINAL_NONE, Ordering::Relaxed);
         dump::reset_after_fork();
         worker::restart_in_child();
     }

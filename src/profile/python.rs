@@ -7,10 +7,10 @@
 //! Safety rules (a probe showed what breaks): inside malloc we call no
 //! Python function that can allocate or run Python code — only pure ones
 //! (`PyCode_Addr2Line`, `PyFrame_GetLineNumber` before 3.11, thread-state
-//! getters). Frames are read only when this thread's own thread state holds
-//! the GIL (`PyGILState_Check` is wrong once a sub-interpreter exists), and
-//! never during start-up or finalisation. Names are copied at sample time;
-//! no Python object is kept alive.
+//! getters). Frames are read only from this OS thread's own thread state
+//! (see `own_thread_state`), with or without the GIL, and never during
+//! start-up or finalisation. Names are copied at sample time; no Python
+//! object is kept alive.
 //!
 //! A Python frame appears in a stack as `TAG | id`; the table maps ids to
 //! (function, file, line), aggregated by line.
@@ -136,7 +136,6 @@ type IntFn = unsafe extern "C" fn() -> i32;
 /// The interpreter's entry points and layout, found once.
 struct Interp {
     layout: Layout,
-    current_tstate: PtrFn,
     this_thread_tstate: PtrFn,
     is_initialized: IntFn,
     is_finalizing: IntFn,
@@ -200,18 +199,12 @@ pub fn detect() {
     let Some(layout) = LAYOUTS.iter().find(|l| l.minor == minor).copied() else {
         return;
     };
-    let tstate_name = if minor >= 13 {
-        c"PyThreadState_GetUnchecked"
-    } else {
-        c"_PyThreadState_UncheckedGet"
-    };
     let finalizing_name = if minor >= 13 {
         c"Py_IsFinalizing"
     } else {
         c"_Py_IsFinalizing"
     };
     let syms = [
-        dl::symbol(tstate_name),
         dl::symbol(c"PyGILState_GetThisThreadState"),
         dl::symbol(c"Py_IsInitialized"),
         dl::symbol(finalizing_name),
@@ -224,26 +217,25 @@ pub fn detect() {
     if syms.contains(&0) {
         return;
     }
-    let eval_size = dl::symbol_size(syms[8]);
+    let eval_size = dl::symbol_size(syms[7]);
     // SAFETY: each address was found under the name of a function with the
     // signature it is given here (CPython's C API for these versions).
     let interp = unsafe {
         Interp {
             layout,
-            current_tstate: core::mem::transmute::<usize, PtrFn>(syms[0]),
-            this_thread_tstate: core::mem::transmute::<usize, PtrFn>(syms[1]),
-            is_initialized: core::mem::transmute::<usize, IntFn>(syms[2]),
-            is_finalizing: core::mem::transmute::<usize, IntFn>(syms[3]),
+            this_thread_tstate: core::mem::transmute::<usize, PtrFn>(syms[0]),
+            is_initialized: core::mem::transmute::<usize, IntFn>(syms[1]),
+            is_finalizing: core::mem::transmute::<usize, IntFn>(syms[2]),
             addr2line: core::mem::transmute::<usize, unsafe extern "C" fn(*mut u8, i32) -> i32>(
-                syms[4],
+                syms[3],
             ),
             frame_line: core::mem::transmute::<usize, unsafe extern "C" fn(*mut u8) -> i32>(
-                syms[5],
+                syms[4],
             ),
-            code_type: syms[6],
-            unicode_type: syms[7],
-            eval_start: syms[8],
-            eval_end: syms[8] + eval_size,
+            code_type: syms[5],
+            unicode_type: syms[6],
+            eval_start: syms[7],
+            eval_end: syms[7] + eval_size,
         }
     };
     // SAFETY: called once from the constructor, before ACTIVE is set, so
@@ -252,8 +244,16 @@ pub fn detect() {
     ACTIVE.store(true, Ordering::Release);
 }
 
+/// None outside CPython 3.8–3.13; else whether the interpreter has
+/// finished starting (and is not finalising).
+pub fn started() -> Option<bool> {
+    let py = interp()?;
+    // SAFETY: pure reads of interpreter globals.
+    Some(unsafe { (py.is_initialized)() != 0 && (py.is_finalizing)() == 0 })
+}
+
 /// One Python frame of the current thread: its code object (alive while
-/// this thread holds the GIL, which it does for the whole sample) and
+/// its frame is, which lasts the whole sample: the thread is in malloc) and
 /// line; `last_of_call` marks the outermost frame one evaluation call runs.
 #[derive(Clone, Copy, Default)]
 pub struct PyFrame {
@@ -274,36 +274,54 @@ unsafe fn word(base: usize, off: usize) -> usize {
     unsafe { *((base + off) as *const usize) }
 }
 
-/// The current thread's Python frames, innermost first, if it is running
-/// Python and holds the GIL; 0 frames otherwise.
+/// The current thread's Python frames, innermost first, if it runs Python
+/// (holding the GIL, or in a C call that released it); 0 frames otherwise.
 pub fn capture(out: &mut [PyFrame; MAX_FRAMES]) -> usize {
     let Some(py) = interp() else {
         return 0;
     };
-    // SAFETY: pure reads of interpreter state (no allocation, no Python
-    // code); the thread-state getters read a TLS slot or a global.
-    let tstate = unsafe {
-        if (py.is_initialized)() == 0 || (py.is_finalizing)() != 0 {
-            return 0;
-        }
-        let t = (py.current_tstate)() as usize;
-        if t == 0 || t != (py.this_thread_tstate)() as usize {
-            return 0;
-        }
-        t
-    };
-    // SAFETY: this thread's own thread state holds the GIL, so its frame
-    // chain is stable and its frames' code objects are alive while we read.
+    let tstate = own_thread_state(py);
+    if tstate == 0 {
+        return 0;
+    }
+    // SAFETY: `tstate` is this thread's own (see `own_thread_state`).
     unsafe { walk(py, tstate, out) }
 }
 
+/// This OS thread's own thread state, or 0 outside a running interpreter.
+///
+/// `PyGILState_GetThisThreadState` is a pure thread-specific-storage read
+/// (`pthread_getspecific` behind an "is the key set up" test, 3.8–3.13), so
+/// it needs no GIL. A thread's frame chain changes only while that thread
+/// runs Python; here it is inside malloc, so the chain stays as it was when
+/// it called into C, whoever holds the GIL (numpy's `calloc` with the GIL
+/// released is the common case), and the frames keep their code objects
+/// alive. With a sub-interpreter this is the state the thread first got,
+/// which only this thread touches too: its frames are the outer caller's.
+/// Other threads free a thread state only in a fork child (where that thread
+/// is gone) or when the interpreter finalises, which is checked first; a
+/// daemon thread that allocates in C code at the very moment finalisation
+/// begins is the one window left.
+fn own_thread_state(py: &Interp) -> usize {
+    // SAFETY: pure reads of interpreter globals and this thread's TSS slot
+    // (no allocation, no Python code, no lock).
+    unsafe {
+        if (py.is_initialized)() == 0 || (py.is_finalizing)() != 0 {
+            return 0;
+        }
+        (py.this_thread_tstate)() as usize
+    }
+}
+
 /// # Safety
-/// `tstate` is this thread's thread state and holds the GIL.
+/// `tstate` is this thread's own thread state, and this thread is not
+/// running Python (it is inside the allocator).
 unsafe fn walk(py: &Interp, tstate: usize, out: &mut [PyFrame; MAX_FRAMES]) -> usize {
     let l = &py.layout;
     // Pointers come from the interpreter's own frame chain; `word` rejects
     // null and misaligned ones.
-    // SAFETY: (whole body) the chain is stable while this thread holds the GIL.
+    // SAFETY: (whole body) only this thread changes its own frame chain,
+    // and it is inside the allocator.
     unsafe {
         let mut f = word(tstate, l.ts_frame);
         if let Some(off) = l.cframe_current {
@@ -464,8 +482,8 @@ impl FrameTable {
         let py = interp()?;
         let mut name = [0u8; 200];
         let mut file = [0u8; 400];
-        // SAFETY: the code object is alive (the caller holds the GIL for
-        // the whole sample); its name fields are str objects or checked.
+        // SAFETY: the code object is alive (its frame holds it for the
+        // whole sample); its name fields are str objects or checked.
         let (nl, fl) = unsafe {
             (
                 read_str(py, word(frame.code, py.layout.co_name), &mut name),

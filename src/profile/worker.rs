@@ -81,6 +81,9 @@ const MAIN_EXITING: u32 = 16;
 /// A guarded-sampling fault: the process is about to die of it.
 pub const CRASH: u32 = 32;
 
+/// SIGTERM's handler waits for CPython to finish starting (see catch_term).
+static TERM_PENDING: AtomicBool = AtomicBool::new(false);
+
 /// How often, once the main thread has called pthread_exit, the clock
 /// thread looks whether it is the last thread left.
 const LIVENESS_MS: i32 = 500;
@@ -210,12 +213,66 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     }
 }
 
+extern "C" fn on_term(sig: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    dump_and_wait();
+    io::die_of(sig);
+}
+
+/// SIGTERM (`kill`, multiprocessing's `Pool.terminate`) ends a process
+/// without its destructors, so without the exit dump. Where SIGTERM has its
+/// default action, memx catches it: a dump writer writes the heap as it is
+/// (the handler only takes a copy and waits, as for the dump signal), then
+/// the process dies of SIGTERM as it would have (the parent sees the same
+/// status), a dump's time later. Left alone: a program that handles or
+/// ignores SIGTERM (its own handler, installed later, replaces ours), and
+/// SIGKILL (cannot be caught).
+fn catch_term() {
+    let c = super::cfg();
+    if !c.profile_at_exit || !c.profile_sigterm {
+        return;
+    }
+    if super::python::started().is_some() {
+        // CPython reads every signal's action once while it starts, and
+        // `signal.getsignal` reports what it read: a handler of ours seen
+        // then would read as None (code that saves and restores it fails).
+        // The first sample after the interpreter is up installs it.
+        TERM_PENDING.store(true, Ordering::Relaxed);
+        return;
+    }
+    install_term();
+}
+
+/// From each sample: in a CPython process whose SIGTERM handler waits for
+/// the interpreter to finish starting, installs it once it has.
+pub fn poll_term() {
+    if TERM_PENDING.load(Ordering::Relaxed)
+        && super::python::started() == Some(true)
+        && TERM_PENDING.swap(false, Ordering::Relaxed)
+    {
+        install_term();
+    }
+}
+
+/// Our SIGTERM handler, if SIGTERM still has its default action; a handler
+/// the program installed meanwhile (a race with this check) is put back.
+fn install_term() {
+    if !io::current_action(libc::SIGTERM).is_some_and(|a| a.is_default()) {
+        return;
+    }
+    if let Some(old) = io::install_handler(libc::SIGTERM, on_term) {
+        if !old.is_default() {
+            io::restore_action(libc::SIGTERM, &old);
+        }
+    }
+}
+
 /// Starts the clock thread if a clock is set (and the stats file), then
-/// installs the dump signal's handler. Called once, from the library
-/// constructor.
+/// installs the dump signal's handler (and SIGTERM's). Called once, from
+/// the library constructor.
 pub fn start() {
     snapshot_child::share_word();
     start_clock();
+    catch_term();
     let sig = super::cfg().profile_signal as i32;
     if sig != 0 {
         // Record the previous action before ours is in place: a signal may

@@ -12,6 +12,13 @@ pub fn symbol(name: &core::ffi::CStr) -> usize {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
+/// The definition of `name` that comes after this library in the search
+/// order (`RTLD_NEXT`): libc's, for a function memx also exports.
+pub fn next_symbol(name: &core::ffi::CStr) -> usize {
+    // SAFETY: as `symbol`, with RTLD_NEXT.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) as usize }
+}
+
 /// The size in bytes of the function symbol that `addr` starts, from the
 /// dynamic symbol table (0 when unknown).
 pub fn symbol_size(addr: usize) -> usize {

@@ -6,7 +6,7 @@
 //! (what to write, when, where: that is `profile`'s).
 
 use super::{errno, set_errno};
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// Calls `f` with errno saved, and restores errno after.
 fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
@@ -179,6 +179,98 @@ pub fn exit(code: i32) -> ! {
     unsafe { libc::exit(code) }
 }
 
+/// libc's `_exit` (memx exports its own), found once by `find_real_exit`.
+static REAL_EXIT: AtomicUsize = AtomicUsize::new(0);
+
+/// From the library constructor: where libc's `_exit` is.
+pub fn find_real_exit() {
+    REAL_EXIT.store(super::dl::next_symbol(c"_exit"), Ordering::Relaxed);
+}
+
+/// Ends the process now, without atexit handlers or destructors: libc's
+/// `_exit`, or its system call when that was not found (yet).
+pub fn exit_now(code: i32) -> ! {
+    let f = REAL_EXIT.load(Ordering::Relaxed);
+    if f != 0 {
+        // SAFETY: the address dlsym gave for libc's `_exit`, which has
+        // this signature and does not return.
+        unsafe {
+            let real: extern "C" fn(i32) -> ! = core::mem::transmute(f);
+            real(code)
+        }
+    }
+    loop {
+        // SAFETY: exit_group ends every thread of the process; no return.
+        unsafe { libc::syscall(libc::SYS_exit_group, code) };
+    }
+}
+
+/// Ends the process by `sig` with its default action, from any thread
+/// (the helper blocks every signal, so it unblocks `sig` first) or from a
+/// signal handler (everything here is async-signal-safe); exit status
+/// 128 + `sig` if the signal stays blocked everywhere for a second.
+pub fn die_of(sig: i32) -> ! {
+    // SAFETY: plain-data sigaction and sigset structs; valid pointers.
+    unsafe {
+        let mut dfl: libc::sigaction = core::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &dfl, core::ptr::null_mut());
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+    }
+    let tick = AtomicU32::new(0);
+    futex_wait(&tick, 0, 1000);
+    exit_now(128 + sig)
+}
+
+/// Calls `f` with the name of each entry of the directory `path`
+/// (NUL-terminated), `.` and `..` left out; getdents64 into a stack
+/// buffer, as opendir would allocate.
+pub fn for_each_dir_entry(path: &[u8], mut f: impl FnMut(&[u8])) {
+    debug_assert!(path.ends_with(b"\0"));
+    // SAFETY: `path` is NUL-terminated.
+    let fd = keep_errno(|| unsafe {
+        libc::open(
+            path.as_ptr() as *const libc::c_char,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    });
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u64; 512];
+    loop {
+        // SAFETY: `buf` is 4 KiB of writable, 8-aligned memory.
+        let n = keep_errno(|| unsafe {
+            libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), 4096usize)
+        });
+        if n <= 0 {
+            break;
+        }
+        let bytes = buf.as_ptr() as *const u8;
+        let mut off = 0usize;
+        while off < n as usize {
+            // SAFETY: the kernel filled `n` bytes of linux_dirent64 records:
+            // d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-
+            // terminated), each record `d_reclen` long.
+            let (reclen, name) = unsafe {
+                let rec = bytes.add(off);
+                let reclen = (rec.add(16) as *const u16).read_unaligned() as usize;
+                let name = core::ffi::CStr::from_ptr(rec.add(19) as *const libc::c_char);
+                (reclen, name.to_bytes())
+            };
+            if name != b"." && name != b".." {
+                f(name);
+            }
+            off += reclen.max(1);
+        }
+    }
+    close(fd);
+}
+
 /// Wall-clock milliseconds since the epoch.
 pub fn unix_ms() -> u64 {
     let mut ts = libc::timespec {
@@ -208,6 +300,11 @@ impl OldAction {
     pub fn is_function(&self) -> bool {
         let h = self.0.sa_sigaction;
         h != libc::SIG_DFL && h != libc::SIG_IGN
+    }
+
+    /// Whether this is the default action (SIG_DFL).
+    pub fn is_default(&self) -> bool {
+        self.0.sa_sigaction == libc::SIG_DFL
     }
 
     /// Calls the previous handler, if it was a function (not SIG_DFL or
@@ -240,6 +337,12 @@ pub fn current_action(sig: i32) -> Option<OldAction> {
     // SAFETY: a null new action only reads the current one into `old`.
     let rc = keep_errno(|| unsafe { libc::sigaction(sig, core::ptr::null(), &mut old) });
     (rc == 0).then_some(OldAction(old))
+}
+
+/// Puts back an action `install_handler` or `current_action` returned.
+pub fn restore_action(sig: i32, old: &OldAction) {
+    // SAFETY: `old.0` is a sigaction the kernel filled in.
+    keep_errno(|| unsafe { libc::sigaction(sig, &old.0, core::ptr::null_mut()) });
 }
 
 /// Installs `handler` for `sig` (SA_RESTART, all signals blocked while it

@@ -350,6 +350,11 @@ pub fn getpid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+pub fn getppid() -> i32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() }
+}
+
 /// 64 random bits for keys (free-list hardening): getrandom(2) without
 /// blocking, else the kernel's AT_RANDOM bytes, mixed with the time and an
 /// address either way. Never allocates and never fails.

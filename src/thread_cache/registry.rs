@@ -231,6 +231,7 @@ pub unsafe fn reclaim_after_fork() {
             // SAFETY: our own cache, used by no other thread in the child.
             unsafe {
                 member(tc).tid = crate::sys::gettid();
+                super::sampling::reseed_after_fork(&*tc);
                 for (class, list) in (*tc).lists.iter().enumerate().skip(1) {
                     let len =
                         diag::link_or_abort(class, chain_len(list.head.load(Relaxed), (*tc).key));

@@ -54,6 +54,20 @@ impl Sampling {
     }
 }
 
+/// A fork child draws its own samples: with the parent's sampler state two
+/// children forked alike would sample the same allocations (identical
+/// dumps). A fixed seed (MEMX_PROFILE_SEED) is mixed with the child's pid.
+pub(super) fn reseed_after_fork(t: &ThreadCache) {
+    // SAFETY: owner-only state of this thread's cache (the fork child's
+    // only thread).
+    let s = unsafe { &mut t.cold().sampling };
+    let pid = crate::sys::getpid() as u64;
+    s.start(
+        t,
+        sampler::thread_seed(pid << 32, crate::sys::random_u64() ^ pid),
+    );
+}
+
 /// The countdown crossed zero: draw the next interval, scavenge now and
 /// then, and say what the allocation that crossed it is (a profiler
 /// sample, a guarded allocation, or neither).

@@ -1,6 +1,7 @@
 """python stacks: threads calling malloc through ctypes (the GIL is released
 during the foreign call) while the main thread allocates from Python. No
-crash; samples taken without the GIL keep native stacks only."""
+crash; samples taken without the GIL name the Python line that made the
+foreign call (the thread's own frames cannot change while it is in C)."""
 import ctypes
 import os
 import signal
@@ -16,7 +17,7 @@ held = []
 
 def native_worker():
     for i in range(4000):
-        p = libc.malloc(65536)
+        p = libc.malloc(65536)  # site: foreign
         if i % 2:
             libc.free(p)
         else:
