@@ -80,6 +80,7 @@ class Workload:
         self.stdin = None         # file it reads as stdin (None = /dev/null)
         self.time_of = None       # stdout -> its time in s, for programs that report their own; None = wall
         self.ok_marker = ": ok"   # what its stdout must contain to count as a success (None: exit 0 is enough)
+        self.per_cpu = False      # time_of's time is already per CPU second (not per wall second)
 
     def command(self, scale_factor, threads):
         t = self.threads if self.threads is not None else threads
@@ -266,6 +267,7 @@ class Result:
         self.wall = wall          # the workload's time: wall time, or what it reports (Workload.time_of)
         self.elapsed = elapsed    # wall time of the process
         self.minflt = minflt      # minor page faults (ru_minflt)
+        self.work_cpu = None      # CPU seconds for the workload's unit of work (see run_measured)
         self.rss_kib = rss_kib
         self.cpu = cpu            # user + system seconds of the workload (and its reaped children)
         self.reason = reason
@@ -273,7 +275,7 @@ class Result:
 
     def as_json(self):
         return {"ok": self.ok, "wall_s": self.wall, "elapsed_s": self.elapsed, "maxrss_kib": self.rss_kib,
-                "cpu_s": self.cpu, "minflt": self.minflt, "reason": self.reason, "stderr_tail": self.stderr_tail}
+                "cpu_s": self.cpu, "work_cpu_s": self.work_cpu, "minflt": self.minflt, "reason": self.reason, "stderr_tail": self.stderr_tail}
 
 
 _current = {"proc": None}
@@ -357,7 +359,16 @@ def run_measured(cmd, lib, extra_env, timeout, tag, workload=None):
         reason = "no throughput in its output"
     if reason:
         return Result(False, reason=reason, stderr_tail=tail(stderr, 12) or tail(stdout, 5))
-    return Result(True, wall=reported if time_of else wall, rss_kib=rss, cpu=cpu, elapsed=wall, minflt=minflt)
+    res = Result(True, wall=reported if time_of else wall, rss_kib=rss, cpu=cpu, elapsed=wall, minflt=minflt)
+    # The CPU seconds the same work took, steadier than wall time on a loaded machine: the process's CPU
+    # time, or for a program that reports its throughput over a fixed time, that time x CPU/wall.
+    if not time_of:
+        res.work_cpu = cpu
+    elif getattr(workload, "per_cpu", False):
+        res.work_cpu = reported
+    elif wall:
+        res.work_cpu = reported * cpu / wall
+    return res
 
 
 def median(xs):
@@ -370,8 +381,8 @@ def summarize(results, workloads, allocs, available):
     for w in workloads:
         row = {}
         for a in allocs:
-            cell = {"na": a not in available, "fail": None, "time": None, "rss": None,
-                    "tratio": None, "rratio": None, "spread": None, "n": 0}
+            cell = {"na": a not in available, "fail": None, "time": None, "rss": None, "cpu": None,
+                    "tratio": None, "rratio": None, "cratio": None, "spread": None, "n": 0}
             rs = results.get(w.name, {}).get(a, [])
             fails = [r for r in rs if not r.ok]
             if fails:
@@ -380,6 +391,8 @@ def summarize(results, workloads, allocs, available):
                 ts = [r.wall for r in rs]
                 cell["time"] = median(ts)
                 cell["rss"] = median([r.rss_kib for r in rs]) / 1024.0
+                cpus = [r.work_cpu for r in rs if r.work_cpu is not None]
+                cell["cpu"] = median(cpus) if len(cpus) == len(rs) else None
                 cell["n"] = len(rs)
                 if len(ts) > 1 and cell["time"] > 0:
                     cell["spread"] = (max(ts) - min(ts)) / cell["time"]
@@ -390,6 +403,8 @@ def summarize(results, workloads, allocs, available):
             if base and base["time"] and c["time"]:
                 c["tratio"] = c["time"] / base["time"]
                 c["rratio"] = c["rss"] / base["rss"] if base["rss"] else None
+            if base and base["cpu"] and c["cpu"]:
+                c["cratio"] = c["cpu"] / base["cpu"]
         summary[w.name] = row
     return summary
 
@@ -398,7 +413,7 @@ def geomeans(summary, workloads, allocs):
     out = {}
     for a in allocs:
         g = {}
-        for key in ("tratio", "rratio"):
+        for key in ("tratio", "rratio", "cratio"):
             vals = [summary[w.name][a][key] for w in workloads if summary[w.name][a][key]]
             g[key] = math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
             g[key + "_n"] = len(vals)
@@ -1080,6 +1095,8 @@ def main(argv):
                   "in MiB, x = ratio to glibc (lower is better)" % (suite_procs, rounds))
             print()
             print(text_table(summary, mb_workloads, allocs, gm_mb))
+            print("CPU time for the same work, geomean of the ratios to glibc: %s" %
+                  mimalloc_bench.geo_line(gm_mb, allocs, "cratio"))
             print()
         elif not args.profiler_only:
             print("mimalloc-bench: skipped (%s)" % suite_note)
@@ -1167,7 +1184,7 @@ def main(argv):
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mb_md = None
     if mb_workloads:
-        mb_md = mimalloc_bench.section_md(sys.modules[__name__], {
+        mb_md = mimalloc_bench.section_md({
             "machine": machine_info(), "date": date, "commit": git_commit(), "quick": quick,
             "alloc_notes": alloc_notes, "rounds": rounds, "command": command, "suite_procs": suite_procs,
             "suite_commit": mimalloc_bench.checkout_commit(suite_dir), "suite_skipped": suite_skipped,

@@ -124,6 +124,7 @@ def workloads(workload_cls, build_dir, procs):
         w.stdin = os.path.join(src, stdin[4:]) if stdin else None
         w.time_of = parse
         w.ok_marker = None  # the suite's programs print no success line: exit status 0 is success
+        w.per_cpu = name.startswith("rptest")  # it reports memory ops per CPU second
         found.append(w)
     if not found:
         return [], skipped, "no program of the suite is built in %s" % build_dir
@@ -212,8 +213,35 @@ def ratio_table(summary, workloads, allocs, gm):
     return "\n".join(lines)
 
 
-def section_md(b, ctx, summary, workloads, allocs, gm):
-    """The mimalloc-bench section of BENCHMARKS.md (B = the bench module)."""
+def geo_line(gm, allocs, key):
+    return ", ".join("%s %s" % (a, "-" if gm[a][key] is None else "%.2f" % gm[a][key]) for a in allocs)
+
+
+def cpu_table(summary, workloads, allocs, gm):
+    """Markdown: the CPU-time ratio of every allocator per program."""
+    others = [a for a in allocs if a != "glibc"]
+    lines = ["| program | glibc CPU (s) | " + " | ".join("%s CPU x" % a for a in others) + " |",
+             "|:---|" + "---:|" * (len(others) + 1)]
+    for w in workloads:
+        row = summary[w.name]
+        vals = [row[a]["cratio"] for a in allocs if row[a]["cratio"]]
+        best = min(vals) if vals else None
+        g = row.get("glibc") or {}
+        cells = [w.name, "%.2f" % g["cpu"] if g.get("cpu") else "-"]
+        for a in others:
+            t = _cell(row[a], "cratio")
+            cells.append("**%s**" % t if best is not None and row[a]["cratio"] == best else t)
+        lines.append("| " + " | ".join(cells) + " |")
+    vals = [gm[a]["cratio"] for a in allocs if gm[a]["cratio"]]
+    best = min(vals) if vals else None
+    lines.append("| **geomean** | | " + " | ".join(
+        "-" if gm[a]["cratio"] is None else ("**%.2f**" % gm[a]["cratio"] if gm[a]["cratio"] == best
+                                             else "%.2f" % gm[a]["cratio"]) for a in others) + " |")
+    return "\n".join(lines)
+
+
+def section_md(ctx, summary, workloads, allocs, gm):
+    """The mimalloc-bench section of BENCHMARKS.md."""
     mi = ctx["machine"]
     L = [BEGIN_MARK, "## mimalloc-bench (the field's suite)", ""]
     L.append("The programs of [mimalloc-bench](https://github.com/daanx/mimalloc-bench)'s `bench/` "
@@ -242,10 +270,16 @@ def section_md(b, ctx, summary, workloads, allocs, gm):
     L.append("")
     L.append(ratio_table(summary, workloads, allocs, gm))
     L.append("")
-    L.append("Geomeans over %d programs: time %s; peak RSS %s." % (
-        len(workloads),
-        ", ".join("%s %s" % (a, "-" if gm[a]["tratio"] is None else "%.2f" % gm[a]["tratio"]) for a in allocs),
-        ", ".join("%s %s" % (a, "-" if gm[a]["rratio"] is None else "%.2f" % gm[a]["rratio"]) for a in allocs)))
+    L.append("The same work in CPU seconds (user + system), which a loaded machine disturbs far less than "
+             "wall time: the process's CPU time, or for the fixed-time programs their time x CPU time / "
+             "wall time (rptest already reports per CPU second); ratio to glibc (spinning on a lock counts, "
+             "sleeping does not).")
+    L.append("")
+    L.append(cpu_table(summary, workloads, allocs, gm))
+    L.append("")
+    L.append("Geomeans over %d programs: time %s; peak RSS %s; CPU time %s." % (
+        len(workloads), geo_line(gm, allocs, "tratio"), geo_line(gm, allocs, "rratio"),
+        geo_line(gm, allocs, "cratio")))
     L.append("")
     if ctx["suite_noisy"]:
         L.append("Noisy cells (spread over the rounds above 25%% of the median): %s." % "; ".join(ctx["suite_noisy"]))
