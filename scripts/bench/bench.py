@@ -843,7 +843,7 @@ def write_report(path_md, path_svg, ctx):
     if prof:
         L.append(prof)
         L.append("")
-    L.append("### Workloads")
+    L.append("## Workloads of memx's own suite")
     L.append("")
     L.append("Sources in `scripts/bench/`; C programs built with `gcc -O2 -pthread` into `target/bench/`. "
              "Every workload checks its data (tagged objects, patterns, calloc zeroing), so memory "
@@ -1143,7 +1143,8 @@ def main(argv):
     if interrupted:
         return 130
 
-    command = "scripts/bench.sh" + ("".join(" " + a for a in argv) if argv else "") + \
+    command = ("MIMALLOC_BENCH=%s " % suite_dir if suite_dir and not args.suite else "") + \
+        "scripts/bench.sh" + ("".join(" " + a for a in argv) if argv else "") + \
         ("  (BENCH_QUICK=1)" if quick and not args.quick else "")
     prof_md = None
     if do_profiler:
