@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 
+import md_sections
 import mimalloc_bench
 import profile_overhead
 
@@ -770,22 +771,14 @@ def write_report(path_md, path_svg, ctx):
                  " **Quick smoke-test run (BENCH_QUICK=1): small scales, numbers are not representative.**"
                  if ctx["quick"] else ""))
     L.append("")
-    mb = ctx.get("mb_md")
-    if mb is None and os.path.isfile(path_md):
-        # the suite did not run (MIMALLOC_BENCH unset): keep the section of the last run that did (it has its date)
-        with open(path_md, errors="replace") as f:
-            mb = mimalloc_bench.extract_section(f.read())
+    # a section this run did not measure (no MIMALLOC_BENCH, --no-profiler): the last run's, with its own date
+    mb = ctx.get("mb_md") or md_sections.kept(path_md, mimalloc_bench.extract_section)
     if mb:
         L.append(mb)
         L.append("")
     L.append("## memx's own workloads")
     L.append("")
-    L.append("- Date: %s" % ctx["date"])
-    L.append("- Commit: %s" % ctx["commit"])
-    L.append("- Machine: %s, %d cores%s, Linux %s, %s" % (
-        mi["cpu"], mi["cores"], (", %.0f GiB RAM" % mi["mem_gib"]) if mi["mem_gib"] else "",
-        mi["kernel"], mi["libc"]))
-    L.append("- Allocators: " + "; ".join(ctx["alloc_notes"]))
+    L += md_sections.header_lines(ctx["date"], ctx["commit"], mi, ctx["alloc_notes"])
     L.append("- Python: %s" % mi["python"])
     L.append("- Settings: %d round(s), interleaved per workload across allocators; %d threads "
              "(BENCH_THREADS) unless the workload name says otherwise; scale factor %g%s; "
@@ -835,11 +828,7 @@ def write_report(path_md, path_svg, ctx):
     else:
         L.append("Not measured in this run (%s)." % ctx["ipp_skipped"])
     L.append("")
-    prof = ctx.get("profiler_md")
-    if prof is None and os.path.isfile(path_md):
-        # not measured in this run: keep the section of the last run that did (it has its own date)
-        with open(path_md, errors="replace") as f:
-            prof = profile_overhead.extract_section(f.read())
+    prof = ctx.get("profiler_md") or md_sections.kept(path_md, profile_overhead.extract_section)
     if prof:
         L.append(prof)
         L.append("")
