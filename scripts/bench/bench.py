@@ -1156,13 +1156,7 @@ def main(argv):
         return 0
     if args.profiler_only:
         md_path = os.path.join(args.report_dir or REPO, "BENCHMARKS.md")
-        os.makedirs(os.path.dirname(md_path), exist_ok=True)
-        text = "# memx benchmarks\n\n"
-        if os.path.isfile(md_path):
-            with open(md_path, errors="replace") as f:
-                text = f.read()
-        with open(md_path, "w") as f:
-            f.write(profile_overhead.splice(text, prof_md))
+        md_sections.replace_in_file(md_path, profile_overhead.splice, prof_md)
         print("wrote the profiler-overhead section of %s" % os.path.relpath(md_path, REPO))
         return 0
     if not workloads and not mb_workloads:
@@ -1180,12 +1174,7 @@ def main(argv):
             "suite_commit": mimalloc_bench.checkout_commit(suite_dir), "suite_skipped": suite_skipped,
             "suite_noisy": mb_noisy, "failures": failures}, summary, mb_workloads, allocs, gm_mb)
     if not workloads:  # --suite-only (or --only with the suite's programs): replace that section, keep the rest
-        text = "# memx benchmarks\n"
-        if os.path.isfile(md_path):
-            with open(md_path, errors="replace") as f:
-                text = f.read()
-        with open(md_path, "w") as f:
-            f.write(mimalloc_bench.splice(text, mb_md))
+        md_sections.replace_in_file(md_path, mimalloc_bench.splice, mb_md)
         print("wrote the mimalloc-bench section of %s" % os.path.relpath(md_path, REPO))
         return 0
     ctx = {

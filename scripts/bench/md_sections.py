@@ -33,3 +33,15 @@ def header_lines(date, commit, machine, alloc_notes, machine_note=""):
             mi["kernel"], mi["libc"], machine_note),
         "- Allocators: " + "; ".join(alloc_notes),
     ]
+
+
+def replace_in_file(path_md, splice_fn, section):
+    """Writes SPLICE_FN(the BENCHMARKS.md at PATH_MD, or a bare title, SECTION)
+    back to PATH_MD: one section of the file replaced, the rest kept."""
+    os.makedirs(os.path.dirname(path_md) or ".", exist_ok=True)
+    text = "# memx benchmarks\n\n"
+    if os.path.isfile(path_md):
+        with open(path_md, errors="replace") as f:
+            text = f.read()
+    with open(path_md, "w") as f:
+        f.write(splice_fn(text, section))
