@@ -9,10 +9,14 @@
 #   BENCH_QUICK=1 scripts/bench.sh            # smoke test (1 round, small scales)
 #   scripts/bench.sh --only churn,larson --allocs glibc,memx
 #   scripts/bench.sh --profiler-only          # only the profiler overhead section
+#   MIMALLOC_BENCH=/path/to/mimalloc-bench/out/bench scripts/bench.sh
+#                                             # the field's suite first (mimalloc_bench.py)
+#   MIMALLOC_BENCH=... scripts/bench.sh --suite-only [--only larsonN]
 #   scripts/bench.sh --help                   # all options
 #
 # Environment: BENCH_ROUNDS, BENCH_THREADS, BENCH_QUICK, BENCH_SCALE,
-# BENCH_TIMEOUT, BENCH_NO_CALLGRIND, BENCH_PROFILER_ROUNDS, BENCH_NO_PROFILER.
+# BENCH_TIMEOUT, BENCH_NO_CALLGRIND, BENCH_PROFILER_ROUNDS, BENCH_NO_PROFILER,
+# MIMALLOC_BENCH.
 # The driver is scripts/bench/bench.py.
 set -euo pipefail
 

@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 
+import md_sections
+import mimalloc_bench
 import profile_overhead
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,6 +76,12 @@ class Workload:
         self.desc = desc
         self.env = env or {}
         self.threads = threads    # fixed thread count, or None = --threads
+        self.suite = False        # one of mimalloc-bench's programs (mimalloc_bench.py), not ours
+        self.cwd = None           # where it runs (None = target/bench)
+        self.stdin = None         # file it reads as stdin (None = /dev/null)
+        self.time_of = None       # stdout -> its time in s, for programs that report their own; None = wall
+        self.ok_marker = ": ok"   # what its stdout must contain to count as a success (None: exit 0 is enough)
+        self.per_cpu = False      # time_of's time is already per CPU second (not per wall second)
 
     def command(self, scale_factor, threads):
         t = self.threads if self.threads is not None else threads
@@ -254,26 +262,35 @@ def check_preload(name, lib):
 
 
 class Result:
-    def __init__(self, ok, wall=None, rss_kib=None, reason=None, stderr_tail=None, cpu=None):
+    def __init__(self, ok, wall=None, rss_kib=None, reason=None, stderr_tail=None, cpu=None, elapsed=None,
+                 minflt=None):
         self.ok = ok
-        self.wall = wall
+        self.wall = wall          # the workload's time: wall time, or what it reports (Workload.time_of)
+        self.elapsed = elapsed    # wall time of the process
+        self.minflt = minflt      # minor page faults (ru_minflt)
+        self.work_cpu = None      # CPU seconds for the workload's unit of work (see run_measured)
         self.rss_kib = rss_kib
         self.cpu = cpu            # user + system seconds of the workload (and its reaped children)
         self.reason = reason
         self.stderr_tail = stderr_tail
 
     def as_json(self):
-        return {"ok": self.ok, "wall_s": self.wall, "maxrss_kib": self.rss_kib, "cpu_s": self.cpu,
-                "reason": self.reason, "stderr_tail": self.stderr_tail}
+        return {"ok": self.ok, "wall_s": self.wall, "elapsed_s": self.elapsed, "maxrss_kib": self.rss_kib,
+                "cpu_s": self.cpu, "work_cpu_s": self.work_cpu, "minflt": self.minflt, "reason": self.reason, "stderr_tail": self.stderr_tail}
 
 
 _current = {"proc": None}
 
 
-def run_measured(cmd, lib, extra_env, timeout, tag):
+def run_measured(cmd, lib, extra_env, timeout, tag, workload=None):
     """Runs CMD with LIB preloaded through target/bench/runner (which forks
     it from a small process and reports wall time and ru_maxrss from
-    wait4); returns a Result."""
+    wait4); returns a Result. WORKLOAD (optional) gives the directory, stdin,
+    success marker and time parser (see Workload)."""
+    cwd = getattr(workload, "cwd", None) or BUILD
+    stdin_path = getattr(workload, "stdin", None)
+    ok_marker = getattr(workload, "ok_marker", ": ok")
+    time_of = getattr(workload, "time_of", None)
     logdir = os.path.join(BUILD, "logs")
     os.makedirs(logdir, exist_ok=True)
     out_path = os.path.join(logdir, tag + ".out")
@@ -285,9 +302,9 @@ def run_measured(cmd, lib, extra_env, timeout, tag):
     if lib:
         env["BENCH_PRELOAD"] = lib
     timed_out = [False]
-    with open(out_path, "w") as out, open(err_path, "w") as err:
+    with open(out_path, "w") as out, open(err_path, "w") as err, open(stdin_path or os.devnull) as inp:
         proc = subprocess.Popen([os.path.join(BUILD, "runner"), res_path] + cmd, env=env, stdout=out,
-                                stderr=err, stdin=subprocess.DEVNULL, start_new_session=True, cwd=BUILD)
+                                stderr=err, stdin=inp, start_new_session=True, cwd=cwd)
         _current["proc"] = proc
 
         def kill():
@@ -313,13 +330,14 @@ def run_measured(cmd, lib, extra_env, timeout, tag):
         stdout = f.read()
     with open(err_path, errors="replace") as f:
         stderr = f.read()
-    wall = rss = status = cpu = None
+    wall = rss = status = cpu = minflt = None
     try:
         with open(res_path) as f:
-            wall_s, rss_s, status_s, cpu_s = f.read().split()
-        wall, rss, status, cpu = float(wall_s), int(rss_s), int(status_s), float(cpu_s)
+            wall_s, rss_s, status_s, cpu_s, minflt_s = f.read().split()
+        wall, rss, status, cpu, minflt = float(wall_s), int(rss_s), int(status_s), float(cpu_s), int(minflt_s)
     except (OSError, ValueError):
         pass
+    reported = time_of(stdout) if time_of and status == 0 else None
     reason = None
     if timed_out[0]:
         reason = "timed out after %d s" % timeout
@@ -336,11 +354,22 @@ def run_measured(cmd, lib, extra_env, timeout, tag):
         reason = "exit status %d" % os.WEXITSTATUS(status)
     elif "cannot be preloaded" in stderr or "ERROR: ld.so" in stderr:
         reason = "ld.so could not preload the allocator"
-    elif ": ok" not in stdout:
+    elif ok_marker and ok_marker not in stdout:
         reason = "no success line on stdout"
+    elif time_of and reported is None:
+        reason = "no throughput in its output"
     if reason:
         return Result(False, reason=reason, stderr_tail=tail(stderr, 12) or tail(stdout, 5))
-    return Result(True, wall=wall, rss_kib=rss, cpu=cpu)
+    res = Result(True, wall=reported if time_of else wall, rss_kib=rss, cpu=cpu, elapsed=wall, minflt=minflt)
+    # The CPU seconds the same work took, steadier than wall time on a loaded machine: the process's CPU
+    # time, or for a program that reports its throughput over a fixed time, that time x CPU/wall.
+    if not time_of:
+        res.work_cpu = cpu
+    elif getattr(workload, "per_cpu", False):
+        res.work_cpu = reported
+    elif wall:
+        res.work_cpu = reported * cpu / wall
+    return res
 
 
 def median(xs):
@@ -353,8 +382,8 @@ def summarize(results, workloads, allocs, available):
     for w in workloads:
         row = {}
         for a in allocs:
-            cell = {"na": a not in available, "fail": None, "time": None, "rss": None,
-                    "tratio": None, "rratio": None, "spread": None, "n": 0}
+            cell = {"na": a not in available, "fail": None, "time": None, "rss": None, "cpu": None,
+                    "tratio": None, "rratio": None, "cratio": None, "spread": None, "n": 0}
             rs = results.get(w.name, {}).get(a, [])
             fails = [r for r in rs if not r.ok]
             if fails:
@@ -363,6 +392,8 @@ def summarize(results, workloads, allocs, available):
                 ts = [r.wall for r in rs]
                 cell["time"] = median(ts)
                 cell["rss"] = median([r.rss_kib for r in rs]) / 1024.0
+                cpus = [r.work_cpu for r in rs if r.work_cpu is not None]
+                cell["cpu"] = median(cpus) if len(cpus) == len(rs) else None
                 cell["n"] = len(rs)
                 if len(ts) > 1 and cell["time"] > 0:
                     cell["spread"] = (max(ts) - min(ts)) / cell["time"]
@@ -373,6 +404,8 @@ def summarize(results, workloads, allocs, available):
             if base and base["time"] and c["time"]:
                 c["tratio"] = c["time"] / base["time"]
                 c["rratio"] = c["rss"] / base["rss"] if base["rss"] else None
+            if base and base["cpu"] and c["cpu"]:
+                c["cratio"] = c["cpu"] / base["cpu"]
         summary[w.name] = row
     return summary
 
@@ -381,7 +414,7 @@ def geomeans(summary, workloads, allocs):
     out = {}
     for a in allocs:
         g = {}
-        for key in ("tratio", "rratio"):
+        for key in ("tratio", "rratio", "cratio"):
             vals = [summary[w.name][a][key] for w in workloads if summary[w.name][a][key]]
             g[key] = math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
             g[key + "_n"] = len(vals)
@@ -738,12 +771,14 @@ def write_report(path_md, path_svg, ctx):
                  " **Quick smoke-test run (BENCH_QUICK=1): small scales, numbers are not representative.**"
                  if ctx["quick"] else ""))
     L.append("")
-    L.append("- Date: %s" % ctx["date"])
-    L.append("- Commit: %s" % ctx["commit"])
-    L.append("- Machine: %s, %d cores%s, Linux %s, %s" % (
-        mi["cpu"], mi["cores"], (", %.0f GiB RAM" % mi["mem_gib"]) if mi["mem_gib"] else "",
-        mi["kernel"], mi["libc"]))
-    L.append("- Allocators: " + "; ".join(ctx["alloc_notes"]))
+    # a section this run did not measure (no MIMALLOC_BENCH, --no-profiler): the last run's, with its own date
+    mb = ctx.get("mb_md") or md_sections.kept(path_md, mimalloc_bench.extract_section)
+    if mb:
+        L.append(mb)
+        L.append("")
+    L.append("## memx's own workloads")
+    L.append("")
+    L += md_sections.header_lines(ctx["date"], ctx["commit"], mi, ctx["alloc_notes"])
     L.append("- Python: %s" % mi["python"])
     L.append("- Settings: %d round(s), interleaved per workload across allocators; %d threads "
              "(BENCH_THREADS) unless the workload name says otherwise; scale factor %g%s; "
@@ -752,7 +787,7 @@ def write_report(path_md, path_svg, ctx):
                  ctx["suite_time"]))
     L.append("- Command: `%s`" % ctx["command"])
     L.append("")
-    L.append("## Wall time and peak RSS")
+    L.append("### Wall time and peak RSS")
     L.append("")
     L.append("Median over the rounds of the wall time (s) and of the peak RSS (`ru_maxrss`, MiB) of the "
              "whole process; `x` = ratio to glibc (lower is better). The last row is the geometric mean "
@@ -781,7 +816,7 @@ def write_report(path_md, path_svg, ctx):
                     L.append("  " + line)
                 L.append("  ```")
         L.append("")
-    L.append("## Instructions per malloc+free pair")
+    L.append("### Instructions per malloc+free pair")
     L.append("")
     if ctx["ipp"]:
         L.append("Measured with `valgrind --tool=callgrind` on `ipp SIZE N` (one object of SIZE kept live, "
@@ -793,15 +828,11 @@ def write_report(path_md, path_svg, ctx):
     else:
         L.append("Not measured in this run (%s)." % ctx["ipp_skipped"])
     L.append("")
-    prof = ctx.get("profiler_md")
-    if prof is None and os.path.isfile(path_md):
-        # not measured in this run: keep the section of the last run that did (it has its own date)
-        with open(path_md, errors="replace") as f:
-            prof = profile_overhead.extract_section(f.read())
+    prof = ctx.get("profiler_md") or md_sections.kept(path_md, profile_overhead.extract_section)
     if prof:
         L.append(prof)
         L.append("")
-    L.append("## Workloads")
+    L.append("## Workloads of memx's own suite")
     L.append("")
     L.append("Sources in `scripts/bench/`; C programs built with `gcc -O2 -pthread` into `target/bench/`. "
              "Every workload checks its data (tagged objects, patterns, calloc zeroing), so memory "
@@ -824,6 +855,8 @@ def write_report(path_md, path_svg, ctx):
     L.append("scripts/bench.sh --only churn,larson --allocs glibc,memx   # a subset (report under target/bench/)")
     L.append("scripts/bench.sh --profiler-only      # only the profiler-overhead section (make bench-profiler)")
     L.append("scripts/bench.sh --help               # all options (BENCH_ROUNDS, BENCH_THREADS, ...)")
+    L.append("MIMALLOC_BENCH=/path/to/mimalloc-bench/out/bench scripts/bench.sh   # with the field's suite first")
+    L.append("MIMALLOC_BENCH=... scripts/bench.sh --suite-only [--only larsonN,rptestN]   # only the suite")
     L.append("```")
     L.append("")
     with open(path_md, "w") as f:
@@ -843,7 +876,8 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="environment: BENCH_ROUNDS (default 3, quick 1), BENCH_THREADS (default 4), BENCH_QUICK=1 "
                "(smoke test), BENCH_SCALE (multiplies all workload scales), BENCH_TIMEOUT (s per run), "
-               "BENCH_NO_CALLGRIND=1, BENCH_PROFILER_ROUNDS (default 6, quick 1), BENCH_NO_PROFILER=1."
+               "BENCH_NO_CALLGRIND=1, BENCH_PROFILER_ROUNDS (default 6, quick 1), BENCH_NO_PROFILER=1, "
+               "MIMALLOC_BENCH (mimalloc-bench's build directory)."
                "\nworkloads: " + ", ".join(w.name for w in WORKLOADS))
     p.add_argument("--only", metavar="NAME[,NAME]", help="run only these workloads (names or prefixes, e.g. py)")
     p.add_argument("--allocs", metavar="A[,A]", help="allocators to run (default: %s)" % ",".join(ALLOC_ORDER))
@@ -868,13 +902,33 @@ def parse_args(argv):
                    help="where BENCHMARKS.md and bench-ratios.svg go (default: the repository root for "
                         "a run of the whole suite, target/bench/ with --only/--allocs)")
     p.add_argument("--no-report", action="store_true", help="print the table only, write no files")
+    p.add_argument("--suite", metavar="DIR",
+                   help="mimalloc-bench's build directory (its out/bench with the programs built by cmake); "
+                        "default: MIMALLOC_BENCH. Without it the suite is skipped")
+    p.add_argument("--suite-only", action="store_true",
+                   help="only mimalloc-bench's programs (no callgrind, no profiler section); a run of all of "
+                        "them replaces the mimalloc-bench section of BENCHMARKS.md and keeps the rest")
+    p.add_argument("--no-suite", action="store_true", help="skip mimalloc-bench even if MIMALLOC_BENCH is set")
+    p.add_argument("--suite-procs", type=int, metavar="N",
+                   help="mimalloc-bench's PROCS (default: the CPUs this process may use, as its bench.sh)")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     return p.parse_args(argv)
 
 
 def main(argv):
     args = parse_args(argv)
+    suite_dir = None if args.no_suite else (args.suite or os.environ.get("MIMALLOC_BENCH", "").strip() or None)
+    suite_procs = args.suite_procs or mimalloc_bench.usable_cpus()
+    suite, suite_skipped, suite_note = [], [], "MIMALLOC_BENCH not set"
+    if args.no_suite:
+        suite_note = "--no-suite"
+    elif suite_dir:
+        suite, suite_skipped, suite_note = mimalloc_bench.workloads(Workload, suite_dir, suite_procs)
+    if args.suite_only and not suite:
+        sys.exit("bench: --suite-only, but mimalloc-bench is not available: %s" % suite_note)
     if args.list:
+        for w in suite:
+            print("%-16s %s" % (w.name, w.desc))
         for w in WORKLOADS:
             print("%-16s %s" % (w.name, w.desc))
         return 0
@@ -888,18 +942,19 @@ def main(argv):
     if rounds < 1 or threads < 1:
         sys.exit("bench: rounds and threads must be >= 1")
 
-    # which workloads and allocators
-    workloads = list(WORKLOADS)
+    # which workloads and allocators: mimalloc-bench's programs first, then ours
+    every = suite + ([] if args.suite_only else list(WORKLOADS))
+    workloads = list(every)
     subset = False
     if args.only:
         want = [x.strip() for x in args.only.split(",") if x.strip()]
         sel = []
         for x in want:
-            m = [w for w in WORKLOADS if w.name == x] or [w for w in WORKLOADS if w.name.startswith(x)]
+            m = [w for w in every if w.name == x] or [w for w in every if w.name.startswith(x)]
             if not m:
-                sys.exit("bench: unknown workload %r (have: %s)" % (x, ", ".join(w.name for w in WORKLOADS)))
+                sys.exit("bench: unknown workload %r (have: %s)" % (x, ", ".join(w.name for w in every)))
             sel += [w for w in m if w not in sel]
-        workloads = [w for w in WORKLOADS if w in sel]
+        workloads = [w for w in every if w in sel]
         subset = True
     allocs = list(ALLOC_ORDER)
     if args.allocs:
@@ -913,10 +968,19 @@ def main(argv):
         workloads = []
         subset = True
     if args.profiler_only:
-        if args.only or args.allocs or args.callgrind_only:
-            sys.exit("bench: --profiler-only does not combine with --only, --allocs or --callgrind-only")
+        if args.only or args.allocs or args.callgrind_only or args.suite_only:
+            sys.exit("bench: --profiler-only does not combine with --only, --allocs, --suite-only or "
+                     "--callgrind-only")
         workloads, allocs = [], []
-    do_profiler = args.profiler_only or not (subset or args.no_profiler or env_flag("BENCH_NO_PROFILER"))
+    do_profiler = args.profiler_only or not (subset or args.suite_only or args.no_profiler or
+                                             env_flag("BENCH_NO_PROFILER"))
+    if args.suite_only:
+        do_callgrind = False
+    if not suite_dir or not suite:
+        log("bench: mimalloc-bench skipped (%s); set MIMALLOC_BENCH to its build directory (out/bench) "
+            "to run it" % suite_note)
+    elif suite_skipped:
+        log("bench: mimalloc-bench programs not built in %s, skipped: %s" % (suite_dir, ", ".join(suite_skipped)))
 
     compile_workloads()
 
@@ -961,8 +1025,8 @@ def main(argv):
                     prev = results[w.name][a]
                     if any(not x.ok for x in prev):
                         continue  # failed in an earlier round: do not waste time on it
-                    cmd = w.command(scale_factor, threads)
-                    res = run_measured(cmd, libs[a], w.env, timeout, "%s.%s.r%d" % (w.name, a, r + 1))
+                    cmd = w.command(1.0 if w.suite else scale_factor, threads)
+                    res = run_measured(cmd, libs[a], w.env, timeout, "%s.%s.r%d" % (w.name, a, r + 1), w)
                     prev.append(res)
                     if res.ok:
                         log("[%d/%d] %-15s %-9s %7.2f s %9.1f MiB" % (
@@ -1006,12 +1070,26 @@ def main(argv):
                 ipp[a] = {s: "n/a" for s in IPP_SIZES}
 
     summary = summarize(results, workloads, allocs, available)
+    mb_workloads = [w for w in workloads if w.suite]
+    gm_mb = geomeans(summary, mb_workloads, allocs)
+    workloads = [w for w in workloads if not w.suite]  # ours
     gm = geomeans(summary, workloads, allocs)
     elapsed = time.time() - t_start
     suite_time = "%d min %02d s" % (elapsed // 60, elapsed % 60)
 
     if not args.profiler_only:  # the allocator suite's tables
         print()
+        if mb_workloads:
+            print("mimalloc-bench (PROCS=%d): median of %d round(s); time in s (the suite's measure), peak RSS "
+                  "in MiB, x = ratio to glibc (lower is better)" % (suite_procs, rounds))
+            print()
+            print(text_table(summary, mb_workloads, allocs, gm_mb))
+            print("CPU time for the same work, geomean of the ratios to glibc: %s" %
+                  mimalloc_bench.geo_line(gm_mb, allocs, "cratio"))
+            print()
+        elif not args.profiler_only:
+            print("mimalloc-bench: skipped (%s)" % suite_note)
+            print()
         if workloads:
             print("memx benchmark: median of %d round(s); time in s, peak RSS in MiB, x = ratio to glibc "
                   "(lower is better)%s" % (rounds, "  [QUICK]" if quick else ""))
@@ -1033,24 +1111,29 @@ def main(argv):
             print()
         print("suite wall time: %s" % suite_time)
 
-        noisy = []
-        for w in workloads:
-            cells = ["%s %.0f%%" % (a, 100 * summary[w.name][a]["spread"]) for a in allocs
-                     if summary[w.name][a]["spread"] is not None and summary[w.name][a]["spread"] > 0.25]
-            if cells:
-                noisy.append("%s (%s)" % (w.name, ", ".join(cells)))
+        def noisy_cells(wls):
+            out = []
+            for w in wls:
+                cells = ["%s %.0f%%" % (a, 100 * summary[w.name][a]["spread"]) for a in allocs
+                         if summary[w.name][a]["spread"] is not None and summary[w.name][a]["spread"] > 0.25]
+                if cells:
+                    out.append("%s (%s)" % (w.name, ", ".join(cells)))
+            return out
+        noisy, mb_noisy = noisy_cells(workloads), noisy_cells(mb_workloads)
 
         os.makedirs(BUILD, exist_ok=True)
         with open(os.path.join(BUILD, "last-results.json"), "w") as f:
             json.dump({"rounds": rounds, "threads": threads, "scale_factor": scale_factor, "quick": quick,
                        "allocators": {a: libs.get(a) for a in allocs}, "available": available,
                        "runs": {w: {a: [x.as_json() for x in rs] for a, rs in d.items()} for w, d in results.items()},
-                       "instructions_per_pair": ipp}, f, indent=1)
+                       "instructions_per_pair": ipp, "mimalloc_bench": suite_dir, "suite_procs": suite_procs},
+                      f, indent=1)
 
     if interrupted:
         return 130
 
-    command = "scripts/bench.sh" + ("".join(" " + a for a in argv) if argv else "") + \
+    command = ("MIMALLOC_BENCH=%s " % suite_dir if suite_dir and not args.suite else "") + \
+        "scripts/bench.sh" + ("".join(" " + a for a in argv) if argv else "") + \
         ("  (BENCH_QUICK=1)" if quick and not args.quick else "")
     prof_md = None
     if do_profiler:
@@ -1073,26 +1156,33 @@ def main(argv):
         return 0
     if args.profiler_only:
         md_path = os.path.join(args.report_dir or REPO, "BENCHMARKS.md")
-        os.makedirs(os.path.dirname(md_path), exist_ok=True)
-        text = "# memx benchmarks\n\n"
-        if os.path.isfile(md_path):
-            with open(md_path, errors="replace") as f:
-                text = f.read()
-        with open(md_path, "w") as f:
-            f.write(profile_overhead.splice(text, prof_md))
+        md_sections.replace_in_file(md_path, profile_overhead.splice, prof_md)
         print("wrote the profiler-overhead section of %s" % os.path.relpath(md_path, REPO))
         return 0
-    if not workloads:
+    if not workloads and not mb_workloads:
         return 0
     report_dir = args.report_dir or (BUILD if subset else REPO)
     os.makedirs(report_dir, exist_ok=True)
     md_path = os.path.join(report_dir, "BENCHMARKS.md")
     svg_path = os.path.join(report_dir, "bench-ratios.svg")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    mb_md = None
+    if mb_workloads:
+        mb_md = mimalloc_bench.section_md({
+            "machine": machine_info(), "date": date, "commit": git_commit(), "quick": quick,
+            "alloc_notes": alloc_notes, "rounds": rounds, "command": command, "suite_procs": suite_procs,
+            "suite_commit": mimalloc_bench.checkout_commit(suite_dir), "suite_skipped": suite_skipped,
+            "suite_noisy": mb_noisy, "failures": failures}, summary, mb_workloads, allocs, gm_mb)
+    if not workloads:  # --suite-only (or --only with the suite's programs): replace that section, keep the rest
+        md_sections.replace_in_file(md_path, mimalloc_bench.splice, mb_md)
+        print("wrote the mimalloc-bench section of %s" % os.path.relpath(md_path, REPO))
+        return 0
     ctx = {
         "machine": machine_info(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": date,
         "commit": git_commit(),
         "profiler_md": prof_md,
+        "mb_md": mb_md,
         "alloc_notes": alloc_notes,
         "rounds": rounds, "threads": threads, "scale_factor": scale_factor, "quick": quick,
         "suite_time": suite_time,

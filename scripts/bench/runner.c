@@ -3,8 +3,11 @@
  *   runner RESULT_FILE CMD [ARGS...]
  *
  * Forks and execs CMD, waits for it with wait4() and writes
- * "WALL_SECONDS MAXRSS_KIB WAIT_STATUS CPU_SECONDS" to RESULT_FILE (CPU =
- * user + system time of CMD and the children it waited for). If
+ * "WALL_SECONDS MAXRSS_KIB WAIT_STATUS CPU_SECONDS MINOR_FAULTS" to
+ * RESULT_FILE (CPU = user + system time of CMD and the children it waited
+ * for; MINOR_FAULTS = their ru_minflt, the pages the kernel had to map on
+ * first touch, which shows an allocator returning memory and faulting it
+ * back in). If
  * BENCH_PRELOAD is set, the child gets it as LD_PRELOAD (so this small
  * process, not the allocator under test, is what the child is forked from).
  *
@@ -59,7 +62,7 @@ int main(int argc, char **argv) {
     }
     double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                  (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-    fprintf(f, "%.6f %ld %d %.6f\n", wall, ru.ru_maxrss, status, cpu);
+    fprintf(f, "%.6f %ld %d %.6f %ld\n", wall, ru.ru_maxrss, status, cpu, ru.ru_minflt);
     fclose(f);
     return 0;
 }
