@@ -440,25 +440,40 @@ fn alloc_sampled(size: usize, align_pages: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
-    let tc = tls::get();
-    if !is_static(tc) && size <= large::MAX_REQUEST {
-        // SAFETY: this thread's own live cache.
-        let t = unsafe { &*tc };
-        // SAFETY: owner-only state.
-        let expired = unsafe {
-            let c = t.until_sample.get();
-            *c = (*c).wrapping_sub(size as isize);
-            *c < 0
-        };
-        if expired && countdown_expired(t) {
-            return alloc_sampled(size, align_pages);
-        }
+    if size <= large::MAX_REQUEST && count_down_is_sample(size) {
+        return alloc_sampled(size, align_pages);
     }
     let p = large::alloc(size, align_pages);
     if check::enabled() && !p.is_null() {
         check::arm_large(p, size);
     }
     p
+}
+
+/// Takes `size` bytes off this thread's countdown; true when the request
+/// that crossed zero is to be sampled. For requests served outside the
+/// fast path (large ones, and the Python allocator hook's, which memx does
+/// not serve unless sampled). A thread with no cache yet counts nothing.
+pub fn count_down_is_sample(size: usize) -> bool {
+    let tc = tls::get();
+    if is_static(tc) {
+        return false;
+    }
+    // SAFETY: this thread's own live cache.
+    let t = unsafe { &*tc };
+    // SAFETY: owner-only state.
+    let expired = unsafe {
+        let c = t.until_sample.get();
+        *c = (*c).wrapping_sub(size as isize);
+        *c < 0
+    };
+    expired && countdown_expired(t)
+}
+
+/// A sampled object of `size` bytes that the countdown chose elsewhere (the
+/// Python allocator hook): a span of its own, recorded with the stack.
+pub fn alloc_sampled_object(size: usize) -> *mut u8 {
+    alloc_sampled(size, 1)
 }
 
 /// Checked mode's `malloc` (and aligned allocation) for `size` bytes: a

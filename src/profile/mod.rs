@@ -21,6 +21,7 @@
 //! which comes after it in the order), or write a dump from a signal handler.
 
 mod dump;
+pub mod pyhook;
 pub mod python;
 pub mod table;
 mod worker;
@@ -131,6 +132,7 @@ pub fn start() {
     let mut frames = [0usize; 4];
     unwind::backtrace(&mut frames);
     python::detect();
+    pyhook::detect();
     worker::start();
 }
 
@@ -144,6 +146,7 @@ pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
     let depth = unwind::backtrace(&mut native);
     let mut py = [python::PyFrame::default(); python::MAX_FRAMES];
     let npy = python::capture(&mut py);
+    pyhook::maybe_install();
     // With no Python frames, stitching copies the native stack as it is.
     let mut words = [0usize; MAX_DEPTH];
     let len = python::stitch(&native[..depth], &py[..npy], &mut words);

@@ -277,24 +277,40 @@ unsafe fn word(base: usize, off: usize) -> usize {
 /// The current thread's Python frames, innermost first, if it is running
 /// Python and holds the GIL; 0 frames otherwise.
 pub fn capture(out: &mut [PyFrame; MAX_FRAMES]) -> usize {
-    let Some(py) = interp() else {
+    let Some((py, tstate)) = gil_tstate() else {
         return 0;
-    };
-    // SAFETY: pure reads of interpreter state (no allocation, no Python
-    // code); the thread-state getters read a TLS slot or a global.
-    let tstate = unsafe {
-        if (py.is_initialized)() == 0 || (py.is_finalizing)() != 0 {
-            return 0;
-        }
-        let t = (py.current_tstate)() as usize;
-        if t == 0 || t != (py.this_thread_tstate)() as usize {
-            return 0;
-        }
-        t
     };
     // SAFETY: this thread's own thread state holds the GIL, so its frame
     // chain is stable and its frames' code objects are alive while we read.
     unsafe { walk(py, tstate, out) }
+}
+
+/// Whether Python frames are read in this process (CPython 3.8–3.13 found).
+pub fn active() -> bool {
+    interp().is_some()
+}
+
+/// Whether this thread's own thread state holds the GIL in a running
+/// interpreter (initialised, not finalising): the check that survives
+/// sub-interpreters, which `PyGILState_Check` does not.
+pub fn holds_gil() -> bool {
+    gil_tstate().is_some()
+}
+
+fn gil_tstate() -> Option<(&'static Interp, usize)> {
+    let py = interp()?;
+    // SAFETY: pure reads of interpreter state (no allocation, no Python
+    // code); the thread-state getters read a TLS slot or a global.
+    unsafe {
+        if (py.is_initialized)() == 0 || (py.is_finalizing)() != 0 {
+            return None;
+        }
+        let t = (py.current_tstate)() as usize;
+        if t == 0 || t != (py.this_thread_tstate)() as usize {
+            return None;
+        }
+        Some((py, t))
+    }
 }
 
 /// # Safety
