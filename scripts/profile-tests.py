@@ -556,6 +556,86 @@ def test_python_stacks():
               f"{' (no module)' if sub.startswith('skip') else ''}: ok")
 
 
+def by_line(dump):
+    """{(function, line) of the innermost Python frame: in-use bytes}"""
+    out = {}
+    for key, est in python_stacks(dump).items():
+        out[key[0]] = out.get(key[0], 0.0) + est
+    return out
+
+
+def check_small_objects(label, py, seeds=(1, 2, 3, 4, 5)):
+    """smallobj.py, default allocator and sample rate: the top line is the
+    one appending the tuples; the median estimate is within 20% of the sum
+    of sys.getsizeof. Returns the median error."""
+    script = os.path.join(PYSRC, "smallobj.py")
+    want = ("build", site_lines(script)["append"])
+    errs = []
+    for seed in seeds:
+        r = Run("pysmall", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=seed)
+        try:
+            out = r.run([py, script]).stdout.split()
+            truth = int(out[1])
+            lines = by_line(heap_dump.Dump(r.dumps()[0]))
+            top = max(lines, key=lines.get)
+            check(top == want, f"{label} seed {seed}: top line {top}, want {want}")
+            errs.append(lines[top] / truth - 1)
+        finally:
+            r.cleanup()
+    med = sorted(errs)[len(errs) // 2]
+    check(abs(med) <= 0.20, f"{label}: median estimate error {med:+.1%} ({errs})")
+    return med, errs
+
+
+def check_hook(label, py):
+    """hook.py: memx's hook is in place (CPython names no allocator), under
+    and over tracemalloc, with threads and fork; not with profiling off or
+    PYTHONMALLOC=malloc, and the debug hooks keep it out with one line."""
+    script = os.path.join(PYSRC, "hook.py")
+    cases = [
+        ({}, "done hooked hooked", ""),
+        ({"PYTHONTRACEMALLOC": "1"}, "done hooked hooked", "hooked already"),
+        ({"PYTHONMALLOC": "malloc"}, "done malloc malloc", ""),
+        ({"PYTHONMALLOC": "pymalloc_debug"}, "done pymalloc_debug pymalloc_debug",
+         "not pymalloc"),
+        ({"MEMX_PROFILE": None}, "done pymalloc pymalloc", ""),
+    ]
+    for env, want, err in cases:
+        r = Run("pyhook", MEMX_PROFILE_SAMPLE="64K", PYTHONWARNINGS="ignore")
+        try:
+            for k, v in env.items():
+                if v is None:
+                    r.env.pop(k, None)
+                else:
+                    r.env[k] = v
+            p = r.run([py, script])
+            check(p.stdout.strip() == want, f"{label} {env}: said {p.stdout!r}, want {want!r}")
+            memx_lines = [ln for ln in p.stderr.splitlines() if ln.startswith("memx:")]
+            if err:
+                check(len(memx_lines) == 1 and err in memx_lines[0],
+                      f"{label} {env}: stderr {p.stderr!r}")
+            else:
+                check(not memx_lines, f"{label} {env}: stderr {p.stderr!r}")
+            for path in r.dumps():
+                heap_dump.Dump(path)
+        finally:
+            r.cleanup()
+
+
+def test_python_pymalloc():
+    """pymalloc's objects sampled through memx's PyMem hook, with the
+    default allocator, on every CPython 3.8-3.13 here (see check_*)."""
+    versions = python_versions()
+    check(versions, "no CPython 3.8-3.13 found")
+    for label, py in versions:
+        med, errs = check_small_objects(label, py)
+        check_hook(label, py)
+        check_survives(label, py, "adversarial.py", MEMX_PROFILE_SAMPLE="4K")
+        print(f"    {label}: small-object leak median error {med:+.1%} "
+              f"(seeds: {' '.join(f'{e:+.0%}' for e in errs)}); hook, tracemalloc, "
+              f"threads, fork, adversarial __del__: ok")
+
+
 TESTS = [
     test_accuracy,
     test_signal_c,
@@ -568,6 +648,7 @@ TESTS = [
     test_other_programs,
     test_invisible_to_the_program,
     test_python_stacks,
+    test_python_pymalloc,
 ]
 
 
