@@ -68,7 +68,10 @@ class Run:
 
     def dumps(self, pid=None):
         pat = f"{self.prefix}.{pid if pid else '*'}.*.heap"
-        return sorted(glob.glob(pat))
+        return sorted(p for p in glob.glob(pat) if not p.endswith(".peak.heap"))
+
+    def peaks(self):
+        return sorted(glob.glob(f"{self.prefix}.*.peak.heap"))
 
     def run(self, argv, **kw):
         p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=300, **kw)
@@ -622,6 +625,47 @@ def check_hook(label, py):
             r.cleanup()
 
 
+def check_peak(label, py, seeds=(1, 2, 3)):
+    """peak.py: the peak profile charges ~96 MiB to `transient` (median of
+    seeded runs within 90-110%); the exit dump, taken after everything was
+    freed, has nothing of it in use. Returns the median ratio."""
+    script = os.path.join(PYSRC, "peak.py")
+    want = ("transient", site_lines(script)["transient"])
+    ratios = []
+    for seed in seeds:
+        r = Run("pypeak", MEMX_PROFILE_SEED=seed)
+        try:
+            r.run([py, script])
+            peaks = r.peaks()
+            check(len(peaks) == 1, f"{label}: peak profiles {peaks}")
+            d = heap_dump.Dump(peaks[0])
+            with open(peaks[0]) as f:
+                check("\nPEAK:\nthe sampled live heap at its peak: " in f.read(),
+                      f"{label}: no PEAK note in {peaks[0]}")
+            lines = by_line(d)
+            top = max(lines, key=lines.get)
+            check(top == want, f"{label} seed {seed}: peak's top line {top}, want {want}")
+            ratios.append(lines[top] / (96 * MiB))
+            exit_lines = by_line(heap_dump.Dump(r.dumps()[-1]))
+            check(exit_lines.get(want, 0) == 0, f"{label}: the exit dump holds {want}")
+            if seed == seeds[0] and label.startswith("3.12"):
+                check_pprof_reads(py, peaks[0])
+        finally:
+            r.cleanup()
+    med = sorted(ratios)[len(ratios) // 2]
+    check(0.9 <= med <= 1.1, f"{label}: peak holds {med:.0%} of transient's 96 MiB ({ratios})")
+    return med
+
+
+def check_pprof_reads(exe, path):
+    pprof = shutil.which("google-pprof") or shutil.which("pprof")
+    check(pprof, "google-pprof is not installed (scripts/install-deps.sh installs it)")
+    out = subprocess.run([pprof, "--text", "--inuse_space", exe, path],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0 and "Total:" in out.stdout,
+          f"google-pprof cannot read {path}: {out.stderr[-400:]}")
+
+
 def test_python_pymalloc():
     """pymalloc's objects sampled through memx's PyMem hook, with the
     default allocator, on every CPython 3.8-3.13 here (see check_*)."""
@@ -631,8 +675,10 @@ def test_python_pymalloc():
         med, errs = check_small_objects(label, py)
         check_hook(label, py)
         check_survives(label, py, "adversarial.py", MEMX_PROFILE_SAMPLE="4K")
+        peak = check_peak(label, py)
         print(f"    {label}: small-object leak median error {med:+.1%} "
-              f"(seeds: {' '.join(f'{e:+.0%}' for e in errs)}); hook, tracemalloc, "
+              f"(seeds: {' '.join(f'{e:+.0%}' for e in errs)}); peak profile holds "
+              f"{peak:.0%} of the transient 96 MiB; hook, tracemalloc, "
               f"threads, fork, adversarial __del__: ok")
 
 

@@ -206,11 +206,22 @@ import glob, sys
 sys.path.insert(0, sys.argv[2])
 import heap_dump
 dumps = glob.glob(sys.argv[1] + "/*.heap")
-py = 0
-for d in dumps:
-    py += bool(heap_dump.Dump(d).python)
-print(f"{len(dumps)} dumps parsed, {py} with Python frames")
+py = hooked = 0
+# Small objects whose first native frame is one of these functions come
+# from pymalloc's pools: only memx's PyMem hook can sample them (without
+# it, pymalloc's own _PyObject_Malloc is where malloc is called from).
+POOL_CALLERS = {"PyUnicode_New", "_PyObject_GC_New", "_PyObject_GC_NewVar",
+                "PyFloat_FromDouble", "_PyLong_New", "PyTuple_New", "_PyObject_New"}
+sym = heap_dump.Symbolizer()
+for path in dumps:
+    d = heap_dump.Dump(path)
+    py += bool(d.python)
+    hooked += sum(s.allocs for s in d.stacks if s.allocs and s.alloc_bytes <= 512 * s.allocs
+                  and sym.function(d, s.frames[0]) in POOL_CALLERS)
+print(f"{len(dumps)} dumps parsed, {py} with Python frames, "
+      f"{hooked} samples of pymalloc's objects (memx's PyMem hook)")
 assert dumps and py, "no dumps, or none with Python frames"
+assert hooked, "no sample of a pymalloc object: the PyMem hook was not installed"
 PY
 }
 

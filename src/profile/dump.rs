@@ -19,7 +19,7 @@
 //! writing to the file.
 
 use super::python::{self, Entry};
-use super::table::{Bucket, Counts, MAX_DEPTH};
+use super::table::{Counts, MAX_DEPTH};
 use super::STATE;
 use crate::config;
 use crate::sys;
@@ -36,10 +36,13 @@ static REPORTED_FAILURE: AtomicBool = AtomicBool::new(false);
 pub type PathBuf = FixedBuf<{ config::Path::MAX + 48 }>;
 
 /// One bucket's counts, copied under the lock.
-#[derive(Clone, Copy)]
-struct Snap {
-    bucket: *const Bucket,
-    counts: Counts,
+use super::peak::Snap;
+
+/// What a dump holds: the live heap now, or as it was at its peak.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Now,
+    Peak,
 }
 
 /// The fork child numbers its own dumps from 1 (its files carry its pid).
@@ -50,18 +53,24 @@ pub fn reset_after_fork() {
     unsafe { DUMP_LOCK.reset() };
 }
 
-/// Writes the next dump; returns its path, or None when it could not be
-/// written (reported once on stderr; the program goes on).
-pub fn write() -> Option<PathBuf> {
+/// Writes the next dump (`Now`: `<prefix>.<pid>.<seq>.heap`) or the peak
+/// profile (`<prefix>.<pid>.peak.heap`, replaced at each write); returns
+/// its path, or None when it could not be written (reported once on
+/// stderr; the program goes on) or there is no peak yet.
+pub fn write(kind: Kind) -> Option<PathBuf> {
     let _one_at_a_time = DUMP_LOCK.lock();
     let prefix = config::get().profile_prefix.as_bytes();
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let mut path = PathBuf::new();
     path.bytes(prefix)
         .str(".")
         .u64(sys::getpid() as u64)
         .str(".");
-    path.u64_width_zero(seq as u64, 4).str(".heap");
+    if kind == Kind::Peak {
+        path.str("peak.heap");
+    } else {
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        path.u64_width_zero(seq as u64, 4).str(".heap");
+    }
     let mut tmp = PathBuf::new();
     tmp.bytes(path.as_bytes()).str(".tmp\0");
     let mut fin = PathBuf::new();
@@ -77,7 +86,13 @@ pub fn write() -> Option<PathBuf> {
             return None;
         }
     };
-    let ok = write_contents(fd);
+    let Some(snap) = snapshot(kind) else {
+        io::close(fd);
+        io::unlink(tmp.as_bytes());
+        return None;
+    };
+    let ok = write_contents(fd, &snap);
+    sys::unmap(snap.snaps as *mut u8, snap.bytes);
     io::close(fd);
     if !ok {
         io::unlink(tmp.as_bytes());
@@ -132,13 +147,10 @@ fn errno_text(e: i32) -> &'static str {
 }
 
 /// The snapshot, header, one line per stack, then the process maps.
-fn write_contents(fd: i32) -> bool {
+fn write_contents(fd: i32, snap: &Snapshot) -> bool {
     let mut out = Writer::new(fd);
-    let Some((snaps, n, bytes, pyframes)) = snapshot() else {
-        return false;
-    };
     // SAFETY: `snapshot` mapped `bytes` bytes holding `n` initialised Snaps.
-    let list = unsafe { core::slice::from_raw_parts(snaps, n) };
+    let list = unsafe { core::slice::from_raw_parts(snap.snaps, snap.n) };
     let mut total = Counts::default();
     for s in list {
         total.allocs += s.counts.allocs;
@@ -165,11 +177,31 @@ fn write_contents(fd: i32) -> bool {
         line.str("\n");
         out.put(line.as_bytes());
     }
-    sys::unmap(snaps as *mut u8, bytes);
     out.put(b"\nMAPPED_LIBRARIES:\n");
     copy_maps(&mut out);
-    write_python_frames(&mut out, pyframes);
+    if let Some((bytes, after_ns)) = snap.peak {
+        write_peak_note(&mut out, bytes, after_ns);
+    }
+    write_python_frames(&mut out, snap.pyframes);
     out.finish()
+}
+
+/// After the maps, in a peak profile (readers keep unknown sections):
+///
+/// ```text
+/// PEAK:
+/// the sampled live heap at its peak: 109051904 bytes in use (estimated), 2.345 s after start
+/// ```
+fn write_peak_note(out: &mut Writer, bytes: u64, after_ns: u64) {
+    let mut line = FixedBuf::<200>::new();
+    line.str("\nPEAK:\nthe sampled live heap at its peak: ")
+        .u64(bytes)
+        .str(" bytes in use (estimated), ")
+        .u64(after_ns / 1_000_000_000)
+        .str(".")
+        .u64_width_zero(after_ns / 1_000_000 % 1000, 3)
+        .str(" s after start\n");
+    out.put(line.as_bytes());
 }
 
 fn counts<const N: usize>(line: &mut FixedBuf<N>, c: &Counts) {
@@ -216,32 +248,58 @@ fn write_python_frames(out: &mut Writer, newest: *const Entry) {
     }
 }
 
-type Snapshot = (*mut Snap, usize, usize, *const Entry);
+/// Counts copied under the lock into `bytes` of pages mapped for them.
+struct Snapshot {
+    snaps: *mut Snap,
+    n: usize,
+    bytes: usize,
+    pyframes: *const Entry,
+    /// A peak profile's estimated bytes and time since start.
+    peak: Option<(u64, u64)>,
+}
 
-/// Copies every bucket's counts under the lock into freshly mapped pages.
-fn snapshot() -> Option<Snapshot> {
+/// Copies every bucket's counts (or the peak's copy) under the lock into
+/// freshly mapped pages; None if mapping failed or there is no peak yet.
+fn snapshot(kind: Kind) -> Option<Snapshot> {
     let st = STATE.lock();
-    let pyframes = st.pyframes.newest();
-    let cap = st.table.buckets().max(1);
+    let peak = &st.peak;
+    if kind == Kind::Peak && peak.bytes == 0 {
+        return None;
+    }
+    let cap = match kind {
+        Kind::Now => st.table.buckets(),
+        Kind::Peak => peak.snaps().len(),
+    }
+    .max(1);
     let bytes = round_up(cap * core::mem::size_of::<Snap>(), sys::os_page_size());
     let snaps = sys::map(bytes) as *mut Snap;
     if snaps.is_null() {
         return None;
     }
     let mut n = 0;
-    st.table.for_each(|b| {
+    let mut put = |s: Snap| {
         if n < cap {
             // SAFETY: `n < cap` slots fit in the mapping.
-            unsafe {
-                snaps.add(n).write(Snap {
-                    bucket: b,
-                    counts: b.counts,
-                })
-            };
+            unsafe { snaps.add(n).write(s) };
             n += 1;
         }
-    });
-    Some((snaps, n, bytes, pyframes))
+    };
+    match kind {
+        Kind::Now => st.table.for_each(|b| {
+            put(Snap {
+                bucket: b,
+                counts: b.counts,
+            })
+        }),
+        Kind::Peak => peak.snaps().iter().for_each(|&s| put(s)),
+    }
+    Some(Snapshot {
+        snaps,
+        n,
+        bytes,
+        pyframes: st.pyframes.newest(),
+        peak: (kind == Kind::Peak).then(|| (peak.bytes, super::since_start(peak.at_ns))),
+    })
 }
 
 fn copy_maps(out: &mut Writer) {

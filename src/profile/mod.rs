@@ -21,6 +21,7 @@
 //! which comes after it in the order), or write a dump from a signal handler.
 
 mod dump;
+mod peak;
 pub mod pyhook;
 pub mod python;
 pub mod table;
@@ -75,6 +76,7 @@ pub(crate) struct State {
     table: StackTable,
     pyframes: python::FrameTable,
     triggers: Triggers,
+    peak: peak::Peak,
 }
 
 pub(crate) static STATE: Locked<State> = Locked::new(State {
@@ -86,7 +88,16 @@ pub(crate) static STATE: Locked<State> = Locked::new(State {
         next_alloc_dump: 0,
         next_inuse_dump: 0,
     },
+    peak: peak::Peak::new(),
 });
+
+/// When profiling was configured (monotonic ns): the peak's time origin.
+static START_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Nanoseconds from the start of profiling to `t`.
+fn since_start(t: u64) -> u64 {
+    t.saturating_sub(START_NS.load(Ordering::Relaxed))
+}
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -110,6 +121,7 @@ pub fn configure(cfg: &Config) {
         st.triggers.next_alloc_dump = cfg.profile_alloc_interval;
         st.triggers.next_inuse_dump = cfg.profile_inuse_interval;
     }
+    START_NS.store(crate::sys::now_ns(), Ordering::Relaxed);
     sampler::set_seed(cfg.profile_seed);
     sampler::set_mean(cfg.profile_sample as usize);
     ENABLED.store(true, Ordering::Relaxed);
@@ -163,7 +175,15 @@ pub fn record_alloc(_addr: usize, size: usize) -> *mut u8 {
         let reason = if record.is_null() {
             None
         } else {
-            st.triggers.on_alloc(est, config::get())
+            let r = st.triggers.on_alloc(est, config::get());
+            let State {
+                table,
+                triggers,
+                peak,
+                ..
+            } = &mut *st;
+            peak.on_alloc(triggers.in_use, table, crate::sys::now_ns);
+            r
         };
         (record, reason)
     };
@@ -184,7 +204,7 @@ pub fn record_free(record: *mut u8) {
 
 /// Writes a dump now (helper thread, exit), marking it in the stats file.
 fn dump_now() {
-    if let Some(path) = dump::write() {
+    if let Some(path) = dump::write(dump::Kind::Now) {
         worker::note_dump(path.as_bytes());
     }
 }
@@ -212,6 +232,7 @@ pub fn at_exit() {
     worker::write_stats_line();
     if config::get().profile_at_exit {
         dump_now();
+        dump::write(dump::Kind::Peak);
     }
 }
 
