@@ -20,6 +20,7 @@
 //! malloc, take an allocator lock while holding its own (it may take META's,
 //! which comes after it in the order), or write a dump from a signal handler.
 
+mod debug_offsets;
 mod dump;
 mod peak;
 pub mod pyhook;

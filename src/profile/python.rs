@@ -19,8 +19,10 @@
 //! functions above, or resolve symbols from the allocation path (that
 //! happens once, in `detect`, from the library constructor).
 
+use super::debug_offsets;
 use crate::meta::META;
 use crate::sys::dl;
+use crate::util::fmt::FixedBuf;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,27 +33,27 @@ pub const MAX_FRAMES: usize = 64;
 
 /// Byte offsets into the interpreter's structures for one minor version
 /// (x86-64 release builds; checked against the headers by the tests).
-#[derive(Clone, Copy)]
-struct Layout {
-    minor: u32,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Layout {
+    pub(super) minor: u32,
     /// PyThreadState → first frame: `frame` (≤3.10), `cframe` (3.11,
     /// 3.12; then `_PyCFrame.current_frame` at `cframe_current`), or
     /// `current_frame` (3.13).
-    ts_frame: usize,
-    cframe_current: Option<usize>,
-    f_back: usize,
-    f_code: usize,
+    pub(super) ts_frame: usize,
+    pub(super) cframe_current: Option<usize>,
+    pub(super) f_back: usize,
+    pub(super) f_code: usize,
     /// 3.11+: `prev_instr` / `instr_ptr`, `owner`, and 3.11's `is_entry`.
-    f_instr: usize,
-    f_owner: usize,
-    f_is_entry: Option<usize>,
-    co_filename: usize,
-    co_name: usize,
-    co_code_adaptive: usize,
-    co_firsttraceable: usize,
+    pub(super) f_instr: usize,
+    pub(super) f_owner: usize,
+    pub(super) f_is_entry: Option<usize>,
+    pub(super) co_filename: usize,
+    pub(super) co_name: usize,
+    pub(super) co_code_adaptive: usize,
+    pub(super) co_firsttraceable: usize,
     /// sizeof(PyASCIIObject), sizeof(PyCompactUnicodeObject).
-    ascii_size: usize,
-    compact_size: usize,
+    pub(super) ascii_size: usize,
+    pub(super) compact_size: usize,
 }
 
 const fn old(minor: u32) -> Layout {
@@ -73,7 +75,7 @@ const fn old(minor: u32) -> Layout {
     }
 }
 
-const LAYOUTS: [Layout; 6] = [
+pub(super) const LAYOUTS: [Layout; 6] = [
     old(8),
     old(9),
     old(10),
@@ -197,7 +199,7 @@ pub fn detect() {
     let Some((3, minor)) = version() else {
         return;
     };
-    let Some(layout) = LAYOUTS.iter().find(|l| l.minor == minor).copied() else {
+    let Some(layout) = layout_for(minor) else {
         return;
     };
     let tstate_name = if minor >= 13 {
@@ -250,6 +252,61 @@ pub fn detect() {
     // nothing reads the slot yet.
     unsafe { *INTERP.0.get() = Some(interp) };
     ACTIVE.store(true, Ordering::Release);
+}
+
+/// The layout of CPython 3.`minor`: the table's up to 3.12; from 3.13 the
+/// interpreter's own `_Py_DebugOffsets`, read from `_PyRuntime` (checked
+/// against the table on 3.13). None, with one line on stderr for 3.13+,
+/// when frames cannot be read safely.
+fn layout_for(minor: u32) -> Option<Layout> {
+    let table = LAYOUTS.iter().find(|l| l.minor == minor.min(13)).copied()?;
+    if minor < 13 {
+        return Some(table);
+    }
+    let runtime = dl::symbol(c"_PyRuntime");
+    let mut line = FixedBuf::<240>::new();
+    line.str("memx: CPython 3.").u64(minor as u64).str(": ");
+    // SAFETY: `_PyRuntime` is CPython's static runtime state, far larger
+    // than the words read (3.13's struct alone is WORDS words), and
+    // initialised data before any code runs.
+    let words = (runtime != 0).then(|| unsafe {
+        core::ptr::read_unaligned(runtime as *const [u64; debug_offsets::WORDS])
+    });
+    let result = match words {
+        Some(w) if w[0].to_le_bytes() == *debug_offsets::COOKIE => {
+            debug_offsets::layout(&w, &table)
+        }
+        _ => {
+            line.str(
+                "no _Py_DebugOffsets at _PyRuntime; Python frames are off (native stacks only)\n",
+            );
+            crate::sys::write_stderr(line.as_bytes());
+            return None;
+        }
+    };
+    match result {
+        Ok(l) => {
+            if minor == 13 && l != table {
+                line.str(
+                    "_Py_DebugOffsets differ from memx's 3.13 table; using the offsets read\n",
+                );
+                crate::sys::write_stderr(line.as_bytes());
+            }
+            Some(l)
+        }
+        Err(debug_offsets::Refusal::Newer(v)) => {
+            line.str("_Py_DebugOffsets version ")
+                .hex(v)
+                .str(" is newer than memx knows; Python frames are off (native stacks only)\n");
+            crate::sys::write_stderr(line.as_bytes());
+            None
+        }
+        Err(debug_offsets::Refusal::FreeThreaded) => {
+            line.str("free-threaded build: Python frames and the pymalloc hook are off (native stacks only)\n");
+            crate::sys::write_stderr(line.as_bytes());
+            None
+        }
+    }
 }
 
 /// One Python frame of the current thread: its code object (alive while
