@@ -8,7 +8,9 @@ kept = [bytearray(64 * 1024) for _ in range(128)]  # 8 MiB
 
 
 def transient():
-    held = [bytearray(64 * 1024) for _ in range(96 * 16)]  # site:transient
+    held = []
+    for _ in range(96 * 16):
+        held.append(bytearray(64 * 1024))  # site:transient
     return len(held)
 
 
