@@ -7,7 +7,8 @@
 - with PYTHONTRACEMALLOC=1 (tracemalloc below memx's hook-to-be): stopping
   it lets the hook in later;
 - threads allocating small objects, some while others hold no GIL;
-- fork: the child frees the parent's objects and allocates its own.
+- fork: the child frees the parent's objects and allocates its own;
+- memx's objects freed and grown while its hook is removed.
 Prints "done <allocator name at start> <at end>"."""
 import ctypes
 import os
@@ -52,6 +53,52 @@ else:
     assert 0.9 < (grown - before) / want < 1.6, (grown - before, want)
     tracemalloc.stop()
     del traced  # allocated under tracemalloc, freed after it left
+
+class Alloc(ctypes.Structure):
+    """PyMemAllocatorEx"""
+    _fields_ = [(f, ctypes.c_void_p) for f in ("ctx", "malloc", "calloc", "realloc", "free")]
+
+
+get_alloc = ctypes.pythonapi.PyMem_GetAllocator
+set_alloc = ctypes.pythonapi.PyMem_SetAllocator
+get_alloc.argtypes = set_alloc.argtypes = [ctypes.c_int, ctypes.POINTER(Alloc)]
+get_alloc.restype = set_alloc.restype = None
+
+
+def without_memx_hook(fn):
+    """Runs fn with pymalloc put back in place of memx's hook (whose ctx
+    points at the allocator it replaced), then puts the hook back."""
+    hooks = {}
+    for domain in (1, 2):  # PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ
+        a = Alloc()
+        get_alloc(domain, ctypes.byref(a))
+        hooks[domain] = a
+    prev = {d: Alloc.from_buffer_copy(ctypes.string_at(a.ctx, ctypes.sizeof(Alloc)))
+            for d, a in hooks.items()}
+    for d, a in prev.items():
+        set_alloc(d, ctypes.byref(a))
+    try:
+        assert name() == "pymalloc", name()
+        fn()
+    finally:
+        for d, a in hooks.items():
+            set_alloc(d, ctypes.byref(a))
+
+
+if name() == "hooked" and not tracemalloc.is_tracing():
+    # Objects memx sampled, freed (and grown) while its hook is gone:
+    # pymalloc hands them to free/realloc, which are memx's.
+    gone = small(50_000, "gone")
+    grow = [bytearray(b"x" * 100) for _ in range(20_000)]
+
+    def drop():
+        for b in grow:
+            b.extend(b"y" * 200)
+        del gone[:]
+        del grow[:]
+
+    without_memx_hook(drop)
+    assert name() == "hooked", name()
 
 held = []
 
