@@ -68,7 +68,10 @@ class Run:
 
     def dumps(self, pid=None):
         pat = f"{self.prefix}.{pid if pid else '*'}.*.heap"
-        return sorted(glob.glob(pat))
+        return sorted(p for p in glob.glob(pat) if not p.endswith(".peak.heap"))
+
+    def peaks(self):
+        return sorted(glob.glob(f"{self.prefix}.*.peak.heap"))
 
     def run(self, argv, **kw):
         p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=300, **kw)
@@ -676,6 +679,132 @@ def test_python_stacks():
               f"{' (no module)' if sub.startswith('skip') else ''}: ok")
 
 
+def by_line(dump):
+    """{(function, line) of the innermost Python frame: in-use bytes}"""
+    out = {}
+    for key, est in python_stacks(dump).items():
+        out[key[0]] = out.get(key[0], 0.0) + est
+    return out
+
+
+def check_small_objects(label, py, seeds=(1, 2, 3, 4, 5)):
+    """smallobj.py, default allocator and sample rate: the top line is the
+    one appending the tuples; the median estimate is within 20% of the sum
+    of sys.getsizeof. Returns the median error."""
+    script = os.path.join(PYSRC, "smallobj.py")
+    want = ("build", site_lines(script)["append"])
+    errs = []
+    for seed in seeds:
+        r = Run("pysmall", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=seed)
+        try:
+            out = r.run([py, script]).stdout.split()
+            truth = int(out[1])
+            lines = by_line(heap_dump.Dump(r.dumps()[0]))
+            top = max(lines, key=lines.get)
+            check(top == want, f"{label} seed {seed}: top line {top}, want {want}")
+            errs.append(lines[top] / truth - 1)
+        finally:
+            r.cleanup()
+    med = sorted(errs)[len(errs) // 2]
+    check(abs(med) <= 0.20, f"{label}: median estimate error {med:+.1%} ({errs})")
+    return med, errs
+
+
+def check_hook(label, py):
+    """hook.py: memx's hook is in place (CPython names no allocator), under
+    and over tracemalloc, with threads and fork; not with profiling off or
+    PYTHONMALLOC=malloc, and the debug hooks keep it out with one line."""
+    script = os.path.join(PYSRC, "hook.py")
+    cases = [
+        ({}, "done hooked hooked", ""),
+        ({"PYTHONTRACEMALLOC": "1"}, "done hooked hooked", "hooked already"),
+        ({"PYTHONMALLOC": "malloc"}, "done malloc malloc", ""),
+        ({"PYTHONMALLOC": "pymalloc_debug"}, "done pymalloc_debug pymalloc_debug",
+         "not pymalloc"),
+        ({"MEMX_PROFILE": None}, "done pymalloc pymalloc", ""),
+    ]
+    for env, want, err in cases:
+        r = Run("pyhook", MEMX_PROFILE_SAMPLE="64K", PYTHONWARNINGS="ignore")
+        try:
+            for k, v in env.items():
+                if v is None:
+                    r.env.pop(k, None)
+                else:
+                    r.env[k] = v
+            p = r.run([py, script])
+            check(p.stdout.strip() == want, f"{label} {env}: said {p.stdout!r}, want {want!r}")
+            memx_lines = [ln for ln in p.stderr.splitlines() if ln.startswith("memx:")]
+            if err:
+                check(len(memx_lines) == 1 and err in memx_lines[0],
+                      f"{label} {env}: stderr {p.stderr!r}")
+            else:
+                check(not memx_lines, f"{label} {env}: stderr {p.stderr!r}")
+            for path in r.dumps():
+                heap_dump.Dump(path)
+        finally:
+            r.cleanup()
+
+
+def check_peak(label, py, seeds=(1, 2, 3)):
+    """peak.py: the peak profile charges ~96 MiB to `transient` (median of
+    seeded runs within 90-110%); the exit dump, taken after everything was
+    freed, has nothing of it in use. Returns the median ratio."""
+    script = os.path.join(PYSRC, "peak.py")
+    want = ("transient", site_lines(script)["transient"])
+    ratios = []
+    for seed in seeds:
+        # 64 KiB sampling: ~1500 samples in the transient heap, so that the
+        # check is on the peak's copy (within 3% below the true peak), not on
+        # the sampling noise of ~190 samples at the default rate.
+        r = Run("pypeak", MEMX_PROFILE_SEED=seed, MEMX_PROFILE_SAMPLE="64K")
+        try:
+            r.run([py, script])
+            peaks = r.peaks()
+            check(len(peaks) == 1, f"{label}: peak profiles {peaks}")
+            d = heap_dump.Dump(peaks[0])
+            with open(peaks[0]) as f:
+                check("\nPEAK:\nthe sampled live heap at its peak: " in f.read(),
+                      f"{label}: no PEAK note in {peaks[0]}")
+            lines = by_line(d)
+            top = max(lines, key=lines.get)
+            check(top == want, f"{label} seed {seed}: peak's top line {top}, want {want}")
+            ratios.append(lines[top] / (96 * MiB))
+            exit_lines = by_line(heap_dump.Dump(r.dumps()[-1]))
+            check(exit_lines.get(want, 0) == 0, f"{label}: the exit dump holds {want}")
+            if seed == seeds[0] and label.startswith("3.12"):
+                check_pprof_reads(py, peaks[0])
+        finally:
+            r.cleanup()
+    med = sorted(ratios)[len(ratios) // 2]
+    check(0.9 <= med <= 1.1, f"{label}: peak holds {med:.0%} of transient's 96 MiB ({ratios})")
+    return med
+
+
+def check_pprof_reads(exe, path):
+    pprof = shutil.which("google-pprof") or shutil.which("pprof")
+    check(pprof, "google-pprof is not installed (scripts/install-deps.sh installs it)")
+    out = subprocess.run([pprof, "--text", "--inuse_space", exe, path],
+                         capture_output=True, text=True, timeout=120)
+    check(out.returncode == 0 and "Total:" in out.stdout,
+          f"google-pprof cannot read {path}: {out.stderr[-400:]}")
+
+
+def test_python_pymalloc():
+    """pymalloc's objects sampled through memx's PyMem hook, with the
+    default allocator, on every CPython 3.8-3.13 here (see check_*)."""
+    versions = python_versions()
+    check(versions, "no CPython 3.8-3.13 found")
+    for label, py in versions:
+        med, errs = check_small_objects(label, py)
+        check_hook(label, py)
+        check_survives(label, py, "adversarial.py", MEMX_PROFILE_SAMPLE="4K")
+        peak = check_peak(label, py)
+        print(f"    {label}: small-object leak median error {med:+.1%} "
+              f"(seeds: {' '.join(f'{e:+.0%}' for e in errs)}); peak profile holds "
+              f"{peak:.0%} of the transient 96 MiB; hook, tracemalloc, "
+              f"threads, fork, adversarial __del__: ok")
+
+
 TESTS = [
     test_accuracy,
     test_signal_c,
@@ -690,6 +819,7 @@ TESTS = [
     test_python_stacks,
     test_numpy_gil_released,
     test_child_processes,
+    test_python_pymalloc,
 ]
 
 

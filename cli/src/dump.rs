@@ -511,6 +511,11 @@ impl Dump {
             ));
         }
         for (name, lines) in &self.extra_sections {
+            // libmemx's peak profile (`<prefix>.<pid>.peak.heap`) says so.
+            if name == "PEAK" {
+                notes.extend(lines.iter().map(|l| format!("peak profile: {l}")));
+                continue;
+            }
             notes.push(format!(
                 "skipped section {name} ({} lines): not read by this version of memx",
                 lines.len()
@@ -594,6 +599,15 @@ whatever 1 2 3
             (py.function.as_str(), py.file.as_str(), py.line),
             ("load", "/x/app.py", 12)
         );
+    }
+
+    #[test]
+    fn a_peak_profile_says_when_its_peak_was() {
+        let text = format!("{GOOD}PEAK:\nthe sampled live heap at its peak: 300 bytes in use (estimated), 1.500 s after start\n");
+        let d = Dump::parse(&text).unwrap();
+        let notes = d.notes();
+        assert!(notes.contains(&"peak profile: the sampled live heap at its peak: 300 bytes in use (estimated), 1.500 s after start".to_string()), "{notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("skipped section PEAK")));
     }
 
     #[test]

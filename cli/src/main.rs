@@ -140,7 +140,7 @@ fn view(mut p: SymProfile, path: &Path, c: &Common) -> SymProfile {
     if c.python {
         if !p.has_python() {
             eprintln!(
-                "memx: note: {} has no Python frames (run Python with `memx run --python-all` on a memx that records them)",
+                "memx: note: {} has no Python frames (run Python with `memx run` on a memx that records them)",
                 path.display()
             );
         }

@@ -173,7 +173,7 @@ pub const OPTIONS: &[OptSpec] = &[
         short: None,
         value: None,
         cmds: &[Run],
-        help: "PYTHONMALLOC=malloc: every Python object through memx",
+        help: "PYTHONMALLOC=malloc: memx serves every Python object (not needed to profile them)",
     },
     OptSpec {
         long: "--top",

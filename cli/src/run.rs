@@ -361,10 +361,14 @@ pub fn run(o: RunOpts) -> Result<i32, String> {
         Ok(d) => {
             // The dump of this process with the most memory in use (only
             // parsed; symbolised if it is not the last one).
+            // libmemx's peak profile of the process competes too.
+            let peak = PathBuf::from(format!("{}.{}.peak.heap", prefix.display(), last.1));
             let largest = main
                 .iter()
                 .filter(|m| m.0 != last.0)
-                .filter_map(|m| Dump::load(&m.0).ok())
+                .map(|m| m.0.clone())
+                .chain(peak.is_file().then_some(peak))
+                .filter_map(|p| Dump::load(&p).ok())
                 .max_by(|a, b| a.total().inuse_bytes.total_cmp(&b.total().inuse_bytes))
                 .filter(|big| big.total().inuse_bytes > d.total().inuse_bytes)
                 .map(python_view);

@@ -139,7 +139,8 @@ fn dumps(dir: &Path, name: &str) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| {
             let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            n.starts_with(&format!("{name}.")) && n.ends_with(".heap")
+            // The numbered dumps (not the peak profile, `.peak.heap`).
+            n.starts_with(&format!("{name}.")) && n.ends_with(".heap") && !n.ends_with(".peak.heap")
         })
         .collect();
     v.sort();

@@ -18,9 +18,10 @@
 //! snapshot lives in pages mapped for it), or hold the table's lock while
 //! writing to the file.
 
+use super::peak::Snap;
 use super::process;
 use super::python::{self, Entry};
-use super::table::{Bucket, Counts, MAX_DEPTH};
+use super::table::{Counts, MAX_DEPTH};
 use super::STATE;
 use crate::config;
 use crate::sys;
@@ -39,11 +40,11 @@ const FAILURE_REPORTED: u32 = 1;
 
 pub type PathBuf = FixedBuf<{ config::Path::MAX + 48 }>;
 
-/// One bucket's counts, copied under the lock.
-#[derive(Clone, Copy)]
-struct Snap {
-    bucket: *const Bucket,
-    counts: Counts,
+/// What a dump holds: the live heap now, or as it was at its peak.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Now,
+    Peak,
 }
 
 /// The fork child numbers its own dumps from 1 (its files carry its pid).
@@ -68,9 +69,24 @@ pub fn reset_lock_in_writer() {
 }
 
 /// Writes dump number `seq` of this process (named after the pid that
-/// asked, also in a dump writer); returns its path, or None when it could
-/// not be written (reported once on stderr; the program goes on).
+/// asked, also in a dump writer) from `taken`, or from a copy taken now;
+/// returns its path, or None when it could not be written (reported once
+/// on stderr; the program goes on).
 pub fn write(seq: u32, taken: Option<Taken>) -> Option<PathBuf> {
+    write_file(Some(seq), || taken.or_else(|| snapshot(Kind::Now)))
+}
+
+/// Writes the peak profile (`<prefix>.<pid>.peak.heap`, replaced at each
+/// write); its path, or None when it could not be written or there is no
+/// peak yet.
+pub fn write_peak() -> Option<PathBuf> {
+    let peak = snapshot(Kind::Peak)?;
+    write_file(None, || Some(peak))
+}
+
+/// `<prefix>.<pid>.<seq>.heap` (or `.peak.heap` without a `seq`), written
+/// through a temporary file from the copy `take` gives.
+fn write_file(seq: Option<u32>, take: impl FnOnce() -> Option<Taken>) -> Option<PathBuf> {
     let _one_at_a_time = DUMP_LOCK.lock();
     let prefix = super::cfg().profile_prefix.as_bytes();
     let mut path = PathBuf::new();
@@ -78,7 +94,10 @@ pub fn write(seq: u32, taken: Option<Taken>) -> Option<PathBuf> {
         .str(".")
         .u64(super::published::pid() as u64)
         .str(".");
-    path.u64_width_zero(seq as u64, 4).str(".heap");
+    match seq {
+        Some(seq) => path.u64_width_zero(seq as u64, 4).str(".heap"),
+        None => path.str("peak.heap"),
+    };
     let mut tmp = PathBuf::new();
     tmp.bytes(path.as_bytes()).str(".tmp\0");
     let mut fin = PathBuf::new();
@@ -94,7 +113,7 @@ pub fn write(seq: u32, taken: Option<Taken>) -> Option<PathBuf> {
             return None;
         }
     };
-    let ok = write_contents(fd, taken);
+    let ok = write_contents(fd, take());
     io::close(fd);
     if !ok {
         io::unlink(tmp.as_bytes());
@@ -157,7 +176,8 @@ fn write_contents(fd: i32, taken: Option<Taken>) -> bool {
         n,
         bytes,
         pyframes,
-    }) = taken.or_else(snapshot)
+        peak,
+    }) = taken
     else {
         return false;
     };
@@ -192,9 +212,30 @@ fn write_contents(fd: i32, taken: Option<Taken>) -> bool {
     sys::unmap(snaps as *mut u8, bytes);
     out.put(b"\nMAPPED_LIBRARIES:\n");
     copy_maps(&mut out);
+    if let Some((bytes, after_ns)) = peak {
+        write_peak_note(&mut out, bytes, after_ns);
+    }
     write_python_frames(&mut out, pyframes);
     process::write(&mut |b: &[u8]| out.put(b));
     out.finish()
+}
+
+/// After the maps, in a peak profile (readers keep unknown sections):
+///
+/// ```text
+/// PEAK:
+/// the sampled live heap at its peak: 109051904 bytes in use (estimated), 2.345 s after start
+/// ```
+fn write_peak_note(out: &mut Writer, bytes: u64, after_ns: u64) {
+    let mut line = FixedBuf::<200>::new();
+    line.str("\nPEAK:\nthe sampled live heap at its peak: ")
+        .u64(bytes)
+        .str(" bytes in use (estimated), ")
+        .u64(after_ns / 1_000_000_000)
+        .str(".")
+        .u64_width_zero(after_ns / 1_000_000 % 1000, 3)
+        .str(" s after start\n");
+    out.put(line.as_bytes());
 }
 
 fn counts<const N: usize>(line: &mut FixedBuf<N>, c: &Counts) {
@@ -249,6 +290,8 @@ pub struct Taken {
     n: usize,
     bytes: usize,
     pyframes: *const Entry,
+    /// A peak profile's estimated bytes and time since start.
+    peak: Option<(u64, u64)>,
 }
 
 impl Taken {
@@ -258,41 +301,58 @@ impl Taken {
     }
 }
 
-/// Copies every bucket's counts under the lock into freshly mapped pages.
-fn snapshot() -> Option<Taken> {
-    let snap = take(&STATE.lock());
+/// Copies every bucket's counts (or the peak's copy) under the lock into
+/// freshly mapped pages; None if mapping failed or there is no peak yet.
+fn snapshot(kind: Kind) -> Option<Taken> {
+    let snap = take_kind(&STATE.lock(), kind);
     // Requests that came while the lock was held are served now.
     super::worker::serve_pending();
     snap
 }
 
-/// The copy, from the state the caller holds locked.
+/// The copy of the live heap now, from the state the caller holds locked.
 pub fn take(st: &super::State) -> Option<Taken> {
-    let pyframes = st.pyframes.newest();
-    let cap = st.table.buckets().max(1);
+    take_kind(st, Kind::Now)
+}
+
+fn take_kind(st: &super::State, kind: Kind) -> Option<Taken> {
+    let peak = &st.peak;
+    if kind == Kind::Peak && peak.bytes == 0 {
+        return None;
+    }
+    let cap = match kind {
+        Kind::Now => st.table.buckets(),
+        Kind::Peak => peak.snaps().len(),
+    }
+    .max(1);
     let bytes = round_up(cap * core::mem::size_of::<Snap>(), sys::os_page_size());
     let snaps = sys::map(bytes) as *mut Snap;
     if snaps.is_null() {
         return None;
     }
     let mut n = 0;
-    st.table.for_each(|b| {
+    let mut put = |s: Snap| {
         if n < cap {
             // SAFETY: `n < cap` slots fit in the mapping.
-            unsafe {
-                snaps.add(n).write(Snap {
-                    bucket: b,
-                    counts: b.counts,
-                })
-            };
+            unsafe { snaps.add(n).write(s) };
             n += 1;
         }
-    });
+    };
+    match kind {
+        Kind::Now => st.table.for_each(|b| {
+            put(Snap {
+                bucket: b,
+                counts: b.counts,
+            })
+        }),
+        Kind::Peak => peak.snaps().iter().for_each(|&s| put(s)),
+    }
     Some(Taken {
         snaps,
         n,
         bytes,
-        pyframes,
+        pyframes: st.pyframes.newest(),
+        peak: (kind == Kind::Peak).then(|| (peak.bytes, super::since_start(peak.at_ns))),
     })
 }
 

@@ -26,9 +26,12 @@
 //! malloc, take an allocator lock while holding its own (it may take META's,
 //! which comes after it in the order), or write a dump from a signal handler.
 
+mod debug_offsets;
 mod dump;
+mod peak;
 mod process;
 pub mod published;
+pub mod pyhook;
 pub mod python;
 pub mod table;
 mod worker;
@@ -82,6 +85,7 @@ pub(crate) struct State {
     table: StackTable,
     pyframes: python::FrameTable,
     triggers: Triggers,
+    peak: peak::Peak,
 }
 
 pub(crate) static STATE: Locked<State> = Locked::new(State {
@@ -93,7 +97,16 @@ pub(crate) static STATE: Locked<State> = Locked::new(State {
         next_alloc_dump: 0,
         next_inuse_dump: 0,
     },
+    peak: peak::Peak::new(),
 });
+
+/// When profiling was configured (monotonic ns): the peak's time origin.
+static START_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Nanoseconds from the start of profiling to `t`.
+fn since_start(t: u64) -> u64 {
+    t.saturating_sub(START_NS.load(Ordering::Relaxed))
+}
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The process the profiler works for: set by `start` and in a fork child.
@@ -148,6 +161,7 @@ pub fn configure(cfg: &'static Config) {
         st.triggers.next_alloc_dump = cfg.profile_alloc_interval;
         st.triggers.next_inuse_dump = cfg.profile_inuse_interval;
     }
+    START_NS.store(crate::sys::now_ns(), Ordering::Relaxed);
     sampler::set_seed(cfg.profile_seed);
     sampler::set_mean(cfg.profile_sample as usize);
     ENABLED.store(true, Ordering::Relaxed);
@@ -172,6 +186,7 @@ pub fn start() {
     let mut frames = [0usize; 4];
     unwind::backtrace(&mut frames);
     python::detect();
+    pyhook::detect();
     worker::start();
 }
 
@@ -203,6 +218,7 @@ pub fn record_alloc(_addr: usize, size: usize) -> Option<Sample> {
     let depth = unwind::backtrace(&mut native);
     let mut py = [python::PyFrame::default(); python::MAX_FRAMES];
     let npy = python::capture(&mut py);
+    pyhook::maybe_install();
     // With no Python frames, stitching copies the native stack as it is.
     let mut words = [0usize; MAX_DEPTH];
     let len = python::stitch(&native[..depth], &py[..npy], &mut words);
@@ -219,7 +235,15 @@ pub fn record_alloc(_addr: usize, size: usize) -> Option<Sample> {
         let reason = if record.is_null() {
             None
         } else {
-            st.triggers.on_alloc(est, cfg())
+            let r = st.triggers.on_alloc(est, cfg());
+            let State {
+                table,
+                triggers,
+                peak,
+                ..
+            } = &mut *st;
+            peak.on_alloc(triggers.in_use, table, crate::sys::now_ns);
+            r
         };
         (record, reason)
     };
@@ -325,6 +349,7 @@ pub fn at_exit() {
     worker::write_stats_line();
     if cfg().profile_at_exit {
         dump_now();
+        dump::write_peak();
     }
     // Dumps asked for before exit are complete when the process ends.
     crate::sys::snapshot_child::wait_all();

@@ -19,8 +19,10 @@
 //! functions above, or resolve symbols from the allocation path (that
 //! happens once, in `detect`, from the library constructor).
 
+use super::debug_offsets;
 use crate::meta::META;
 use crate::sys::dl;
+use crate::util::fmt::FixedBuf;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,27 +33,27 @@ pub const MAX_FRAMES: usize = 64;
 
 /// Byte offsets into the interpreter's structures for one minor version
 /// (x86-64 release builds; checked against the headers by the tests).
-#[derive(Clone, Copy)]
-struct Layout {
-    minor: u32,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Layout {
+    pub(super) minor: u32,
     /// PyThreadState → first frame: `frame` (≤3.10), `cframe` (3.11,
     /// 3.12; then `_PyCFrame.current_frame` at `cframe_current`), or
     /// `current_frame` (3.13).
-    ts_frame: usize,
-    cframe_current: Option<usize>,
-    f_back: usize,
-    f_code: usize,
+    pub(super) ts_frame: usize,
+    pub(super) cframe_current: Option<usize>,
+    pub(super) f_back: usize,
+    pub(super) f_code: usize,
     /// 3.11+: `prev_instr` / `instr_ptr`, `owner`, and 3.11's `is_entry`.
-    f_instr: usize,
-    f_owner: usize,
-    f_is_entry: Option<usize>,
-    co_filename: usize,
-    co_name: usize,
-    co_code_adaptive: usize,
-    co_firsttraceable: usize,
+    pub(super) f_instr: usize,
+    pub(super) f_owner: usize,
+    pub(super) f_is_entry: Option<usize>,
+    pub(super) co_filename: usize,
+    pub(super) co_name: usize,
+    pub(super) co_code_adaptive: usize,
+    pub(super) co_firsttraceable: usize,
     /// sizeof(PyASCIIObject), sizeof(PyCompactUnicodeObject).
-    ascii_size: usize,
-    compact_size: usize,
+    pub(super) ascii_size: usize,
+    pub(super) compact_size: usize,
 }
 
 const fn old(minor: u32) -> Layout {
@@ -73,7 +75,7 @@ const fn old(minor: u32) -> Layout {
     }
 }
 
-const LAYOUTS: [Layout; 6] = [
+pub(super) const LAYOUTS: [Layout; 6] = [
     old(8),
     old(9),
     old(10),
@@ -136,6 +138,8 @@ type IntFn = unsafe extern "C" fn() -> i32;
 /// The interpreter's entry points and layout, found once.
 struct Interp {
     layout: Layout,
+    /// The thread state holding the GIL (the pymalloc hook's check).
+    current_tstate: PtrFn,
     this_thread_tstate: PtrFn,
     is_initialized: IntFn,
     is_finalizing: IntFn,
@@ -196,7 +200,7 @@ pub fn detect() {
     let Some((3, minor)) = version() else {
         return;
     };
-    let Some(layout) = LAYOUTS.iter().find(|l| l.minor == minor).copied() else {
+    let Some(layout) = layout_for(minor) else {
         return;
     };
     let finalizing_name = if minor >= 13 {
@@ -204,7 +208,13 @@ pub fn detect() {
     } else {
         c"_Py_IsFinalizing"
     };
+    let current_name = if minor >= 13 {
+        c"PyThreadState_GetUnchecked"
+    } else {
+        c"_PyThreadState_UncheckedGet"
+    };
     let syms = [
+        dl::symbol(current_name),
         dl::symbol(c"PyGILState_GetThisThreadState"),
         dl::symbol(c"Py_IsInitialized"),
         dl::symbol(finalizing_name),
@@ -217,31 +227,87 @@ pub fn detect() {
     if syms.contains(&0) {
         return;
     }
-    let eval_size = dl::symbol_size(syms[7]);
+    let eval_size = dl::symbol_size(syms[8]);
     // SAFETY: each address was found under the name of a function with the
     // signature it is given here (CPython's C API for these versions).
     let interp = unsafe {
         Interp {
             layout,
-            this_thread_tstate: core::mem::transmute::<usize, PtrFn>(syms[0]),
-            is_initialized: core::mem::transmute::<usize, IntFn>(syms[1]),
-            is_finalizing: core::mem::transmute::<usize, IntFn>(syms[2]),
+            current_tstate: core::mem::transmute::<usize, PtrFn>(syms[0]),
+            this_thread_tstate: core::mem::transmute::<usize, PtrFn>(syms[1]),
+            is_initialized: core::mem::transmute::<usize, IntFn>(syms[2]),
+            is_finalizing: core::mem::transmute::<usize, IntFn>(syms[3]),
             addr2line: core::mem::transmute::<usize, unsafe extern "C" fn(*mut u8, i32) -> i32>(
-                syms[3],
-            ),
-            frame_line: core::mem::transmute::<usize, unsafe extern "C" fn(*mut u8) -> i32>(
                 syms[4],
             ),
-            code_type: syms[5],
-            unicode_type: syms[6],
-            eval_start: syms[7],
-            eval_end: syms[7] + eval_size,
+            frame_line: core::mem::transmute::<usize, unsafe extern "C" fn(*mut u8) -> i32>(
+                syms[5],
+            ),
+            code_type: syms[6],
+            unicode_type: syms[7],
+            eval_start: syms[8],
+            eval_end: syms[8] + eval_size,
         }
     };
     // SAFETY: called once from the constructor, before ACTIVE is set, so
     // nothing reads the slot yet.
     unsafe { *INTERP.0.get() = Some(interp) };
     ACTIVE.store(true, Ordering::Release);
+}
+
+/// The layout of CPython 3.`minor`: the table's up to 3.12; from 3.13 the
+/// interpreter's own `_Py_DebugOffsets`, read from `_PyRuntime` (checked
+/// against the table on 3.13). None, with one line on stderr for 3.13+,
+/// when frames cannot be read safely.
+fn layout_for(minor: u32) -> Option<Layout> {
+    let table = LAYOUTS.iter().find(|l| l.minor == minor.min(13)).copied()?;
+    if minor < 13 {
+        return Some(table);
+    }
+    let runtime = dl::symbol(c"_PyRuntime");
+    let mut line = FixedBuf::<240>::new();
+    line.str("memx: CPython 3.").u64(minor as u64).str(": ");
+    // SAFETY: `_PyRuntime` is CPython's static runtime state, far larger
+    // than the words read (3.13's struct alone is WORDS words), and
+    // initialised data before any code runs.
+    let words = (runtime != 0).then(|| unsafe {
+        core::ptr::read_unaligned(runtime as *const [u64; debug_offsets::WORDS])
+    });
+    let result = match words {
+        Some(w) if w[0].to_le_bytes() == *debug_offsets::COOKIE => {
+            debug_offsets::layout(&w, &table)
+        }
+        _ => {
+            line.str(
+                "no _Py_DebugOffsets at _PyRuntime; Python frames are off (native stacks only)\n",
+            );
+            crate::sys::write_stderr(line.as_bytes());
+            return None;
+        }
+    };
+    match result {
+        Ok(l) => {
+            if minor == 13 && l != table {
+                line.str(
+                    "_Py_DebugOffsets differ from memx's 3.13 table; using the offsets read\n",
+                );
+                crate::sys::write_stderr(line.as_bytes());
+            }
+            Some(l)
+        }
+        Err(debug_offsets::Refusal::Newer(v)) => {
+            line.str("_Py_DebugOffsets version ")
+                .hex(v)
+                .str(" is newer than memx knows; Python frames are off (native stacks only)\n");
+            crate::sys::write_stderr(line.as_bytes());
+            None
+        }
+        Err(debug_offsets::Refusal::FreeThreaded) => {
+            line.str("free-threaded build: Python frames and the pymalloc hook are off (native stacks only)\n");
+            crate::sys::write_stderr(line.as_bytes());
+            None
+        }
+    }
 }
 
 /// None outside CPython 3.8–3.13; else whether the interpreter has
@@ -310,6 +376,34 @@ fn own_thread_state(py: &Interp) -> usize {
             return 0;
         }
         (py.this_thread_tstate)() as usize
+    }
+}
+
+/// Whether Python frames are read in this process (CPython 3.8–3.13 found).
+pub fn active() -> bool {
+    interp().is_some()
+}
+
+/// Whether this thread's own thread state holds the GIL in a running
+/// interpreter (initialised, not finalising): the check that survives
+/// sub-interpreters, which `PyGILState_Check` does not.
+pub fn holds_gil() -> bool {
+    gil_tstate().is_some()
+}
+
+fn gil_tstate() -> Option<(&'static Interp, usize)> {
+    let py = interp()?;
+    // SAFETY: pure reads of interpreter state (no allocation, no Python
+    // code); the thread-state getters read a TLS slot or a global.
+    unsafe {
+        if (py.is_initialized)() == 0 || (py.is_finalizing)() != 0 {
+            return None;
+        }
+        let t = (py.current_tstate)() as usize;
+        if t == 0 || t != (py.this_thread_tstate)() as usize {
+            return None;
+        }
+        Some((py, t))
     }
 }
 

@@ -44,7 +44,9 @@ mod slow;
 pub use registry::{
     flush_current, for_each_cache, on_thread_exit, reclaim_after_fork, registry_lock,
 };
-pub use sampling::{alloc_large, enter_profiler, leave_profiler};
+pub use sampling::{
+    alloc_large, alloc_sampled_object, count_down_is_sample, enter_profiler, leave_profiler,
+};
 pub use sizing::{set_budget, PER_THREAD_MAX};
 pub use slow::malloc_checked;
 

@@ -123,22 +123,36 @@ pub(super) fn free_large(p: *mut u8) {
 #[cold]
 #[inline(never)]
 pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
-    let tc = current();
-    if !is_static(tc) && size <= large::MAX_REQUEST {
-        // SAFETY: a live cache (not static) is this thread's own.
-        let t = unsafe { &*tc };
-        // SAFETY: as above.
-        // Large objects are never guarded (bigger than a guarded slot).
-        if unsafe { ThreadCache::charge(tc, size) }
-            && countdown_expired(t) == sampler::Event::Profile
-        {
-            return alloc_sampled(size, align_pages);
-        }
+    if size <= large::MAX_REQUEST && count_down_is_sample(size) {
+        return alloc_sampled(size, align_pages);
     }
     // The first request of a program may be large: initialise (as the
     // small path does before creating a cache).
     crate::init::ensure();
     large::alloc(size, align_pages)
+}
+
+/// Takes `size` bytes off this thread's countdown; true when the request
+/// that crossed zero is to be a profiler sample. For requests served
+/// outside the fast path (large ones, and the Python allocator hook's,
+/// which memx does not serve unless sampled); they are never guarded (a
+/// large object is bigger than a guarded slot, and the hook's objects are
+/// pymalloc's). A thread with no cache yet counts nothing.
+pub fn count_down_is_sample(size: usize) -> bool {
+    let tc = current();
+    if is_static(tc) {
+        return false;
+    }
+    // SAFETY: a live cache (not static) is this thread's own.
+    let expired = unsafe { ThreadCache::charge(tc, size) };
+    // SAFETY: as above.
+    expired && countdown_expired(unsafe { &*tc }) == sampler::Event::Profile
+}
+
+/// A sampled object of `size` bytes that the countdown chose elsewhere (the
+/// Python allocator hook): a span of its own, recorded with the stack.
+pub fn alloc_sampled_object(size: usize) -> *mut u8 {
+    alloc_sampled(size, 1)
 }
 
 /// A guarded object (`guard`), or null to allocate normally. The stack
