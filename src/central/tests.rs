@@ -1,0 +1,133 @@
+//! Central free lists on their own (no thread caches): ranges, spans
+//! going back to the page heap, transfer caches.
+
+use super::*;
+use crate::size_class::size_of;
+
+fn chain_len(h: *mut FreeObject) -> usize {
+    // SAFETY: chains from remove_range are END-terminated and encoded.
+    unsafe { crate::free_object::chain_len(h, link_key()) }.unwrap()
+}
+
+#[test]
+fn batches_round_trip_and_spans_return() {
+    set_sharing(true);
+    // A private list for class 40 (the global lists serve other tests).
+    let class = 40;
+    let k = CLASSES[class];
+    let mut c = CentralFreeList::new(class);
+    let mut got = Vec::new();
+    for _ in 0..(k.objects as usize * 3 / k.batch as usize + 2) {
+        let (h, n) = c.remove_range(k.batch as usize);
+        assert_eq!(n, k.batch as usize);
+        assert_eq!(chain_len(h), n);
+        got.push((h, n));
+    }
+    // Objects are distinct and aligned.
+    let mut addrs = Vec::new();
+    for &(h, _) in &got {
+        let mut p = h;
+        while p != END {
+            addrs.push(p as usize);
+            // SAFETY: chain from remove_range.
+            p = unsafe { crate::free_object::link(p, link_key()) };
+        }
+    }
+    let total = addrs.len();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), total);
+    assert!(addrs.windows(2).all(|w| w[1] - w[0] >= size_of(class)));
+    assert!(c.spans >= 3);
+    for (h, n) in got {
+        // SAFETY: returning exactly what was taken.
+        unsafe { c.insert_range(h, n) };
+    }
+    c.drain_transfer();
+    assert_eq!(c.spans, 0, "all spans went back to the page heap");
+    assert_eq!(c.free_in_spans, 0);
+}
+
+#[test]
+fn a_span_without_a_whole_object_left_leaves_the_list() {
+    // A fork child can find a span half-updated by the interrupted
+    // parent: here its never-used tail is shorter than an object.
+    // remove_range used to spin on such a span for ever.
+    let class = 5;
+    let mut c = CentralFreeList::new(class);
+    let (h, n) = c.remove_range(1);
+    let s = c.nonempty.first();
+    // SAFETY: a live span of this private list, under our ownership.
+    unsafe { (*s).small.bump = (*s).small.limit - 8 };
+    let (h2, n2) = c.remove_range(3);
+    assert_eq!(n2, 3);
+    // SAFETY: returning exactly what was taken.
+    unsafe {
+        c.insert_range(h, n);
+        c.insert_range(h2, n2);
+    }
+}
+
+#[test]
+fn every_central_list_knows_its_class() {
+    for (c, list) in CENTRAL.iter().enumerate() {
+        assert_eq!(list.lock().class as usize, c);
+    }
+}
+
+#[test]
+fn transfer_cache_grows_only_after_running_dry() {
+    let class = 4; // 64 B
+    let k = &CLASSES[class];
+    let mut c = CentralFreeList::new(class);
+    let first = transfer_capacity(k);
+    assert!(first < max_transfer_capacity(k));
+    // Full, and never found empty: it keeps its size.
+    assert!(c.transfer_room(k));
+    c.ntransfer = first;
+    assert!(!c.transfer_room(k));
+    assert_eq!(c.capacity, first);
+    // This thread ran it dry (a batch request fell through to the
+    // spans), then overflowed it itself: a burst, not a hand-off.
+    c.ntransfer = 0;
+    let (h, n) = c.remove_range(k.batch as usize);
+    assert_eq!(c.dry_by, this_thread());
+    c.ntransfer = first;
+    assert!(
+        !c.transfer_room(k),
+        "one thread's own burst does not grow it"
+    );
+    // Another thread ran it dry, this one overflows it: it doubles, once.
+    c.dry_by = this_thread() ^ 64;
+    assert!(c.transfer_room(k));
+    assert_eq!(c.capacity, 2 * first);
+    c.ntransfer = 2 * first;
+    assert!(
+        !c.transfer_room(k),
+        "no second doubling without running dry again"
+    );
+    // Never beyond the maximum.
+    for _ in 0..20 {
+        c.dry_by = this_thread() ^ 64;
+        c.ntransfer = c.capacity;
+        c.transfer_room(k);
+    }
+    assert_eq!(c.capacity, max_transfer_capacity(k));
+    c.ntransfer = 0;
+    c.drain_transfer();
+    assert_eq!(c.capacity, 0, "malloc_trim starts it over");
+    // SAFETY: returning what was taken.
+    unsafe { c.release_chain(h, n) };
+    assert_eq!(c.spans, 0);
+}
+
+#[test]
+fn partial_ranges() {
+    let class = 3;
+    let mut c = CentralFreeList::new(class);
+    let (h, n) = c.remove_range(5);
+    assert_eq!(n, 5);
+    // SAFETY: returning what was taken.
+    unsafe { c.insert_range(h, n) };
+    assert_eq!(c.spans, 0);
+}
