@@ -23,6 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import heap_dump  # noqa: E402
+from testkit import Fail, build_c, check  # noqa: E402
 
 SRC = os.path.join(ROOT, "cdylib-tests", "profile")
 BIN = os.path.join(ROOT, "target", "profile-tests")
@@ -30,27 +31,8 @@ MiB = 1 << 20
 PYTHON = os.path.realpath(sys.executable)
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
 def build():
-    os.makedirs(BIN, exist_ok=True)
-    for src in glob.glob(os.path.join(SRC, "*.c")):
-        name = os.path.splitext(os.path.basename(src))[0]
-        lib = name == "chain_handler"
-        out = os.path.join(BIN, name + (".so" if lib else ""))
-        if os.path.exists(out) and os.path.getmtime(out) > os.path.getmtime(src):
-            continue
-        cmd = ["gcc", "-O1", "-g", "-fno-inline", "-pthread", "-Wall", "-Werror", src, "-o", out]
-        if lib:
-            cmd[1:1] = ["-shared", "-fPIC"]
-        subprocess.run(cmd, check=True)
+    build_c(SRC, BIN, shared=("chain_handler",))
 
 
 class Run:

@@ -25,6 +25,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from testkit import Fail, build_c, check  # noqa: E402
 SRC = os.path.join(ROOT, "cdylib-tests", "services")
 BIN = os.path.join(ROOT, "target", "service-tests")
 MEMX = os.path.join(ROOT, "target", "release", "memx")
@@ -33,27 +35,12 @@ PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:] or [""]
 PG_BIN = PG_BIN[0]
 
 
-class Fail(Exception):
-    pass
-
-
 class Skip(Exception):
     pass
 
 
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
 def build():
-    os.makedirs(BIN, exist_ok=True)
-    for src in glob.glob(os.path.join(SRC, "*.c")):
-        out = os.path.join(BIN, os.path.splitext(os.path.basename(src))[0])
-        if os.path.exists(out) and os.path.getmtime(out) > os.path.getmtime(src):
-            continue
-        subprocess.run(["gcc", "-O1", "-g", "-fno-inline", "-Wall", "-Werror", src, "-o", out],
-                       check=True)
+    build_c(SRC, BIN)
 
 
 def free_port():

@@ -16,6 +16,6 @@ def make_empty():
 
 
 held = [make_zeros() for _ in range(4)] + [make_empty() for _ in range(4)]
-os.kill(os.getpid(), signal.SIGUSR2)
+os.kill(os.getpid(), signal.SIGRTMIN + 10)  # memx's default dump signal
 time.sleep(0.3)
 print("done", len(held))

@@ -23,6 +23,6 @@ for t in data:
     truth += sys.getsizeof(t) + sum(sys.getsizeof(x) for x in t)
 sys.stdout.write(f"truth {truth}\n")
 sys.stdout.flush()
-os.kill(os.getpid(), signal.SIGUSR2)
+os.kill(os.getpid(), signal.SIGRTMIN + 10)  # memx's default dump signal
 time.sleep(0.3)
 sys.stdout.write("done\n")

@@ -7,7 +7,7 @@ import time
 
 
 def dump_and_wait(n):
-    os.kill(os.getpid(), signal.SIGUSR2)
+    os.kill(os.getpid(), signal.SIGRTMIN + 10)  # memx's default dump signal
     pattern = "%s.%d.*.heap" % (os.environ["MEMX_PROFILE"], os.getpid())
     while len(glob.glob(pattern)) < n:
         time.sleep(0.01)
