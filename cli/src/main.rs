@@ -120,15 +120,58 @@ fn load_operands(c: &Common) -> Result<(PathBuf, SymProfile), String> {
     if c.positional.is_empty() {
         return Err("--merge needs the dumps to merge (see memx --help)".into());
     }
-    let parts = c
-        .positional
+    let (kept, dropped) = newest_per_process(&c.positional);
+    if !dropped.is_empty() {
+        let names: Vec<String> = dropped.iter().map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "memx: note: merging each process's newest dump only; left out (older dumps or peak profiles of the same processes): {}",
+            names.join(" ")
+        );
+    }
+    let parts = kept
         .iter()
-        .map(|p| SymProfile::load(Path::new(p)))
+        .map(|p| SymProfile::load(p))
         .collect::<Result<Vec<_>, _>>()?;
     let merged = SymProfile::merge(parts).expect("at least one dump");
     let path = PathBuf::from(&c.positional[0]);
     let shown = merged.dump.path.clone();
     Ok((path, view(merged, &shown, c)))
+}
+
+/// Of several dumps of one process (`<prefix>.<pid>.<seq>.heap`, and its
+/// `<prefix>.<pid>.peak.heap`), only the newest numbered one is merged:
+/// each is its process's whole heap at one moment, so two of them would
+/// count the same objects twice. A peak profile counts only when it is the
+/// process's only dump given; a file not named that way is always kept.
+/// Returns (kept, left out), each in the order given.
+fn newest_per_process(operands: &[OsString]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    // (pid, rank): rank = seq + 1 for a numbered dump, 0 for a peak profile.
+    let identity = |p: &Path| -> Option<(String, u64)> {
+        let name = p.file_name()?.to_str()?;
+        let mut parts = name.rsplit('.');
+        if parts.next()? != "heap" {
+            return None;
+        }
+        let seq = parts.next()?;
+        let pid = parts.next()?.parse::<u32>().ok()?;
+        let prefix = p.with_file_name(parts.rev().collect::<Vec<_>>().join("."));
+        let rank = match seq {
+            "peak" => 0,
+            s => s.parse::<u64>().ok()? + 1,
+        };
+        Some((format!("{}.{pid}", prefix.display()), rank))
+    };
+    let paths: Vec<PathBuf> = operands.iter().map(PathBuf::from).collect();
+    let mut best: std::collections::HashMap<String, u64> = Default::default();
+    for p in &paths {
+        if let Some((id, rank)) = identity(p) {
+            let b = best.entry(id).or_insert(rank);
+            *b = (*b).max(rank);
+        }
+    }
+    paths
+        .into_iter()
+        .partition(|p| identity(p).is_none_or(|(id, rank)| best[&id] == rank))
 }
 
 /// The Python view with `--python`, then `--python-only`/`--native-only`;
@@ -367,5 +410,41 @@ fn main() -> ExitCode {
             eprintln!("memx: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_takes_each_process_newest_dump_only() {
+        let ops: Vec<OsString> = [
+            "d/p.10.0001.heap",
+            "d/p.10.0002.heap",
+            "d/p.10.peak.heap",
+            "d/p.11.peak.heap",
+            "d/q.10.0001.heap",
+            "other.heap",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let (kept, dropped) = newest_per_process(&ops);
+        let names = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&kept),
+            [
+                "d/p.10.0002.heap",
+                "d/p.11.peak.heap",
+                "d/q.10.0001.heap",
+                "other.heap"
+            ]
+        );
+        assert_eq!(names(&dropped), ["d/p.10.0001.heap", "d/p.10.peak.heap"]);
     }
 }
