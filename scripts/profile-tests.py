@@ -23,7 +23,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import heap_dump  # noqa: E402
-from testkit import Fail, build_c, check  # noqa: E402
+from testkit import Fail, build_c, check, run_tests  # noqa: E402
 
 SRC = os.path.join(ROOT, "cdylib-tests", "profile")
 BIN = os.path.join(ROOT, "target", "profile-tests")
@@ -814,19 +814,10 @@ def main():
         LIB = os.path.join(ROOT, "target/release/libmemx.so")
     check(os.path.exists(LIB), f"{LIB} not found (run make build)")
     build()
-    failed = 0
     start = time.time()
-    for t in TESTS:
-        name = t.__name__[len("test_"):]
-        if args and name not in args:
-            continue
-        t0 = time.time()
-        try:
-            t()
-            print(f"PASS {name} ({time.time() - t0:.1f} s)", flush=True)
-        except (Fail, heap_dump.DumpError, subprocess.SubprocessError, OSError) as e:
-            failed += 1
-            print(f"FAIL {name}: {e}", flush=True)
+    failed = run_tests(
+        TESTS, args, errors=(Fail, heap_dump.DumpError, subprocess.SubprocessError, OSError)
+    )
     print(f"profile tests: {'all passed' if not failed else f'{failed} failed'} "
           f"in {time.time() - start:.0f} s")
     sys.exit(1 if failed else 0)

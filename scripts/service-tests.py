@@ -26,7 +26,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from testkit import Fail, build_c, check  # noqa: E402
+from testkit import Fail, build_c, check, run_tests  # noqa: E402
 SRC = os.path.join(ROOT, "cdylib-tests", "services")
 BIN = os.path.join(ROOT, "target", "service-tests")
 MEMX = os.path.join(ROOT, "target", "release", "memx")
@@ -435,21 +435,7 @@ def main():
               "as their users)")
         return 0
     build()
-    failed = 0
-    for t in TESTS:
-        name = t.__name__[len("test_"):]
-        if args and name not in args:
-            continue
-        t0 = time.time()
-        try:
-            t()
-            print(f"PASS {name} ({time.time() - t0:.1f} s)")
-        except Skip as e:
-            print(f"SKIP {name}: {e}")
-        except Fail as e:
-            failed += 1
-            print(f"FAIL {name}: {e}")
-        sys.stdout.flush()
+    failed = run_tests(TESTS, args, skip=(Skip,))
     return 1 if failed else 0
 
 

@@ -1,10 +1,11 @@
 """What the Python test drivers (profile-tests.py, service-tests.py) share:
-a failed check, and building their C helper programs when the source is
-newer than the binary."""
+a failed check, building their C helper programs when the source is newer
+than the binary, and running their tests."""
 
 import glob
 import os
 import subprocess
+import time
 
 
 class Fail(Exception):
@@ -30,3 +31,24 @@ def build_c(src_dir, bin_dir, shared=()):
         if lib:
             cmd[1:1] = ["-shared", "-fPIC"]
         subprocess.run(cmd, check=True)
+
+
+def run_tests(tests, only, errors=(Fail,), skip=()):
+    """Runs each test_* function (all, or those named in `only`), printing
+    PASS, SKIP (an exception in `skip`) or FAIL (one in `errors`) with its
+    time; returns how many failed."""
+    failed = 0
+    for t in tests:
+        name = t.__name__[len("test_"):]
+        if only and name not in only:
+            continue
+        t0 = time.time()
+        try:
+            t()
+            print(f"PASS {name} ({time.time() - t0:.1f} s)", flush=True)
+        except skip as e:
+            print(f"SKIP {name}: {e}", flush=True)
+        except errors as e:
+            failed += 1
+            print(f"FAIL {name}: {e}", flush=True)
+    return failed
