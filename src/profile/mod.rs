@@ -120,6 +120,21 @@ static FINAL: AtomicU32 = AtomicU32::new(FINAL_NONE);
 const FINAL_NONE: u32 = 0;
 const FINAL_WRITING: u32 = 1;
 const FINAL_DONE: u32 = 2;
+/// Where the exit dump is, for SIGTERM's handler.
+pub(crate) enum ExitDump {
+    NotStarted,
+    Writing,
+    Written,
+}
+
+pub(crate) fn exit_dump_progress() -> ExitDump {
+    match FINAL.load(Ordering::SeqCst) {
+        FINAL_NONE => ExitDump::NotStarted,
+        FINAL_WRITING => ExitDump::Writing,
+        _ => ExitDump::Written,
+    }
+}
+
 /// How long an exit waits for another thread's final dump: the same thread
 /// re-entering (a signal handler) must not wait forever.
 const FINAL_WAIT_MS: i32 = 5000;
@@ -353,8 +368,10 @@ pub fn at_exit() {
     }
     // Dumps asked for before exit are complete when the process ends.
     crate::sys::snapshot_child::wait_all();
-    FINAL.store(FINAL_DONE, Ordering::Release);
+    FINAL.store(FINAL_DONE, Ordering::SeqCst);
     crate::sys::io::futex_wake(&FINAL);
+    // SIGTERM came while the exit dump was being written.
+    worker::die_if_terminated();
 }
 
 /// The process leaves through `_exit` (`os._exit`, multiprocessing's fork

@@ -83,6 +83,14 @@ pub const CRASH: u32 = 32;
 
 /// SIGTERM's handler waits for CPython to finish starting (see catch_term).
 static TERM_PENDING: AtomicBool = AtomicBool::new(false);
+/// SIGTERM arrived and its dump could not be started from the handler: the
+/// profiler's lock was held (perhaps by the very thread the signal
+/// interrupted, which can only let go once the handler returns) or the
+/// exit dump was being written. Whoever finishes that work (the lock's
+/// holder, once its writer is started; `at_exit`, once the exit dump is
+/// written) ends the process with SIGTERM. Set before the dump is asked
+/// for, so that a server that takes the request sees it.
+static TERM_DEFERRED: AtomicBool = AtomicBool::new(false);
 
 /// How often, once the main thread has called pthread_exit, the clock
 /// thread looks whether it is the last thread left.
@@ -147,6 +155,7 @@ pub fn serve_pending() {
                 Ok(()) => published::count_dump(),
                 Err(e) => spawn_failed(e),
             }
+            die_if_terminated();
         }
         SERVING.store(false, Ordering::SeqCst);
     }
@@ -214,8 +223,34 @@ extern "C" fn on_signal(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 }
 
 extern "C" fn on_term(sig: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    dump_and_wait();
+    TERM_DEFERRED.store(true, Ordering::SeqCst);
+    match super::exit_dump_progress() {
+        super::ExitDump::Written => io::die_of(sig),
+        // `at_exit` dies once the file is complete (this thread may be the
+        // one writing it: waiting here would never end).
+        super::ExitDump::Writing => return,
+        super::ExitDump::NotStarted => {}
+    }
+    if dump_and_wait() {
+        io::die_of(sig);
+    }
+    // The lock was busy: the request waits in PENDING for its holder (or a
+    // server is mid-way), which starts the writer and then ends the process
+    // (`die_if_terminated`). Otherwise no writer could be started at all.
+    if PENDING.load(Ordering::SeqCst) != 0 || SERVING.load(Ordering::SeqCst) {
+        return;
+    }
     io::die_of(sig);
+}
+
+/// After a writer was started (or the exit dump written): if SIGTERM came
+/// meanwhile and was deferred to us, waits for the writers and dies of it,
+/// as the process would have without memx, a dump's time later.
+pub fn die_if_terminated() {
+    if TERM_DEFERRED.load(Ordering::SeqCst) {
+        snapshot_child::wait_all();
+        io::die_of(libc::SIGTERM);
+    }
 }
 
 /// SIGTERM (`kill`, multiprocessing's `Pool.terminate`) ends a process
@@ -290,6 +325,7 @@ pub fn start() {
 /// stats file of our own pid.
 pub fn restart_in_child() {
     PENDING.store(0, Ordering::Relaxed);
+    TERM_DEFERRED.store(false, Ordering::Relaxed);
     SERVING.store(false, Ordering::Relaxed);
     snapshot_child::forget_after_fork();
     snapshot_child::share_word();
