@@ -472,6 +472,25 @@ def check_nested(label, py):
         top = max((s for s in d.stacks if heap_dump.python_frames(d, s)),
                   key=lambda s: s.inuse_bytes)
         check(not heap_dump.is_python(top.frames[0]), f"{label}: no native frames before Python")
+        # The native walk ends at the innermost evaluation call: every
+        # frame after the first Python one is Python's; MEMX_PROFILE_NATIVE=1
+        # keeps the native frames outside it (main and below, at least).
+        first = next(i for i, w in enumerate(top.frames) if heap_dump.is_python(w))
+        outer_native = sum(not heap_dump.is_python(w) for w in top.frames[first:])
+        check(outer_native == 0, f"{label}: {outer_native} native frames outside the Python ones")
+        full = Run("pynested-native", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=2,
+                   MEMX_PROFILE_NATIVE=1)
+        try:
+            full.run([py, script])
+            fd = heap_dump.Dump(full.dumps()[0])
+            ftop = max((s for s in fd.stacks if heap_dump.python_frames(fd, s)),
+                       key=lambda s: s.inuse_bytes)
+            check(not heap_dump.is_python(ftop.frames[-1]) and
+                  heap_dump.python_frames(fd, ftop) == heap_dump.python_frames(d, top),
+                  f"{label}: MEMX_PROFILE_NATIVE=1 stack ends with a Python frame, or its "
+                  f"Python frames differ")
+        finally:
+            full.cleanup()
         # memx report shows the same stack, Python frames named in order,
         # and --python-only / --native-only keep one kind of frame.
         memx = os.path.join(ROOT, "target", "release", "memx")

@@ -37,6 +37,10 @@ pub struct Config {
     pub profile_sigterm: bool,
     /// Fixed seed for the sampler (0: random), for reproducible tests.
     pub profile_seed: u64,
+    /// In a Python process, every native frame of a sample; false: native
+    /// frames up to the innermost call of the interpreter's evaluation
+    /// function only (the Python frames stand for the rest).
+    pub profile_native: bool,
     /// Milliseconds between two lines of `<prefix>.<pid>.stats` (0: off).
     pub stats_interval_ms: u64,
     /// Checked mode: double-free, overflow and use-after-free checks.
@@ -93,6 +97,7 @@ impl Config {
         profile_at_exit: true,
         profile_sigterm: true,
         profile_seed: 0,
+        profile_native: false,
         stats_interval_ms: 0,
         check: false,
         guard_sample: 16 << 20,
@@ -260,6 +265,17 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "fixed seed for the sampler, so a single-threaded run samples the same \
               objects every time (0 = random; for tests)",
         apply: |c, v, _| c.profile_seed = v,
+    },
+    OptionSpec {
+        name: "MEMX_PROFILE_NATIVE",
+        form: Form::Bool,
+        min: 0,
+        max: 1,
+        default: "0",
+        doc: "1 = in a Python process, record every native frame of a sample \
+              (0 = native frames up to the innermost Python call; the Python \
+              frames stand for the rest, at a third of the unwinding cost)",
+        apply: |c, v, _| c.profile_native = v != 0,
     },
     OptionSpec {
         name: "MEMX_STATS_INTERVAL",

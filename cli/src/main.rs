@@ -251,6 +251,7 @@ fn parse_run(args: Vec<OsString>) -> Result<run::RunOpts, String> {
             "--limit" => o.limit = value,
             "--stats-interval" => o.stats_interval = value,
             "--python-all" => o.python_all = true,
+            "--native-stacks" => o.native_stacks = true,
             other => unreachable!("{other} is in the table but not handled"),
         }
     }

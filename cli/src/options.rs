@@ -176,6 +176,14 @@ pub const OPTIONS: &[OptSpec] = &[
         help: "PYTHONMALLOC=malloc: memx serves every Python object (not needed to profile them)",
     },
     OptSpec {
+        long: "--native-stacks",
+        short: None,
+        value: None,
+        cmds: &[Run],
+        help: "in Python, record every native frame (MEMX_PROFILE_NATIVE=1; default: native frames \
+               up to the innermost Python call, a third of the unwinding cost)",
+    },
+    OptSpec {
         long: "--top",
         short: None,
         value: Some("N"),

@@ -18,6 +18,7 @@ pub struct RunOpts {
     pub limit: Option<String>,
     pub stats_interval: Option<String>,
     pub python_all: bool,
+    pub native_stacks: bool,
     pub command: Vec<OsString>,
 }
 
@@ -280,6 +281,9 @@ pub fn run(o: RunOpts) -> Result<i32, String> {
     set(&mut cmd, "MEMX_STATS_INTERVAL", &o.stats_interval);
     if o.python_all {
         cmd.env("PYTHONMALLOC", "malloc");
+    }
+    if o.native_stacks {
+        cmd.env("MEMX_PROFILE_NATIVE", "1");
     }
     let mut child = cmd
         .spawn()

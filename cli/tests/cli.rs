@@ -190,17 +190,28 @@ fn run_passes_exit_code_and_environment() {
     let (out, _) = memx_run(
         &dir,
         "sh",
-        &["--sample", "4096", "--limit", "1G", "--stats-interval", "50", "--signal", "USR1", "--python-all"],
+        &[
+            "--sample",
+            "4096",
+            "--limit",
+            "1G",
+            "--stats-interval",
+            "50",
+            "--signal",
+            "USR1",
+            "--python-all",
+            "--native-stacks",
+        ],
         &[
             "sh".as_ref(),
             "-c".as_ref(),
-            "echo $MEMX_PROFILE_SAMPLE $MEMX_HEAP_LIMIT $MEMX_STATS_INTERVAL $MEMX_PROFILE_SIGNAL $PYTHONMALLOC; echo $LD_PRELOAD; echo $MEMX_PROFILE; exit 7".as_ref(),
+            "echo $MEMX_PROFILE_SAMPLE $MEMX_HEAP_LIMIT $MEMX_STATS_INTERVAL $MEMX_PROFILE_SIGNAL $PYTHONMALLOC $MEMX_PROFILE_NATIVE; echo $LD_PRELOAD; echo $MEMX_PROFILE; exit 7".as_ref(),
         ],
     );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines[0], "4096 1G 50 USR1 malloc");
+    assert_eq!(lines[0], "4096 1G 50 USR1 malloc 1");
     assert!(lines[1].ends_with("/libmemx.so"), "{}", lines[1]);
     assert_eq!(lines[2], dir.join("sh").to_str().unwrap());
     let stderr = text(&out.stderr);

@@ -10,7 +10,9 @@
 //!   crosses zero memx serves the request itself as a sampled object (a
 //!   span of its own, recorded with the stack, Python frames included).
 //!   Every other request goes to the previous allocator unchanged.
-//! - free, and realloc of anything the hook did not just sample, go to the
+//! - free is the previous allocator's own function, installed as it is
+//!   (the hook's context is the previous allocator's, so no free pays for
+//!   the hook); realloc of anything the hook does not sample goes to the
 //!   previous allocator. Ownership is decided in one place, memx's own
 //!   `free`/`realloc`: pymalloc hands every pointer outside its arenas to
 //!   `PyMem_RawFree`/`PyMem_RawRealloc`, which are memx's, so a sampled
@@ -77,7 +79,7 @@ struct Allocator {
 }
 
 /// The allocators the hook replaced, one per domain (MEM, OBJ); each hook's
-/// `ctx` points at its domain's slot.
+/// `ctx` points at its domain's slot, as tracemalloc's do.
 struct Saved(UnsafeCell<[Option<Allocator>; 2]>);
 // SAFETY: each slot is written once, before the hook that reads it is
 // published with PyMem_SetAllocator (under the GIL), and never again.
@@ -189,22 +191,17 @@ unsafe fn install() -> u32 {
         }
         let get: GetFn = core::mem::transmute(GET.load(Ordering::Relaxed));
         let set: SetFn = core::mem::transmute(SET.load(Ordering::Relaxed));
-        let prev = &mut *PREV.0.get();
+        let saved = &mut *PREV.0.get();
         for (slot, domain) in [(0, DOMAIN_MEM), (1, DOMAIN_OBJ)] {
             let mut a = core::mem::MaybeUninit::<Allocator>::uninit();
             get(domain, a.as_mut_ptr());
-            prev[slot] = Some(a.assume_init());
+            saved[slot] = Some(a.assume_init());
         }
         for (slot, domain) in [(0, DOMAIN_MEM), (1, DOMAIN_OBJ)] {
-            let hook = Allocator {
-                ctx: prev[slot].as_mut().unwrap() as *mut Allocator as *mut c_void,
-                malloc: hook_malloc,
-                calloc: hook_calloc,
-                realloc: hook_realloc,
-                free: hook_free,
-            };
             // PyMem_SetAllocator copies the struct.
-            set(domain, &hook);
+            if let Some(p) = saved[slot].as_mut() {
+                set(domain, &hook_over(p));
+            }
         }
         INSTALLED
     }
@@ -215,8 +212,26 @@ fn say(msg: &[u8]) {
     crate::sys::write_stderr(b"\n");
 }
 
+/// The hook over the saved allocator `p`: its ctx names `p`; malloc, calloc
+/// and realloc are memx's; free is pymalloc's own, installed as it is, so
+/// that a free (as many calls as allocations) pays nothing for the hook.
+/// That passes pymalloc's free our ctx instead of its own null one, which
+/// it ignores: the hook goes only over exactly pymalloc's allocator
+/// (`_PyMem_GetCurrentAllocatorName` said "pymalloc": functions and null
+/// ctx compared), whose functions never read their ctx (3.8–3.13).
+fn hook_over(p: &mut Allocator) -> Allocator {
+    Allocator {
+        free: p.free,
+        ctx: p as *mut Allocator as *mut c_void,
+        malloc: hook_malloc,
+        calloc: hook_calloc,
+        realloc: hook_realloc,
+    }
+}
+
 /// # Safety
 /// `ctx` is the hook's context: a saved previous allocator.
+#[inline(always)]
 unsafe fn prev<'a>(ctx: *mut c_void) -> &'a Allocator {
     // SAFETY: the caller's promise; the slot never changes once published.
     unsafe { &*(ctx as *const Allocator) }
@@ -228,14 +243,34 @@ fn sampled(size: usize) -> *mut c_void {
     thread_cache::alloc_sampled_object(size.max(1)) as *mut c_void
 }
 
+/// Every pymalloc request goes through here: only the countdown is charged
+/// inline (a dozen instructions, then a tail call); the rest is cold.
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, size: usize) -> *mut c_void {
-    if size <= SMALL && thread_cache::count_down_is_sample(size) {
+    if size <= SMALL && thread_cache::charge_countdown(size) {
+        // SAFETY: this hook's own context.
+        return unsafe { malloc_crossed_zero(ctx, size) };
+    }
+    // SAFETY: `ctx` is this hook's saved allocator (set at install).
+    unsafe {
+        let a = prev(ctx);
+        (a.malloc)(a.ctx, size)
+    }
+}
+
+/// `hook_malloc` of the request that crossed the countdown's zero.
+///
+/// # Safety
+/// As for `hook_malloc`.
+#[cold]
+#[inline(never)]
+unsafe fn malloc_crossed_zero(ctx: *mut c_void, size: usize) -> *mut c_void {
+    if thread_cache::crossed_zero_is_sample() {
         let p = sampled(size);
         if !p.is_null() {
             return p;
         }
     }
-    // SAFETY: `ctx` is this hook's saved allocator (set at install).
+    // SAFETY: as in `hook_malloc`.
     unsafe {
         let a = prev(ctx);
         (a.malloc)(a.ctx, size)
@@ -286,14 +321,5 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, size: usize)
             return s;
         }
         (a.realloc)(a.ctx, p, size)
-    }
-}
-
-unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
-    // SAFETY: as in `hook_malloc`; pymalloc sends pointers outside its
-    // arenas (memx's sampled objects among them) on to memx's free.
-    unsafe {
-        let a = prev(ctx);
-        (a.free)(a.ctx, p)
     }
 }

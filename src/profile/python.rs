@@ -471,6 +471,12 @@ unsafe fn walk(py: &Interp, tstate: usize, out: &mut [PyFrame; MAX_FRAMES]) -> u
     }
 }
 
+/// The evaluation function's code, as (start, end]: a return address in it
+/// is where a Python call's frames go. None unless Python frames are read.
+pub fn eval_range() -> Option<(usize, usize)> {
+    interp().map(|p| (p.eval_start, p.eval_end))
+}
+
 /// Whether `ip` is a return address inside the evaluation function.
 pub fn is_eval(ip: usize) -> bool {
     interp().is_some_and(|p| ip > p.eval_start && ip <= p.eval_end)
@@ -676,6 +682,12 @@ unsafe fn read_str(py: &Interp, s: usize, out: &mut [u8]) -> usize {
         } else {
             py.layout.compact_size
         };
+        if ascii {
+            // Most names and paths: the bytes are the UTF-8 already.
+            let n = len.min(out.len());
+            core::ptr::copy_nonoverlapping(data as *const u8, out.as_mut_ptr(), n);
+            return n;
+        }
         let mut n = 0;
         for i in 0..len {
             let c = match kind {

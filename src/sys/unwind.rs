@@ -25,6 +25,8 @@ struct Walk<'a> {
     len: usize,
     /// Still inside memx's own frames (dropped).
     leading: bool,
+    /// The walk ends after the first return address in (stop.0, stop.1].
+    stop: (usize, usize),
 }
 
 extern "C" fn on_frame(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> i32 {
@@ -44,16 +46,28 @@ extern "C" fn on_frame(ctx: *mut libc::c_void, arg: *mut libc::c_void) -> i32 {
     }
     w.out[w.len] = ip;
     w.len += 1;
+    if ip > w.stop.0 && ip <= w.stop.1 {
+        return URC_END_OF_STACK;
+    }
     URC_NO_REASON
 }
 
 /// Return addresses of the calling stack, innermost first, with memx's own
 /// leading frames dropped; returns how many were written.
 pub fn backtrace(out: &mut [usize]) -> usize {
+    backtrace_until(out, (0, 0))
+}
+
+/// As `backtrace`, ending with the first return address inside the code
+/// range (stop.0, stop.1] (a return address points past its call): the
+/// frames beyond it are not walked at all, which is where the time goes
+/// (libgcc interprets each frame's unwind table).
+pub fn backtrace_until(out: &mut [usize], stop: (usize, usize)) -> usize {
     let mut w = Walk {
         out,
         len: 0,
         leading: true,
+        stop,
     };
     // SAFETY: `on_frame` matches the callback type and `w` outlives the call.
     unsafe { _Unwind_Backtrace(on_frame, &mut w as *mut Walk as *mut libc::c_void) };
@@ -135,5 +149,29 @@ mod tests {
         assert!(big[..n].iter().all(|&ip| ip != 0));
         let mut small = [0usize; 3];
         assert_eq!(deeper(10, &mut small), 3);
+    }
+
+    #[inline(never)]
+    fn deeper_until(n: usize, out: &mut [usize], stop: (usize, usize)) -> usize {
+        if n == 0 {
+            backtrace_until(out, stop)
+        } else {
+            core::hint::black_box(deeper_until(n - 1, out, stop))
+        }
+    }
+
+    #[test]
+    fn stops_after_the_first_frame_in_the_stop_range() {
+        let mut all = [0usize; 64];
+        let n = deeper_until(10, &mut all, (0, 0));
+        // The recursion's return address repeats from the second frame on;
+        // a walk told to stop there ends at its first occurrence.
+        let ip = all[3];
+        let first = all.iter().position(|&a| a == ip).unwrap();
+        assert!(first < 3 && n > 10, "{:x?}", &all[..n]);
+        let mut out = [0usize; 64];
+        let k = deeper_until(10, &mut out, (ip - 1, ip));
+        assert_eq!(k, first + 1, "{:x?}", &out[..k]);
+        assert_eq!(out[..k], all[..k]);
     }
 }

@@ -45,7 +45,8 @@ pub use registry::{
     flush_current, for_each_cache, on_thread_exit, reclaim_after_fork, registry_lock,
 };
 pub use sampling::{
-    alloc_large, alloc_sampled_object, count_down_is_sample, enter_profiler, leave_profiler,
+    alloc_large, alloc_sampled_object, charge_countdown, count_down_is_sample,
+    crossed_zero_is_sample, enter_profiler, leave_profiler,
 };
 pub use sizing::{set_budget, PER_THREAD_MAX};
 pub use slow::malloc_checked;

@@ -139,14 +139,28 @@ pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
 /// large object is bigger than a guarded slot, and the hook's objects are
 /// pymalloc's). A thread with no cache yet counts nothing.
 pub fn count_down_is_sample(size: usize) -> bool {
+    charge_countdown(size) && crossed_zero_is_sample()
+}
+
+/// The first half of `count_down_is_sample`, for a caller where every
+/// instruction counts (the Python allocator hook, on each of pymalloc's
+/// requests): takes `size` off the countdown; true when it crossed zero,
+/// and then `crossed_zero_is_sample` (cold) says whether to sample.
+#[inline(always)]
+pub fn charge_countdown(size: usize) -> bool {
     let tc = current();
-    if is_static(tc) {
-        return false;
-    }
     // SAFETY: a live cache (not static) is this thread's own.
-    let expired = unsafe { ThreadCache::charge(tc, size) };
-    // SAFETY: as above.
-    expired && countdown_expired(unsafe { &*tc }) == sampler::Event::Profile
+    !is_static(tc) && unsafe { ThreadCache::charge(tc, size) }
+}
+
+/// After `charge_countdown` said true on this thread: whether the request
+/// that crossed zero is a profiler sample (the countdown is redrawn).
+#[cold]
+#[inline(never)]
+pub fn crossed_zero_is_sample() -> bool {
+    let tc = current();
+    // SAFETY: `charge_countdown` found this thread's live cache.
+    countdown_expired(unsafe { &*tc }) == sampler::Event::Profile
 }
 
 /// A sampled object of `size` bytes that the countdown chose elsewhere (the
