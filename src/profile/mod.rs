@@ -28,6 +28,7 @@
 
 mod debug_offsets;
 mod dump;
+mod line_cache;
 mod peak;
 mod process;
 pub mod published;

@@ -20,6 +20,7 @@
 //! happens once, in `detect`, from the library constructor).
 
 use super::debug_offsets;
+use super::line_cache::{Key, LineCache};
 use crate::meta::META;
 use crate::sys::dl;
 use crate::util::fmt::FixedBuf;
@@ -456,7 +457,7 @@ unsafe fn walk(py: &Interp, tstate: usize, out: &mut [PyFrame; MAX_FRAMES]) -> u
                     let offset = (instr as isize - start as isize) as i32;
                     out[n] = PyFrame {
                         code,
-                        line: (py.addr2line)(code as *mut u8, offset),
+                        line: line_of(py, code, offset),
                         last_of_call: false,
                     };
                     n += 1;
@@ -468,6 +469,31 @@ unsafe fn walk(py: &Interp, tstate: usize, out: &mut [PyFrame; MAX_FRAMES]) -> u
             f = next;
         }
         n
+    }
+}
+
+/// Lines already looked up (3.11+, where the walk knows the offset).
+static LINES: LineCache = LineCache::new();
+
+/// The line of instruction `offset` of the live code object `code`.
+///
+/// # Safety
+/// `code` is a live code object (a frame of this thread holds it).
+unsafe fn line_of(py: &Interp, code: usize, offset: i32) -> i32 {
+    // SAFETY: (whole body) the caller's promise; addr2line is pure.
+    unsafe {
+        let key = Key {
+            code,
+            name: word(code, py.layout.co_name),
+            file: word(code, py.layout.co_filename),
+            offset,
+        };
+        if let Some(line) = LINES.get(&key) {
+            return line;
+        }
+        let line = (py.addr2line)(code as *mut u8, offset);
+        LINES.put(&key, line);
+        line
     }
 }
 
