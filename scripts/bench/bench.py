@@ -62,7 +62,7 @@ COLORS = {
 }
 
 C_PROGRAMS = ["runner", "churn", "larson", "xmalloc", "cache_probe", "realloc_grow", "large",
-              "thread_churn", "ipp", "which_malloc"]
+              "thread_churn", "ipp", "which_malloc", "many_threads"]
 
 QUICK_FACTOR = 0.1
 IPP_SIZES = [32, 1000, 20000]
@@ -124,6 +124,13 @@ WORKLOADS = [
              "12 slots of 64 KiB-32 MiB objects replaced at random; calloc (checked zero), realloc, every page written"),
     Workload("thread-churn", ["bin:thread_churn", "{T}", "{S}"], 1.0,
              "short-lived threads (THREADS at a time; 40k at full scale), 200 small allocations each, some freed by the main thread"),
+    Workload("many-threads-16", ["bin:many_threads", "{T}", "{S}"], 8.0,
+             "thread-per-request server: 16 threads, bursts of 128 objects (16 B-2 KiB) freed, 0.5 ms waits",
+             threads=16),
+    Workload("many-threads-256", ["bin:many_threads", "{T}", "{S}"], 2.0,
+             "the same with 256 threads on the machine's CPUs", threads=256),
+    Workload("many-threads-1024", ["bin:many_threads", "{T}", "{S}"], 1.0,
+             "the same with 1024 threads (200 requests each)", threads=1024),
     Workload("py-json", ["{PY}", "src:py_alloc.py", "{S}"], 3.5,
              "pure Python: JSON round trips, dicts, lists, bytes, sorting, object graphs (pymalloc on)"),
     Workload("py-json-malloc", ["{PY}", "src:py_alloc.py", "{S}"], 3.5,
