@@ -14,7 +14,7 @@
 static void body(int which, int fd)
 {
     switch (which) {
-    case 0: { /* one byte past 40: class 4 (40 + 16 -> 64-byte objects) */
+    case 0: { /* one byte past 40: class 5 (16 + 40 + 16 -> 80-byte objects) */
         char *p = malloc_v(40);
         CHECK(p != NULL, "malloc failed");
         send_ptr(fd, p);
@@ -62,11 +62,11 @@ int main(void)
 {
     static const char *const w0[] = {
         "memx: heap overflow detected in free(): object 0x",
-        "(size class 4, 64-byte objects, 40 bytes requested): the canary after the object was "
+        "(size class 5, 80-byte objects, 40 bytes requested): the canary after the object was "
         "overwritten at offset 40",
         NULL};
     expect_abort("41 bytes written to malloc(40)", body, 0, w0);
-    static const char *const w1[] = {"(size class 2, 32-byte objects, 13 bytes requested)",
+    static const char *const w1[] = {"(size class 3, 48-byte objects, 13 bytes requested)",
                                      "at offset 13", NULL};
     expect_abort("p[13] of malloc(13)", body, 1, w1);
     static const char *const w2[] = {"memx: heap overflow detected in realloc(): object 0x",

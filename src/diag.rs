@@ -64,7 +64,7 @@ pub fn link_or_abort<T>(class: usize, r: Result<T, BadLink>) -> T {
 
 /// What checked mode (`MEMX_CHECK=1`) found wrong with one object.
 pub struct CheckFailure<'a> {
-    /// "double free", "heap overflow", "use after free".
+    /// "double free", "heap overflow", "heap underflow", "use after free".
     pub what: &'a str,
     /// The call that found it: "free", "malloc", "realloc", ...
     pub call: &'a str,
@@ -76,8 +76,9 @@ pub struct CheckFailure<'a> {
     /// Bytes the program asked for, when known.
     pub requested: Option<usize>,
     pub detail: &'a str,
-    /// Offset from `ptr` of the first bad byte, when there is one.
-    pub offset: Option<usize>,
+    /// Offset from `ptr` of the first bad byte (negative: before the
+    /// object), when there is one.
+    pub offset: Option<isize>,
     /// The allocation stack, when the object was sampled by the profiler.
     pub stack: &'a [usize],
 }
@@ -108,7 +109,7 @@ pub fn check_failed(f: &CheckFailure) -> ! {
     }
     line.str("): ").str(f.detail);
     if let Some(off) = f.offset {
-        line.str(" at offset ").usize(off);
+        line.str(" at offset ").i64(off as i64);
     }
     line.str("\n");
     if !f.stack.is_empty() {

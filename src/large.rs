@@ -143,7 +143,7 @@ fn check_canary(
         slot: bytes,
         requested: Some(n),
         detail: "the canary after the object was overwritten",
-        offset: Some(n + off),
+        offset: Some((n + off) as isize),
         stack: &frames[..depth],
     })
 }

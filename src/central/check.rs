@@ -5,18 +5,25 @@
 //! every small object here, one at a time, under its class's central lock.
 //! The fast paths themselves pay nothing for this mode.
 //!
-//! A small object of n requested bytes takes a slot of the class of n + 16:
+//! A small object of n requested bytes aligned to a (16 for malloc) takes
+//! a slot of the class of h + n + 16, where h = max(16, a) is its header;
+//! the program gets slot + h (so the slot's alignment carries over):
 //!
 //! ```text
-//!   [0, n)            the program's bytes
-//!   [n, slot - 8)     canary bytes (at least 8), checked on free: overflow
-//!   [slot - 8, slot)  trailer: n xor the free-list key
+//!   [0, h)              header: canary bytes, checked on free: underflow
+//!   [h, h + n)          the program's bytes
+//!   [h + n, slot - 8)   canary bytes (at least 8), checked on free: overflow
+//!   [slot - 8, slot)    trailer: n | log2(h) << 56, xor the free-list key
 //! ```
+//!
+//! A pointer whose header length (its distance from its slot's start)
+//! differs from the trailer's is not an object: an invalid free.
 //!
 //! - Double free: a bitmap per span, one bit per object, set while the
 //!   object is out. Freeing an object whose bit is clear aborts.
-//! - Use after free: a freed object is filled with `FREED` (its first word
-//!   then holds the encoded free-list link); when it is handed out again,
+//! - Use after free: a freed slot is filled with `FREED` (its first word
+//!   then holds the encoded free-list link, byte 8 the old header's log2,
+//!   so that a report names the old object); when it is handed out again,
 //!   the fill and the link are checked.
 //! - Objects with a span of their own (large and sampled ones) get canary
 //!   bytes after the request, in the span's slack (when it has any), checked
@@ -47,6 +54,9 @@ use crate::span::Span;
 /// Bytes a checked object needs past its request: at least 8 canary bytes
 /// and the 8-byte trailer.
 pub const EXTRA: usize = 16;
+/// Canary bytes before an object (its header) when it is aligned to 16;
+/// an object aligned to more gets a header of its alignment.
+pub const HEADER: usize = 16;
 /// The bytes after an object (canary).
 pub const CANARY: u8 = 0xfd;
 /// A freed object's bytes after its link.
@@ -85,6 +95,12 @@ pub(crate) fn first_not(bytes: &[u8], v: u8) -> Option<usize> {
         off += 64;
     }
     first_not_words(chunks.remainder(), v).map(|i| off + i)
+}
+
+/// The last byte of `bytes` that is not `v` (headers are short: a plain
+/// scan from the end).
+pub(crate) fn last_not(bytes: &[u8], v: u8) -> Option<usize> {
+    bytes.iter().rposition(|&b| b != v)
 }
 
 fn first_not_words(bytes: &[u8], v: u8) -> Option<usize> {
@@ -129,12 +145,14 @@ impl CentralFreeList {
         }
     }
 
-    /// One object for a request of `n` bytes (n + EXTRA fits `class`), with
-    /// its canary and trailer written. Null if the OS refuses memory.
-    pub fn checked_alloc(&mut self, n: usize) -> *mut u8 {
+    /// One object for a request of `n` bytes behind a header of `head`
+    /// bytes (`head + n + EXTRA` fits `class`), with its canaries and
+    /// trailer written. Null if the OS refuses memory.
+    pub fn checked_alloc(&mut self, n: usize, head: usize) -> *mut u8 {
         let class = self.class as usize;
         let size = CLASSES[class].size as usize;
-        debug_assert!(n + EXTRA <= size);
+        debug_assert!(head.is_power_of_two() && head >= HEADER);
+        debug_assert!(head + n + EXTRA <= size);
         let key = link_key();
         let mut s = self.nonempty.first();
         if s.is_null() {
@@ -157,72 +175,79 @@ impl CentralFreeList {
             unsafe { self.nonempty.remove(s) };
             span.small.in_list = false;
         }
-        let p = obj as *mut u8;
+        let base = obj as *mut u8;
         // SAFETY: `obj` is a whole slot of `size` bytes of this span, out of
         // every list now and ours until returned.
-        let slot = unsafe { core::slice::from_raw_parts_mut(p, size) };
+        let slot = unsafe { core::slice::from_raw_parts_mut(base, size) };
         if reused {
-            if let Some(off) = first_not(&slot[8..], FREED) {
-                diag::check_failed(&CheckFailure {
-                    what: "use after free",
-                    call: "malloc",
-                    ptr: p as usize,
-                    class,
-                    slot: size,
-                    requested: None,
-                    detail: "the object was written after it was freed",
-                    offset: Some(8 + off),
-                    stack: &[],
-                });
-            }
+            check_freed(slot, base as usize, class);
         }
-        let (word, bit) = bit_of(span, p, size);
+        let (word, bit) = bit_of(span, base, size);
         // SAFETY: every span this list carves in checked mode has a bitmap.
         let bits = unsafe { &mut (*(span.small.check_bits as *mut Bits)).0 };
         if bits[word] & bit != 0 {
             diag::fatal(b"checked mode: an object on a free list was marked allocated");
         }
         bits[word] |= bit;
-        slot[n..size - 8].fill(CANARY);
-        slot[size - 8..].copy_from_slice(&(n ^ key).to_ne_bytes());
-        p
+        slot[..head].fill(CANARY);
+        slot[head + n..size - 8].fill(CANARY);
+        slot[size - 8..].copy_from_slice(&trailer(n, head).to_ne_bytes());
+        // SAFETY: `head < size`: inside the slot.
+        unsafe { base.add(head) }
     }
 
     /// Checks and frees the object at `p` of `class` (for `call`): aborts on
     /// a pointer that is not an object, a double free, or an overwritten
     /// canary.
     pub(crate) fn checked_free(&mut self, p: *mut u8, call: &str) {
-        let (s, size, _) = self.checked_live(p, call);
+        let live = self.checked_live(p, call);
         let key = link_key();
         // SAFETY: the live object's slot, which the program gives back.
-        let slot = unsafe { core::slice::from_raw_parts_mut(p, size) };
+        let slot = unsafe { core::slice::from_raw_parts_mut(live.slot, live.size) };
         slot.fill(FREED);
-        // SAFETY: `s` is the live Small span of `p` (checked).
-        let span = unsafe { &mut *s };
-        let (word, bit) = bit_of(span, p, size);
+        slot[8] = live.head.trailing_zeros() as u8;
+        // SAFETY: `live.span` is the live Small span of the slot (checked).
+        let span = unsafe { &mut *live.span };
+        let (word, bit) = bit_of(span, live.slot, live.size);
         // SAFETY: checked spans have a bitmap.
         unsafe { (*(span.small.check_bits as *mut Bits)).0[word] &= !bit };
-        // SAFETY: a free object of `class` in its live span `s`, our lock.
-        unsafe { self.release_to_span(s, p as *mut FreeObject, key) };
+        // SAFETY: a free object of `class` in its live span, our lock.
+        unsafe { self.release_to_span(live.span, live.slot as *mut FreeObject, key) };
     }
 
     /// Bytes the program asked for at the live object `p` of `class`.
     pub fn checked_usable(&mut self, p: *mut u8, call: &str) -> usize {
-        self.checked_live(p, call).2
+        self.checked_live(p, call).n
     }
 
-    /// Checks that `p` is a live checked object of `class` with its canary
-    /// and trailer intact; returns its span, slot size and request.
-    fn checked_live(&mut self, p: *mut u8, call: &str) -> (*mut Span, usize, usize) {
+    /// Checks that `p` is a live checked object of `class` with its
+    /// canaries and trailer intact, and describes it.
+    fn checked_live(&mut self, p: *mut u8, call: &str) -> Live {
         let class = self.class as usize;
         let size = CLASSES[class].size as usize;
-        let Some(s) = span_of_object(class, p as *mut FreeObject) else {
+        let not_an_object = || -> ! {
             diag::invalid_pointer(call, p as usize, "not the start of an object");
         };
+        let e = crate::pagemap::PAGEMAP.lookup_addr(p as usize);
+        if e.span().is_null() || e.class() != class {
+            not_an_object();
+        }
+        // SAFETY: a non-null entry points at a span struct (perhaps Dead,
+        // whose fields are still readable metadata).
+        let base = unsafe { (*e.span()).addr() };
+        let index = (p as usize).wrapping_sub(base) / size;
+        let slot_addr = base.wrapping_add(index * size);
+        let head = p as usize - slot_addr;
+        let Some(s) = span_of_object(class, slot_addr as *mut FreeObject) else {
+            not_an_object();
+        };
+        if head < HEADER {
+            not_an_object();
+        }
         // SAFETY: a live Small span of our class, guarded by our lock.
         let span = unsafe { &mut *s };
         let fail =
-            |what: &str, detail: &str, requested: Option<usize>, offset: Option<usize>| -> ! {
+            |what: &str, detail: &str, requested: Option<usize>, offset: Option<isize>| -> ! {
                 diag::check_failed(&CheckFailure {
                     what,
                     call,
@@ -245,7 +270,7 @@ impl CentralFreeList {
         if span.small.check_bits.is_null() {
             fail(freed, "the object is not allocated", None, None);
         }
-        let (word, bit) = bit_of(span, p, size);
+        let (word, bit) = bit_of(span, slot_addr as *mut u8, size);
         // SAFETY: checked spans have a bitmap, guarded by our lock.
         if unsafe { (*(span.small.check_bits as *mut Bits)).0[word] } & bit == 0 {
             fail(
@@ -255,29 +280,103 @@ impl CentralFreeList {
                 None,
             );
         }
-        // SAFETY: `p` is a live object of `size` bytes.
-        let slot = unsafe { core::slice::from_raw_parts(p as *const u8, size) };
+        // SAFETY: the slot of a live object, `size` bytes.
+        let slot = unsafe { core::slice::from_raw_parts(slot_addr as *const u8, size) };
         let mut t = [0u8; 8];
         t.copy_from_slice(&slot[size - 8..]);
-        let n = usize::from_ne_bytes(t) ^ link_key();
-        if n > size - EXTRA {
+        let Some((n, stored_head)) = untrailer(usize::from_ne_bytes(t), size) else {
             fail(
                 "heap overflow",
                 "the size trailer after the object was overwritten",
                 None,
-                Some(size - 8),
+                Some((size - 8 - head) as isize),
+            );
+        };
+        if stored_head != head {
+            not_an_object();
+        }
+        if let Some(off) = last_not(&slot[..head], CANARY) {
+            fail(
+                "heap underflow",
+                "the canary before the object was overwritten",
+                Some(n),
+                Some(off as isize - head as isize),
             );
         }
-        if let Some(off) = first_not(&slot[n..size - 8], CANARY) {
+        if let Some(off) = first_not(&slot[head + n..size - 8], CANARY) {
             fail(
                 "heap overflow",
                 "the canary after the object was overwritten",
                 Some(n),
-                Some(n + off),
+                Some((n + off) as isize),
             );
         }
-        (s, size, n)
+        Live {
+            span: s,
+            slot: slot_addr as *mut u8,
+            size,
+            head,
+            n,
+        }
     }
+}
+
+/// A live checked small object, as `checked_live` found it.
+struct Live {
+    span: *mut Span,
+    slot: *mut u8,
+    /// The slot's bytes (the class size).
+    size: usize,
+    /// Header bytes before the object: `object = slot + head`.
+    head: usize,
+    /// Bytes the program asked for.
+    n: usize,
+}
+
+/// The trailer word of an object of `n` bytes behind `head` header bytes:
+/// `n | log2(head) << 56`, xor the free-list key (so that a stray copy of
+/// plain data does not pass for one).
+fn trailer(n: usize, head: usize) -> usize {
+    (n | (head.trailing_zeros() as usize) << 56) ^ link_key()
+}
+
+/// `(n, head)` from a trailer word of a `size`-byte slot, or None if the
+/// word cannot be one (overwritten).
+fn untrailer(word: usize, size: usize) -> Option<(usize, usize)> {
+    let v = word ^ link_key();
+    let (n, log) = (v & ((1 << 56) - 1), v >> 56);
+    if !(4..=15).contains(&log) {
+        return None;
+    }
+    let head = 1usize << log;
+    (head + n + EXTRA <= size).then_some((n, head))
+}
+
+/// Checks a freed slot being handed out again: its first word holds the
+/// free-list link (checked by the list walk), byte 8 the log2 of the old
+/// object's header, every other byte `FREED`. Aborts naming the old object
+/// and the offset of the first byte written after its free.
+fn check_freed(slot: &[u8], base: usize, class: usize) {
+    let log = slot[8] as usize;
+    let sane = (4..=15).contains(&log) && (1usize << log) < slot.len();
+    let head = if sane { 1usize << log } else { HEADER };
+    let bad = if sane {
+        first_not(&slot[9..], FREED).map(|off| 9 + off)
+    } else {
+        Some(8)
+    };
+    let Some(at) = bad else { return };
+    diag::check_failed(&CheckFailure {
+        what: "use after free",
+        call: "malloc",
+        ptr: base + head,
+        class,
+        slot: slot.len(),
+        requested: None,
+        detail: "the object was written after it was freed",
+        offset: Some(at as isize - head as isize),
+        stack: &[],
+    })
 }
 
 /// The bitmap word and bit of object `p` in `span`.
@@ -286,10 +385,16 @@ fn bit_of(span: &Span, p: *mut u8, size: usize) -> (usize, u64) {
     (i / 64, 1 << (i % 64))
 }
 
+/// Header bytes before a checked object aligned to `align`.
+pub fn header_for(align: usize) -> usize {
+    align.max(HEADER)
+}
+
 /// The class a checked request of `size` bytes aligned to `align` takes
-/// (room for the canary and trailer), or 0 if it needs a span of its own.
+/// (room for the header, canary and trailer), or 0 if it needs a span of
+/// its own.
 pub fn class_for(size: usize, align: usize) -> usize {
-    let need = size.saturating_add(EXTRA);
+    let need = size.saturating_add(EXTRA).saturating_add(header_for(align));
     if align <= 16 {
         class_of(need)
     } else {
@@ -297,9 +402,10 @@ pub fn class_for(size: usize, align: usize) -> usize {
     }
 }
 
-/// Checked `malloc` of a small request: `n + EXTRA` bytes from `class`.
-pub fn alloc_small(class: usize, n: usize) -> *mut u8 {
-    let p = CENTRAL[class].lock().checked_alloc(n);
+/// Checked `malloc` of a small request aligned to `align`: header, `n`
+/// bytes and `EXTRA` from `class`.
+pub fn alloc_small(class: usize, n: usize, align: usize) -> *mut u8 {
+    let p = CENTRAL[class].lock().checked_alloc(n, header_for(align));
     if p.is_null() {
         crate::sys::set_errno(libc::ENOMEM);
     }

@@ -88,7 +88,7 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
 pub fn malloc_checked(size: usize, align: usize) -> *mut u8 {
     match check::class_for(size, align) {
         0 => alloc_large(size, (align / PAGE_SIZE).max(1)),
-        class => check::alloc_small(class, size),
+        class => check::alloc_small(class, size, align),
     }
 }
 
