@@ -38,11 +38,12 @@ static void body(int which, int fd)
         escape(realloc_v(p, 200));
         break;
     }
-    case 3: { /* a large object: 300000 bytes in a 40-page span */
-        char *p = malloc_v(300000);
+    case 3: { /* a large object: 300001 bytes, 15 canary bytes before the
+               * guard page (memx_check_large: past them, a fault) */
+        char *p = malloc_v(300001);
         CHECK(p != NULL, "malloc failed");
         send_ptr(fd, p);
-        memset(p, 'y', 300001);
+        memset(p, 'y', 300002);
         free_v(p);
         break;
     }
@@ -73,9 +74,9 @@ int main(void)
                                      "100 bytes requested", "at offset 104", NULL};
     expect_abort("p[104] of malloc(100), then realloc", body, 2, w2);
     static const char *const w3[] = {"memx: heap overflow detected in free(): object 0x",
-                                     "(size class 0, 303104-byte span, 300000 bytes requested)",
-                                     "at offset 300000", NULL};
-    expect_abort("300001 bytes written to malloc(300000)", body, 3, w3);
+                                     "(size class 0, 311296-byte span, 300001 bytes requested)",
+                                     "at offset 300001", NULL};
+    expect_abort("300002 bytes written to malloc(300001)", body, 3, w3);
     static const char *const w4[] = {"heap overflow detected in free()", "64 bytes requested",
                                      "at offset 64", NULL};
     expect_abort("p[64] of posix_memalign(64, 64)", body, 4, w4);

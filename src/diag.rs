@@ -93,8 +93,31 @@ pub fn check_failed(f: &CheckFailure) -> ! {
         .str(f.what)
         .str(" detected in ")
         .str(f.call)
-        .str("(): object ")
-        .hex(f.ptr as u64)
+        .str("(): object ");
+    check_tail(&mut line, f, None);
+    sys::abort()
+}
+
+/// Reports a checked-mode failure found by a fault at `addr` (instruction
+/// `pc`; `f.call` names the signal) in the same shape as `check_failed`,
+/// without ending the process: the fault handler does that.
+#[cold]
+#[inline(never)]
+pub fn fault_found(f: &CheckFailure, addr: usize, pc: usize) {
+    let mut line = FixedBuf::<1024>::new();
+    line.str("memx: ")
+        .str(f.what)
+        .str(" detected by ")
+        .str(f.call)
+        .str(" at instruction ")
+        .hex(pc as u64)
+        .str(": object ");
+    check_tail(&mut line, f, Some(addr));
+}
+
+/// The object, the detail and the stack of a report; writes it all.
+fn check_tail(line: &mut FixedBuf<1024>, f: &CheckFailure, addr: Option<usize>) {
+    line.hex(f.ptr as u64)
         .str(" (size class ")
         .usize(f.class)
         .str(", ")
@@ -111,6 +134,9 @@ pub fn check_failed(f: &CheckFailure) -> ! {
     if let Some(off) = f.offset {
         line.str(" at offset ").i64(off as i64);
     }
+    if let Some(a) = addr {
+        line.str(" (address ").hex(a as u64).str(")");
+    }
     line.str("\n");
     if !f.stack.is_empty() {
         line.str("memx: allocated at");
@@ -120,5 +146,4 @@ pub fn check_failed(f: &CheckFailure) -> ! {
         line.str("\n");
     }
     sys::write_stderr(line.as_bytes());
-    sys::abort()
 }

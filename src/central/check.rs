@@ -25,17 +25,19 @@
 //!   then holds the encoded free-list link, byte 8 the old header's log2,
 //!   so that a report names the old object); when it is handed out again,
 //!   the fill and the link are checked.
-//! - Objects with a span of their own (large and sampled ones) get canary
-//!   bytes after the request, in the span's slack (when it has any), checked
-//!   on free; a sampled object's failure also prints its allocation stack.
-//!   Their double frees are caught by the always-on check in `large::free`;
-//!   `large` owns all of that (with `CANARY` and `first_not` from here).
+//! - Objects with a span of their own (large and sampled ones) are
+//!   `large::checked`'s: canaries before and after the object, guard pages
+//!   around a large one and a quarantine once it is freed (faults are
+//!   reported by its hook in `sys::fault`); a sampled object's failure
+//!   also prints its allocation stack. Their double frees are caught by
+//!   the always-on check in `large::free` (with `CANARY`, `first_not` and
+//!   `last_not` from here).
 //!
 //! The mode is tested (`enabled`) once at each entry that behaves
 //! differently, and nowhere else:
 //! - `thread_cache::slow`: `malloc_slow` (after the sampling countdown) and
 //!   `free_overflow` send small objects here (`alloc_small`, `free_small`);
-//! - `large`: `alloc` arms the canary, `free` checks it, `usable_size`
+//! - `large`: `alloc` and `free` go to `large::checked`, `usable_size`
 //!   answers the request;
 //! - `api`: `realloc` always moves, aligned allocation and
 //!   `malloc_usable_size` of small objects come here (`usable_small`);
