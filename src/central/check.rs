@@ -21,10 +21,14 @@
 //!
 //! - Double free: a bitmap per span, one bit per object, set while the
 //!   object is out. Freeing an object whose bit is clear aborts.
-//! - Use after free: a freed slot is filled with `FREED` (its first word
-//!   then holds the encoded free-list link, byte 8 the old header's log2,
-//!   so that a report names the old object); when it is handed out again,
-//!   the fill and the link are checked.
+//! - Use after free: a freed slot is filled with `FREED` (byte 8 holds the
+//!   old header's log2, so that a report names the old object) and waits
+//!   in its class's quarantine, a FIFO of at most 64 objects and 1 MiB
+//!   (`Quarantine`), before it goes back to its span: a write after free
+//!   is found when it leaves the quarantine (the fill is checked), or, if
+//!   it happens later, when the slot is handed out again (the fill and the
+//!   free-list link then in its first word are checked). A dangling
+//!   pointer does not alias the next object of its class at once.
 //! - Objects with a span of their own (large and sampled ones) are
 //!   `large::checked`'s: canaries before and after the object, guard pages
 //!   around a large one and a quarantine once it is freed (faults are
@@ -43,7 +47,8 @@
 //!   `malloc_usable_size` of small objects come here (`usable_small`);
 //! - `CentralFreeList::populate` gives each new span its bitmap.
 //!
-//! Owns: the span bitmaps (a pool per class, under the class's lock).
+//! Owns: the span bitmaps (a pool per class) and the quarantines, under
+//! the class's lock.
 //! Must never: run unless checked mode is on; take the page heap lock while
 //! holding a central lock other than through `release_to_span`/`populate`.
 
@@ -182,7 +187,7 @@ impl CentralFreeList {
         // every list now and ours until returned.
         let slot = unsafe { core::slice::from_raw_parts_mut(base, size) };
         if reused {
-            check_freed(slot, base as usize, class);
+            check_freed(slot, base as usize, class, "malloc", true);
         }
         let (word, bit) = bit_of(span, base, size);
         // SAFETY: every span this list carves in checked mode has a bitmap.
@@ -203,7 +208,6 @@ impl CentralFreeList {
     /// canary.
     pub(crate) fn checked_free(&mut self, p: *mut u8, call: &str) {
         let live = self.checked_live(p, call);
-        let key = link_key();
         // SAFETY: the live object's slot, which the program gives back.
         let slot = unsafe { core::slice::from_raw_parts_mut(live.slot, live.size) };
         slot.fill(FREED);
@@ -213,8 +217,28 @@ impl CentralFreeList {
         let (word, bit) = bit_of(span, live.slot, live.size);
         // SAFETY: checked spans have a bitmap.
         unsafe { (*(span.small.check_bits as *mut Bits)).0[word] &= !bit };
-        // SAFETY: a free object of `class` in its live span, our lock.
-        unsafe { self.release_to_span(live.span, live.slot as *mut FreeObject, key) };
+        let cap = Quarantine::capacity(live.size);
+        if self.quarantine.len == cap {
+            self.release_oldest(call);
+        }
+        self.quarantine.push(live.slot);
+    }
+
+    /// Sends the oldest quarantined object back to its span, after checking
+    /// that nothing wrote to it since its free (for `call`).
+    fn release_oldest(&mut self, call: &str) {
+        let class = self.class as usize;
+        let size = CLASSES[class].size as usize;
+        let slot = self.quarantine.pop();
+        // SAFETY: a freed slot of our class, ours while quarantined.
+        let bytes = unsafe { core::slice::from_raw_parts(slot, size) };
+        check_freed(bytes, slot as usize, class, call, false);
+        let Some(s) = span_of_object(class, slot as *mut FreeObject) else {
+            diag::fatal(b"checked mode: a quarantined object lost its span");
+        };
+        // SAFETY: a free object of `class` in its live span (its object
+        // still counts as out), our lock.
+        unsafe { self.release_to_span(s, slot as *mut FreeObject, link_key()) };
     }
 
     /// Bytes the program asked for at the live object `p` of `class`.
@@ -323,6 +347,59 @@ impl CentralFreeList {
     }
 }
 
+/// Most freed objects a class keeps in quarantine.
+const QUARANTINE_OBJECTS: usize = 64;
+/// Most bytes of freed objects a class keeps in quarantine (at least one
+/// object).
+const QUARANTINE_BYTES: usize = 1 << 20;
+
+/// A class's freed objects (their slots) not yet back in their spans,
+/// oldest first: `ring[(head + i) % QUARANTINE_OBJECTS]` for i < len. Each
+/// is filled with `FREED` (byte 8: its header's log2), its bit clear in its
+/// span's bitmap (a free of it is a double free), and still counted out of
+/// its span (so the span stays). Guarded by the class's lock.
+pub struct Quarantine {
+    ring: [*mut u8; QUARANTINE_OBJECTS],
+    head: usize,
+    len: usize,
+}
+
+impl Quarantine {
+    pub const fn new() -> Self {
+        Quarantine {
+            ring: [core::ptr::null_mut(); QUARANTINE_OBJECTS],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    /// Objects a class of `size`-byte slots keeps: len <= capacity.
+    fn capacity(size: usize) -> usize {
+        (QUARANTINE_BYTES / size).clamp(1, QUARANTINE_OBJECTS)
+    }
+
+    fn push(&mut self, slot: *mut u8) {
+        debug_assert!(self.len < QUARANTINE_OBJECTS);
+        self.ring[(self.head + self.len) % QUARANTINE_OBJECTS] = slot;
+        self.len += 1;
+    }
+
+    /// The oldest slot; the quarantine is not empty.
+    fn pop(&mut self) -> *mut u8 {
+        debug_assert!(self.len > 0);
+        let slot = self.ring[self.head];
+        self.head = (self.head + 1) % QUARANTINE_OBJECTS;
+        self.len -= 1;
+        slot
+    }
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A live checked small object, as `checked_live` found it.
 struct Live {
     span: *mut Span,
@@ -354,15 +431,23 @@ fn untrailer(word: usize, size: usize) -> Option<(usize, usize)> {
     (head + n + EXTRA <= size).then_some((n, head))
 }
 
-/// Checks a freed slot being handed out again: its first word holds the
-/// free-list link (checked by the list walk), byte 8 the log2 of the old
-/// object's header, every other byte `FREED`. Aborts naming the old object
+/// Checks a freed slot leaving the quarantine (`linked` false) or being
+/// handed out again (true: its first word holds the free-list link,
+/// checked by the list walk): byte 8 holds the log2 of the old object's
+/// header, every other byte `FREED`. Aborts, naming `call`, the old object
 /// and the offset of the first byte written after its free.
-fn check_freed(slot: &[u8], base: usize, class: usize) {
+fn check_freed(slot: &[u8], base: usize, class: usize, call: &str, linked: bool) {
     let log = slot[8] as usize;
     let sane = (4..=15).contains(&log) && (1usize << log) < slot.len();
     let head = if sane { 1usize << log } else { HEADER };
-    let bad = if sane {
+    let first = if linked {
+        None
+    } else {
+        first_not(&slot[..8], FREED)
+    };
+    let bad = if let Some(at) = first {
+        Some(at)
+    } else if sane {
         first_not(&slot[9..], FREED).map(|off| 9 + off)
     } else {
         Some(8)
@@ -370,7 +455,7 @@ fn check_freed(slot: &[u8], base: usize, class: usize) {
     let Some(at) = bad else { return };
     diag::check_failed(&CheckFailure {
         what: "use after free",
-        call: "malloc",
+        call,
         ptr: base + head,
         class,
         slot: slot.len(),
