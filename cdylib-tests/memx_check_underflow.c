@@ -6,7 +6,7 @@
  * (memx only).
  *
  * Checked mode puts a header of canary bytes before every small object
- * (16 bytes, or the alignment of an aligned one). Each case runs in a
+ * (64 bytes, or the alignment of an aligned one above that). Each case runs in a
  * child (memx_check_cases.h) that must abort. Large objects' underflows
  * are in memx_check_large.
  */
@@ -50,6 +50,15 @@ static void body(int which, int fd)
         free_v(p);
         break;
     }
+    case 5: { /* 32 and 64 bytes before a tiny object: still its header */
+        char *p = malloc_v(8);
+        CHECK(p != NULL, "malloc failed");
+        send_ptr(fd, p);
+        p[escape(NULL) ? 0 : -32] ^= 'A';
+        p[escape(NULL) ? 0 : -64] ^= 'A';
+        free_v(p);
+        break;
+    }
     case 4: { /* 200 bytes before an object aligned to 256 */
         char *p = memalign(256, 1000);
         CHECK(p != NULL, "memalign failed");
@@ -65,7 +74,7 @@ int main(void)
 {
     static const char *const w0[] = {
         "memx: heap underflow detected in free(): object 0x",
-        "(size class 5, 80-byte objects, 40 bytes requested): the canary before the object was "
+        "(size class 9, 144-byte objects, 40 bytes requested): the canary before the object was "
         "overwritten at offset -1",
         NULL};
     expect_abort("p[-1] of malloc(40)", body, 0, w0);
@@ -81,6 +90,10 @@ int main(void)
     static const char *const w4[] = {"memx: heap underflow detected in free(): object 0x",
                                      "1000 bytes requested", "at offset -200", NULL};
     expect_abort("p[-200] of memalign(256, 1000)", body, 4, w4);
+
+    static const char *const w5[] = {"memx: heap underflow detected in free(): object 0x",
+                                     "8 bytes requested", "at offset -32", NULL};
+    expect_abort("p[-32] and p[-64] of malloc(8)", body, 5, w5);
 
     /* Aligned objects keep their alignment, and their usable size is the
      * request; writing all of it (and nothing before) is fine. */

@@ -40,12 +40,12 @@ int main(void)
 {
     static const char *const w0[] = {
         "memx: use after free detected in free(): object 0x",
-        "(size class 5, 80-byte objects): the object was written after it was freed at offset 20",
+        "(size class 9, 144-byte objects): the object was written after it was freed at offset 20",
         NULL};
     expect_abort("p[20] written after free(p)", body, 0, w0);
     static const char *const w1[] = {
         "memx: use after free detected in free(): object 0x",
-        "(size class 5, 80-byte objects): the object was written after it was freed at offset 0",
+        "(size class 9, 144-byte objects): the object was written after it was freed at offset 0",
         NULL};
     expect_abort("p[0..8] zeroed after free(p)", body, 1, w1);
     static const char *const w2[] = {"memx: use after free detected in free(): object 0x",

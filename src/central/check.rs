@@ -6,13 +6,13 @@
 //! The fast paths themselves pay nothing for this mode.
 //!
 //! A small object of n requested bytes aligned to a (16 for malloc) takes
-//! a slot of the class of h + n + 16, where h = max(16, a) is its header;
+//! a slot of the class of h + n + 40, where h = max(64, a) is its header;
 //! the program gets slot + h (so the slot's alignment carries over):
 //!
 //! ```text
 //!   [0, h)              header: canary bytes, checked on free: underflow
 //!   [h, h + n)          the program's bytes
-//!   [h + n, slot - 8)   canary bytes (at least 8), checked on free: overflow
+//!   [h + n, slot - 8)   canary bytes (at least 32), checked on free: overflow
 //!   [slot - 8, slot)    trailer: n | log2(h) << 56, xor the free-list key
 //! ```
 //!
@@ -58,12 +58,14 @@ use crate::free_object::{link_key, FreeObject, END};
 use crate::size_class::{class_for_aligned, class_of, CLASSES, NUM_CLASSES};
 use crate::span::Span;
 
-/// Bytes a checked object needs past its request: at least 8 canary bytes
-/// and the 8-byte trailer.
-pub const EXTRA: usize = 16;
-/// Canary bytes before an object (its header) when it is aligned to 16;
-/// an object aligned to more gets a header of its alignment.
-pub const HEADER: usize = 16;
+/// Bytes a checked object needs past its request: at least 32 canary bytes
+/// (a write up to 32 bytes past the end lands in them, not in the next
+/// slot) and the 8-byte trailer.
+pub const EXTRA: usize = 40;
+/// Canary bytes before an object (its header): a write up to 64 bytes
+/// before it lands in them. An object aligned to more gets a header of its
+/// alignment (a power of two: the trailer keeps its log2).
+pub const HEADER: usize = 64;
 /// The bytes after an object (canary).
 pub const CANARY: u8 = 0xfd;
 /// A freed object's bytes after its link.
@@ -424,7 +426,7 @@ fn trailer(n: usize, head: usize) -> usize {
 fn untrailer(word: usize, size: usize) -> Option<(usize, usize)> {
     let v = word ^ link_key();
     let (n, log) = (v & ((1 << 56) - 1), v >> 56);
-    if !(4..=15).contains(&log) {
+    if !(6..=15).contains(&log) {
         return None;
     }
     let head = 1usize << log;
@@ -438,7 +440,7 @@ fn untrailer(word: usize, size: usize) -> Option<(usize, usize)> {
 /// and the offset of the first byte written after its free.
 fn check_freed(slot: &[u8], base: usize, class: usize, call: &str, linked: bool) {
     let log = slot[8] as usize;
-    let sane = (4..=15).contains(&log) && (1usize << log) < slot.len();
+    let sane = (6..=15).contains(&log) && (1usize << log) < slot.len();
     let head = if sane { 1usize << log } else { HEADER };
     let first = if linked {
         None

@@ -46,7 +46,7 @@ use crate::central::check;
 use crate::diag::{self, CheckFailure};
 use crate::page_heap::{PageHeap, HEAP};
 use crate::pagemap::PAGEMAP;
-use crate::size_class::{MAX_SMALL, PAGE_SIZE};
+use crate::size_class::PAGE_SIZE;
 use crate::span::{Span, SpanState};
 use crate::sys::{self, fault, lock::LockedGuard};
 use crate::util::div_ceil;
@@ -109,7 +109,9 @@ fn canaries(
 /// a span of its own between guard pages (unless it is small: a sampled
 /// object). Null with errno ENOMEM on overflow or exhaustion.
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    let guarded = size > MAX_SMALL || align > 16;
+    // Sampled objects (the only ones here that a class could hold) go
+    // unguarded.
+    let guarded = check::class_for(size, align) == 0;
     if guarded {
         fault::install(on_fault);
     }
