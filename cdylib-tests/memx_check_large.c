@@ -59,6 +59,10 @@ static void body(int which, int fd)
         free_v(p);
         free_v(p);
         break;
+    case 8: /* realloc of a freed object */
+        free_v(p);
+        escape(realloc_v(p, 10));
+        break;
     }
 }
 
@@ -103,9 +107,14 @@ int main(void)
     static const char *const w6[] = {"memx: use after free detected by SIGSEGV",
                                      "accessed at offset 0", NULL};
     expect_signal("p[0] written after free(p); malloc(1 MiB)", body, 6, SIGSEGV, w6);
-    static const char *const w7[] = {"memx: free(): invalid pointer 0x",
-                                     "(double free: the object was freed already)", NULL};
+    static const char *const w7[] = {
+        "memx: double free detected in free(): object 0x",
+        "1048576 bytes requested): the object was freed already (it is in the quarantine)", NULL};
     expect_abort("free(p); free(p) of 1 MiB", body, 7, w7);
+    static const char *const w8[] = {
+        "memx: use after free detected in realloc(): object 0x",
+        "1048576 bytes requested): the object was freed already (it is in the quarantine)", NULL};
+    expect_abort("free(p); realloc(p, 10) of 1 MiB", body, 8, w8);
     static const char *const a0[] = {"memx: heap overflow detected by SIGSEGV",
                                      "1048576 bytes requested", "at offset 1048576", NULL};
     expect_signal("64 bytes past posix_memalign(4096, 1 MiB)", aligned_body, 0, SIGSEGV, a0);

@@ -92,15 +92,8 @@ pub fn set_sample(p: *mut u8, sample: Sample) {
 pub fn free(p: *mut u8, call: &str) -> Option<Sample> {
     let mut heap = HEAP.lock();
     let Some(s) = live_large(&heap, p) else {
-        let twice = check::enabled() && checked::is_quarantined(&heap, p);
         drop(heap);
-        if twice {
-            diag::invalid_pointer(
-                call,
-                p as usize,
-                "double free: the object was freed already",
-            );
-        }
+        freed_already(p, call);
         diag::invalid_pointer(
             call,
             p as usize,
@@ -125,12 +118,39 @@ pub fn free(p: *mut u8, call: &str) -> Option<Sample> {
     }
 }
 
+/// Checked mode: aborts naming a double free (`free`) or a use after free
+/// (any other `call`) if `p` is a freed object still in the quarantine.
+/// Called without the heap lock; takes it.
+fn freed_already(p: *mut u8, call: &str) {
+    if !check::enabled() {
+        return;
+    }
+    let found = checked::quarantined(&HEAP.lock(), p);
+    let Some((bytes, n)) = found else { return };
+    diag::check_failed(&diag::CheckFailure {
+        what: if call == "free" {
+            "double free"
+        } else {
+            "use after free"
+        },
+        call,
+        ptr: p as usize,
+        class: 0,
+        slot: bytes,
+        requested: Some(n),
+        detail: "the object was freed already (it is in the quarantine)",
+        offset: None,
+        stack: &[],
+    })
+}
+
 /// Usable bytes of the large object at `p` (aborts if it is not one): its
 /// span, or in checked mode the request (the canary follows it).
 pub fn usable_size(p: *mut u8, call: &str) -> usize {
     let heap = HEAP.lock();
     let Some(s) = live_large(&heap, p) else {
         drop(heap);
+        freed_already(p, call);
         diag::invalid_pointer(call, p as usize, "not the start of an allocation")
     };
     // SAFETY: checked live above, under the lock.

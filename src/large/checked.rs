@@ -279,18 +279,18 @@ unsafe fn evict_oldest(heap: &mut PageHeap) {
     unsafe { heap.free(s) };
 }
 
-/// Whether `p` is the object of a quarantined span (freed already). The
-/// heap lock (`_heap`) keeps the answer true while it is held.
-pub fn is_quarantined(_heap: &PageHeap, p: *mut u8) -> bool {
+/// If `p` is the object of a quarantined span (freed already): its span's
+/// bytes and the request. The heap lock (`_heap`) keeps the answer true
+/// while it is held.
+pub fn quarantined(_heap: &PageHeap, p: *mut u8) -> Option<(usize, usize)> {
     let s = PAGEMAP.lookup_addr(p as usize).span();
     // SAFETY: a non-null entry points at a span struct; the heap lock keeps
     // a Large one from changing while we look.
-    !s.is_null()
-        && unsafe {
-            (*s).state == SpanState::Large
-                && (*s).large.quarantined
-                && (*s).addr() + (*s).large.offset == p as usize
-        }
+    let span = unsafe { s.as_ref()? };
+    let q = span.state == SpanState::Large
+        && span.large.quarantined
+        && span.addr() + span.large.offset == p as usize;
+    q.then_some((span.bytes(), span.large.requested))
 }
 
 /// The Large span holding `addr`, read without a lock (from the fault
