@@ -528,4 +528,48 @@ mod tests {
         }
         assert_eq!(first_not(&[], CANARY), None);
     }
+
+    #[test]
+    fn last_not_finds_the_byte_nearest_the_end() {
+        let mut buf = [CANARY; 64];
+        assert_eq!(last_not(&buf, CANARY), None);
+        buf[3] = 0;
+        buf[40] = 0;
+        assert_eq!(last_not(&buf, CANARY), Some(40));
+    }
+
+    #[test]
+    fn the_trailer_keeps_the_request_and_header() {
+        for (n, head, size) in [
+            (0, 64, 112),
+            (8, 64, 112),
+            (100, 256, 512),
+            (3072, 64, 3328),
+        ] {
+            assert_eq!(untrailer(trailer(n, head), size), Some((n, head)));
+        }
+        // Too big for the slot, or plain data: not a trailer.
+        assert_eq!(untrailer(trailer(100, 64), 160), None);
+        assert_eq!(untrailer(0xfdfd_fdfd_fdfd_fdfd, 4096), None);
+    }
+
+    #[test]
+    fn the_quarantine_is_a_bounded_fifo() {
+        assert_eq!(Quarantine::capacity(16), QUARANTINE_OBJECTS);
+        assert_eq!(Quarantine::capacity(256 * 1024), 4);
+        assert_eq!(Quarantine::capacity(4 << 20), 1);
+        let mut q = Quarantine::new();
+        let mut slots = [0u8; 3 * QUARANTINE_OBJECTS];
+        let base = slots.as_mut_ptr();
+        let p = |i: usize| base.wrapping_add(i);
+        for i in 0..QUARANTINE_OBJECTS {
+            q.push(p(i));
+        }
+        // Wraps around the ring, oldest first.
+        for i in 0..2 * QUARANTINE_OBJECTS {
+            assert_eq!(q.pop(), p(i));
+            q.push(p(QUARANTINE_OBJECTS + i));
+        }
+        assert_eq!(q.len, QUARANTINE_OBJECTS);
+    }
 }
