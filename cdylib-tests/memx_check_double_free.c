@@ -15,7 +15,8 @@
 
 static void body(int which, int fd)
 {
-    /* 24 bytes + 16 of canary and trailer: class 3, 48-byte objects. */
+    /* 64 bytes of header, 24, 40 of canary and trailer: class 8, 128-byte
+     * objects. */
     char *keep = malloc_v(24);
     char *p = malloc_v(24);
     CHECK(keep && p, "malloc failed");
@@ -40,10 +41,10 @@ int main(void)
 {
     static const char *const twice[] = {
         "memx: double free detected in free(): object 0x",
-        "(size class 3, 48-byte objects): the object is not allocated", NULL};
+        "(size class 8, 128-byte objects): the object is not allocated", NULL};
     expect_abort("free(p); free(p) of 24 bytes", body, 0, twice);
     static const char *const re[] = {"memx: use after free detected in realloc(): object 0x",
-                                     "(size class 3, 48-byte objects)", NULL};
+                                     "(size class 8, 128-byte objects)", NULL};
     expect_abort("free(p); realloc(p, 100)", body, 1, re);
     static const char *const us[] = {
         "memx: use after free detected in malloc_usable_size(): object 0x", NULL};

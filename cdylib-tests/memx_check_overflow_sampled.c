@@ -4,8 +4,8 @@
  * only).
  *
  * MEMX_PROFILE_SAMPLE=1 samples every allocation; a sampled object has a
- * span of its own, and checked mode puts canary bytes in the span's slack
- * after the request. The report's second line lists the allocation's
+ * span of its own, and checked mode puts canary bytes before and after it
+ * there (an overflow and an underflow are both reported with the stack). The report's second line lists the allocation's
  * return addresses; one of them must lie in the function that called
  * malloc here (alloc_here). No profile is written (no exit dump, no
  * signal). The case runs in a child (memx_check_cases.h) that must abort.
@@ -23,13 +23,17 @@ static __attribute__((noinline)) char *alloc_here(size_t n)
 
 static void body(int which, int fd)
 {
-    (void)which;
     char *p = alloc_here(100);
     CHECK(p != NULL, "malloc failed");
     send_ptr(fd, p);
-    memset(p, 'z', 101);
+    if (which == 0)
+        memset(p, 'z', 101); /* into the canary after it */
+    else
+        p[escape(NULL) ? 0 : -1] = 'z'; /* into the canary before it */
     free_v(p);
 }
+
+static void check_stack(void);
 
 int main(void)
 {
@@ -40,7 +44,21 @@ int main(void)
         "memx: allocated at 0x", NULL};
     expect_abort("101 bytes written to a sampled malloc(100)", body, 0, want);
 
-    /* One of the frames is a return address inside alloc_here. */
+    check_stack();
+    static const char *const under[] = {
+        "memx: heap underflow detected in free(): object 0x",
+        "(size class 0, 8192-byte span, 100 bytes requested): the canary before the object was "
+        "overwritten at offset -1",
+        "memx: allocated at 0x", NULL};
+    expect_abort("p[-1] of a sampled malloc(100)", body, 1, under);
+    check_stack();
+    return 0;
+}
+
+/* One of the frames of the last report's stack is a return address inside
+ * alloc_here. */
+static void check_stack(void)
+{
     const char *line = strstr(last_err, "memx: allocated at");
     CHECK(line != NULL, "no stack line");
     uintptr_t lo = (uintptr_t)alloc_here, hi = lo + 256;
@@ -53,5 +71,4 @@ int main(void)
     }
     CHECK(found, "no frame of the allocation stack lies in alloc_here (%p): %s",
           (void *)alloc_here, line);
-    return 0;
 }

@@ -11,7 +11,7 @@ use crate::diag;
 use crate::large::{self, MAX_REQUEST};
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
-use crate::size_class::{class_for_aligned, class_of, size_of, CLASSES, PAGE_SIZE};
+use crate::size_class::{class_for_aligned, class_of, size_of, CLASSES};
 use crate::sys;
 use crate::thread_cache;
 
@@ -199,7 +199,7 @@ fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
     if class != 0 {
         return malloc(size_of(class));
     }
-    thread_cache::alloc_large(size, (align / PAGE_SIZE).max(1))
+    thread_cache::alloc_large(size, align)
 }
 
 /// glibc's memalign: a non-power-of-two alignment is rounded up.

@@ -70,6 +70,9 @@ pub struct CentralFreeList {
     pub free_in_spans: usize,
     /// Checked mode: bitmaps for this class's spans.
     bits: Pool<check::Bits>,
+    /// Checked mode: freed objects waiting before they go back to their
+    /// spans (`check::Quarantine`).
+    quarantine: check::Quarantine,
 }
 
 // SAFETY: raw pointers are only followed with the list's lock held.
@@ -129,6 +132,7 @@ impl CentralFreeList {
             spans: 0,
             free_in_spans: 0,
             bits: Pool::new(),
+            quarantine: check::Quarantine::new(),
         }
     }
 

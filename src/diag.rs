@@ -64,7 +64,7 @@ pub fn link_or_abort<T>(class: usize, r: Result<T, BadLink>) -> T {
 
 /// What checked mode (`MEMX_CHECK=1`) found wrong with one object.
 pub struct CheckFailure<'a> {
-    /// "double free", "heap overflow", "use after free".
+    /// "double free", "heap overflow", "heap underflow", "use after free".
     pub what: &'a str,
     /// The call that found it: "free", "malloc", "realloc", ...
     pub call: &'a str,
@@ -76,8 +76,9 @@ pub struct CheckFailure<'a> {
     /// Bytes the program asked for, when known.
     pub requested: Option<usize>,
     pub detail: &'a str,
-    /// Offset from `ptr` of the first bad byte, when there is one.
-    pub offset: Option<usize>,
+    /// Offset from `ptr` of the first bad byte (negative: before the
+    /// object), when there is one.
+    pub offset: Option<isize>,
     /// The allocation stack, when the object was sampled by the profiler.
     pub stack: &'a [usize],
 }
@@ -92,8 +93,31 @@ pub fn check_failed(f: &CheckFailure) -> ! {
         .str(f.what)
         .str(" detected in ")
         .str(f.call)
-        .str("(): object ")
-        .hex(f.ptr as u64)
+        .str("(): object ");
+    check_tail(&mut line, f, None);
+    sys::abort()
+}
+
+/// Reports a checked-mode failure found by a fault at `addr` (instruction
+/// `pc`; `f.call` names the signal) in the same shape as `check_failed`,
+/// without ending the process: the fault handler does that.
+#[cold]
+#[inline(never)]
+pub fn fault_found(f: &CheckFailure, addr: usize, pc: usize) {
+    let mut line = FixedBuf::<1024>::new();
+    line.str("memx: ")
+        .str(f.what)
+        .str(" detected by ")
+        .str(f.call)
+        .str(" at instruction ")
+        .hex(pc as u64)
+        .str(": object ");
+    check_tail(&mut line, f, Some(addr));
+}
+
+/// The object, the detail and the stack of a report; writes it all.
+fn check_tail(line: &mut FixedBuf<1024>, f: &CheckFailure, addr: Option<usize>) {
+    line.hex(f.ptr as u64)
         .str(" (size class ")
         .usize(f.class)
         .str(", ")
@@ -108,7 +132,10 @@ pub fn check_failed(f: &CheckFailure) -> ! {
     }
     line.str("): ").str(f.detail);
     if let Some(off) = f.offset {
-        line.str(" at offset ").usize(off);
+        line.str(" at offset ").i64(off as i64);
+    }
+    if let Some(a) = addr {
+        line.str(" (address ").hex(a as u64).str(")");
     }
     line.str("\n");
     if !f.stack.is_empty() {
@@ -119,5 +146,4 @@ pub fn check_failed(f: &CheckFailure) -> ! {
         line.str("\n");
     }
     sys::write_stderr(line.as_bytes());
-    sys::abort()
 }

@@ -1,12 +1,13 @@
 //! Large objects: requests above the largest size class (and aligned
 //! requests no class can serve), and sampled objects, get a span of their
 //! own from the page heap. Every operation on such an object is here:
-//! allocation, free, usable size, resize in place, and checked mode's
-//! canary after the object (`MEMX_CHECK=1`; the small-object checks are in
-//! `central::check`).
+//! allocation, free, usable size, resize in place; checked mode's guard
+//! pages, canaries and quarantine (`MEMX_CHECK=1`) are in `checked` (the
+//! small-object checks are in `central::check`).
 //!
 //! A pointer is a live large object iff `live_large` finds its span: in
-//! state `Large` and starting at the pointer, read under the heap lock.
+//! state `Large`, not quarantined, and its object (at `large.offset`, 0
+//! outside checked mode) starting at the pointer, read under the heap lock.
 //! The profiler's record of a sampled object sits on its span
 //! (`span.large.sample`); this module only keeps it and hands it back on
 //! free, it never calls the profiler.
@@ -14,8 +15,10 @@
 //! Owns: nothing; policy over `PageHeap`. Must never: be called with a
 //! central lock held (it takes the page heap lock), or call the profiler.
 
+pub mod checked;
+
 use crate::central::check;
-use crate::diag::{self, CheckFailure};
+use crate::diag;
 use crate::page_heap::{PageHeap, HEAP};
 use crate::pagemap::PAGEMAP;
 use crate::profile::Sample;
@@ -27,10 +30,6 @@ use crate::util::div_ceil;
 /// The largest request glibc accepts: PTRDIFF_MAX.
 pub const MAX_REQUEST: usize = isize::MAX as usize;
 
-/// Canary bytes after an object in checked mode, in its span's slack (when
-/// it has any).
-const CANARY_BYTES: usize = 16;
-
 /// The span of the live large object starting at `p`, or None (not ours,
 /// not a large object, not its start, or freed already). The heap lock
 /// (`_heap`) keeps the answer true while it is held.
@@ -38,17 +37,26 @@ fn live_large(_heap: &PageHeap, p: *mut u8) -> Option<*mut Span> {
     let s = PAGEMAP.lookup_addr(p as usize).span();
     // SAFETY: a non-null entry points at a span struct (perhaps Dead); the
     // heap lock keeps it from changing while we look.
-    let live =
-        !s.is_null() && unsafe { (*s).state == SpanState::Large && (*s).addr() == p as usize };
+    let live = !s.is_null()
+        && unsafe {
+            (*s).state == SpanState::Large
+                && !(*s).large.quarantined
+                && (*s).addr() + (*s).large.offset == p as usize
+        };
     live.then_some(s)
 }
 
-/// A span of at least `size` bytes whose start is aligned to `align_pages`
-/// pages. Null with errno ENOMEM on overflow or exhaustion. The caller has
-/// initialised the allocator (`init::ensure`).
+/// A span of at least `size` bytes whose start is aligned to `align` bytes
+/// (a power of two; at least a page), or in checked mode an object between
+/// guard pages (`checked`). Null with errno ENOMEM on overflow or
+/// exhaustion. The caller has initialised the allocator (`init::ensure`).
 #[cold]
 #[inline(never)]
-pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    if check::enabled() {
+        return checked::alloc(size, align);
+    }
+    let align_pages = (align / PAGE_SIZE).max(1);
     if size > MAX_REQUEST - PAGE_SIZE {
         sys::set_errno(libc::ENOMEM);
         return core::ptr::null_mut();
@@ -60,17 +68,10 @@ pub fn alloc(size: usize, align_pages: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     // SAFETY: a fresh Large span, ours until its address is returned.
-    let (p, bytes) = unsafe {
+    unsafe {
         (*s).large.requested = size;
-        (((*s).start << PAGE_SHIFT) as *mut u8, (*s).bytes())
-    };
-    if check::enabled() {
-        let end = bytes.min(size.saturating_add(CANARY_BYTES));
-        // SAFETY: [size, end) lies inside the fresh span, unused by the
-        // program.
-        unsafe { core::ptr::write_bytes(p.add(size), check::CANARY, end - size) };
+        ((*s).start << PAGE_SHIFT) as *mut u8
     }
-    p
 }
 
 /// Marks the object at `p` (just allocated by `alloc`, not yet handed out)
@@ -85,12 +86,14 @@ pub fn set_sample(p: *mut u8, sample: Sample) {
 
 /// Frees a large object, aborting on a pointer that is not the start of a
 /// live large object (including a second free of the same one), or, in
-/// checked mode, on an overwritten canary. Returns the object's sample, if
-/// it was sampled, for the caller to give back to the profiler.
+/// checked mode, on an overwritten canary; a checked object goes to the
+/// quarantine. Returns the object's sample, if it was sampled, for the
+/// caller to give back to the profiler.
 pub fn free(p: *mut u8, call: &str) -> Option<Sample> {
     let mut heap = HEAP.lock();
     let Some(s) = live_large(&heap, p) else {
         drop(heap);
+        freed_already(p, call);
         diag::invalid_pointer(
             call,
             p as usize,
@@ -98,8 +101,13 @@ pub fn free(p: *mut u8, call: &str) -> Option<Sample> {
         );
     };
     if check::enabled() {
-        check_canary(heap, s, p, call);
-        heap = HEAP.lock();
+        heap = checked::check(heap, s, p, call);
+        // SAFETY: validated above as the live large object the caller frees.
+        return unsafe {
+            let sample = (*s).large.sample.take();
+            checked::quarantine_span(&mut heap, s);
+            sample
+        };
     }
     // SAFETY: validated above as the live large object the caller frees
     // (the program frees it once; it cannot change while it is live).
@@ -110,41 +118,29 @@ pub fn free(p: *mut u8, call: &str) -> Option<Sample> {
     }
 }
 
-/// Checked mode: the canary after the live large object `p` (span `s`) is
-/// intact, or abort, with the allocation stack if it was sampled.
-fn check_canary(
-    heap: crate::sys::lock::LockedGuard<'_, PageHeap>,
-    s: *mut Span,
-    p: *mut u8,
-    call: &str,
-) {
-    // SAFETY: the live Large span of `p`, under the heap lock.
-    let (n, bytes) = unsafe { ((*s).large.requested, (*s).bytes()) };
-    let end = bytes.min(n.saturating_add(CANARY_BYTES));
-    if end <= n {
+/// Checked mode: aborts naming a double free (`free`) or a use after free
+/// (any other `call`) if `p` is a freed object still in the quarantine.
+/// Called without the heap lock; takes it.
+fn freed_already(p: *mut u8, call: &str) {
+    if !check::enabled() {
         return;
     }
-    // SAFETY: [n, end) lies inside the live span.
-    let tail = unsafe { core::slice::from_raw_parts(p.add(n), end - n) };
-    let Some(off) = check::first_not(tail, check::CANARY) else {
-        return;
-    };
-    let mut frames = [0usize; 24];
-    // SAFETY: as above; the sample lives until the object's free, after us.
-    let stack = unsafe { (*s).large.sample.as_ref() }.map_or(&[][..], |r| r.stack());
-    let depth = stack.len().min(frames.len());
-    frames[..depth].copy_from_slice(&stack[..depth]);
-    drop(heap);
-    diag::check_failed(&CheckFailure {
-        what: "heap overflow",
+    let found = checked::quarantined(&HEAP.lock(), p);
+    let Some((bytes, n)) = found else { return };
+    diag::check_failed(&diag::CheckFailure {
+        what: if call == "free" {
+            "double free"
+        } else {
+            "use after free"
+        },
         call,
         ptr: p as usize,
         class: 0,
         slot: bytes,
         requested: Some(n),
-        detail: "the canary after the object was overwritten",
-        offset: Some(n + off),
-        stack: &frames[..depth],
+        detail: "the object was freed already (it is in the quarantine)",
+        offset: None,
+        stack: &[],
     })
 }
 
@@ -154,6 +150,7 @@ pub fn usable_size(p: *mut u8, call: &str) -> usize {
     let heap = HEAP.lock();
     let Some(s) = live_large(&heap, p) else {
         drop(heap);
+        freed_already(p, call);
         diag::invalid_pointer(call, p as usize, "not the start of an allocation")
     };
     // SAFETY: checked live above, under the lock.

@@ -13,6 +13,7 @@
 //!   central.rs       per-class central lists + transfer caches          │
 //!     check.rs         checked mode (MEMX_CHECK) for small objects       │
 //!   large.rs         every large-object operation (span per object)     │
+//!     checked.rs       checked mode: guard pages, canaries, quarantine   │
 //!   page_heap.rs     spans of 8 KiB pages, free lists, coalescing     ◄─┘ spans
 //!     grow.rs          growth from the OS; a large span's growth in place
 //!     release.rs       madvise by age and rate; MEMX_HEAP_LIMIT
@@ -40,7 +41,7 @@
 //! |------------------------------|------------------------------------------|
 //! | `thread_cache::registry::REGISTRY` | list of live thread caches, their pool |
 //! | `central::CENTRAL[c]` (x129) | class c's spans with free objects, its transfer cache, checked mode's per-span bitmaps |
-//! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Taken and Large spans' state |
+//! | `page_heap::HEAP`            | free spans, span pool, heap statistics, Taken and Large spans' state, checked mode's quarantine of freed large objects (`large::checked`) |
 //! | `profile::lock()`            | the profiler's stack and sample tables   |
 //! | `meta::META`                 | the metadata arena's bump pointer        |
 //! | `guard::lock()`              | the guarded pool's slots and quarantine (a leaf: nothing is taken under it) |

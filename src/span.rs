@@ -17,7 +17,8 @@
 //!   (limit − bump) / size = objects per span`; `allocated == 0` iff the
 //!   span can go back to the heap.
 //! - `Large`: one object (a large or sampled allocation) starting at the
-//!   span's first byte; every page maps to it with class 0.
+//!   span's first byte (`large.offset` bytes in, in checked mode); every
+//!   page maps to it with class 0.
 //! - `Dead`: the struct is in the span pool, describing nothing.
 //!
 //! Owns: no global state. Must never: be touched without the lock of the
@@ -91,8 +92,18 @@ pub struct LargeFields {
     pub zeroed: bool,
     /// The profiler's record, iff the object is sampled.
     pub sample: Option<Sample>,
-    /// Bytes the program asked for (≤ the span's bytes).
+    /// Bytes the program asked for (offset + requested ≤ the span's bytes).
     pub requested: usize,
+    /// Where the object starts: `object = addr() + offset`; 0 except in
+    /// checked mode, whose objects sit between guard pages
+    /// (`large::checked`).
+    pub offset: usize,
+    /// Checked mode: the span's first and last OS pages are guard pages
+    /// (inaccessible), and the freed object goes to the quarantine.
+    pub guarded: bool,
+    /// Checked mode: the object was freed and its span waits, inaccessible,
+    /// in the quarantine (`large::checked`); it is no live object.
+    pub quarantined: bool,
 }
 
 impl LargeFields {
@@ -101,6 +112,9 @@ impl LargeFields {
             zeroed: false,
             sample: None,
             requested: 0,
+            offset: 0,
+            guarded: false,
+            quarantined: false,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! memx's SIGSEGV/SIGBUS handler, for guarded sampling: a fault the hook
-//! claims (an access to a guarded page) is reported, everything else goes
-//! on to the handler that was in place before memx's.
+//! memx's SIGSEGV/SIGBUS handler, for guarded sampling and checked mode's
+//! guard pages: a fault a hook claims (an access to one of their
+//! inaccessible pages) is reported, everything else goes on to the handler
+//! that was in place before memx's.
 //!
 //! The handler runs on the faulting thread's stack, or on its alternate
 //! stack when it has one (SA_ONSTACK). After a report it puts the previous
@@ -12,7 +13,9 @@
 //! back and the fault repeats under it. A program that installs its own
 //! handler later replaces memx's (and then its handler sees every fault).
 //!
-//! Owns: the two saved previous actions. Must never: allocate, take a lock,
+//! Owns: the two saved previous actions and the hooks (at most `HOOKS`,
+//! each asked in turn until one claims the fault). Must never: allocate,
+//! take a lock,
 //! or return into a faulting instruction without having changed the action
 //! (that would loop forever).
 
@@ -33,15 +36,25 @@ unsafe impl Sync for Saved {}
 
 static PREVIOUS: Saved = Saved(UnsafeCell::new([None, None]));
 static INSTALLING: AtomicBool = AtomicBool::new(false);
-static HOOK: AtomicUsize = AtomicUsize::new(0);
+/// Hooks installed (0: a free entry); each is stored once and never removed.
+const HOOKS: usize = 2;
+static HOOK: [AtomicUsize; HOOKS] = [AtomicUsize::new(0), AtomicUsize::new(0)];
 
-/// Installs the handler for SIGSEGV and SIGBUS (once per process; later
-/// calls do nothing), remembering the actions it replaces.
+/// Adds `hook` (once; a hook already there is not added twice), and
+/// installs the handler for SIGSEGV and SIGBUS (once per process),
+/// remembering the actions it replaces.
 pub fn install(hook: Hook) {
+    let h = hook as usize;
+    for slot in &HOOK {
+        match slot.compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(v) if v == h => break,
+            Err(_) => {}
+        }
+    }
     if INSTALLING.swap(true, Ordering::AcqRel) {
         return;
     }
-    HOOK.store(hook as usize, Ordering::Release);
     for (i, &sig) in SIGNALS.iter().enumerate() {
         let old = io::current_action(sig);
         // SAFETY: only this call (guarded by INSTALLING) writes PREVIOUS,
@@ -62,12 +75,14 @@ fn previous(sig: i32) -> Option<OldAction> {
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    let hook = HOOK.load(Ordering::Acquire);
     // si_code > 0: raised by the kernel for an access (not kill or raise).
-    // SAFETY: HOOK holds a `Hook` stored by `install`.
     let ours = code > 0
-        && hook != 0
-        && unsafe { core::mem::transmute::<usize, Hook>(hook) }(sig, addr, fault_pc(ctx));
+        && HOOK.iter().any(|slot| {
+            let hook = slot.load(Ordering::Acquire);
+            // SAFETY: a non-zero entry holds a `Hook` stored by `install`.
+            hook != 0
+                && unsafe { core::mem::transmute::<usize, Hook>(hook) }(sig, addr, fault_pc(ctx))
+        });
     let Some(prev) = previous(sig) else { return };
     if ours {
         // The faulting instruction runs again, under the program's action.

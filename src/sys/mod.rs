@@ -102,6 +102,18 @@ pub fn open_pages(p: *mut u8, bytes: usize) -> bool {
     rc == 0
 }
 
+/// Makes whole OS pages of a mapping inaccessible, keeping their contents
+/// (checked mode's guard pages). False if the kernel refused (out of
+/// memory or mappings).
+pub fn protect_none(p: *mut u8, bytes: usize) -> bool {
+    let saved = errno();
+    // SAFETY: callers pass whole pages of a mapping of theirs that holds no
+    // object the program may touch.
+    let rc = unsafe { libc::mprotect(p as *mut libc::c_void, bytes, libc::PROT_NONE) };
+    set_errno(saved);
+    rc == 0
+}
+
 /// Drops the contents of whole OS pages and makes them inaccessible again,
 /// in one call (a fresh PROT_NONE mapping over them). False on failure.
 pub fn close_pages(p: *mut u8, bytes: usize) -> bool {

@@ -96,11 +96,11 @@ pub(super) fn countdown_expired(t: &ThreadCache) -> sampler::Event {
 /// unwinder's own) is not sampled again.
 #[cold]
 #[inline(never)]
-pub(super) fn alloc_sampled(size: usize, align_pages: usize) -> *mut u8 {
+pub(super) fn alloc_sampled(size: usize, align: usize) -> *mut u8 {
     if !enter_profiler() {
-        return large::alloc(size, align_pages);
+        return large::alloc(size, align);
     }
-    let p = large::alloc(size, align_pages);
+    let p = large::alloc(size, align);
     if !p.is_null() {
         // No allocator lock is held here: the profiler may take its own.
         if let Some(sample) = profile::record_alloc(p as usize, size) {
@@ -122,14 +122,14 @@ pub(super) fn free_large(p: *mut u8) {
 /// Large objects (and aligned ones no class can serve), after the countdown.
 #[cold]
 #[inline(never)]
-pub fn alloc_large(size: usize, align_pages: usize) -> *mut u8 {
+pub fn alloc_large(size: usize, align: usize) -> *mut u8 {
     if size <= large::MAX_REQUEST && count_down_is_sample(size) {
-        return alloc_sampled(size, align_pages);
+        return alloc_sampled(size, align);
     }
     // The first request of a program may be large: initialise (as the
     // small path does before creating a cache).
     crate::init::ensure();
-    large::alloc(size, align_pages)
+    large::alloc(size, align)
 }
 
 /// Takes `size` bytes off this thread's countdown; true when the request

@@ -19,7 +19,7 @@ use crate::free_object::{link_key, set_link, BadLink, FreeObject, END};
 use crate::guard;
 use crate::pagemap::PAGEMAP;
 use crate::sampler;
-use crate::size_class::{CLASSES, MAX_SMALL, PAGE_SIZE};
+use crate::size_class::{CLASSES, MAX_SMALL};
 
 /// `counted`: the fast path already took `size` off the countdown.
 #[cold]
@@ -27,7 +27,7 @@ use crate::size_class::{CLASSES, MAX_SMALL, PAGE_SIZE};
 pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 {
     // Large and zero-byte requests reach here through the always-empty list 0.
     if offset == 0 && size > MAX_SMALL {
-        return alloc_large(size, 1);
+        return alloc_large(size, 16);
     }
     let class = (offset / LIST_STRIDE).max(1);
     let tc = current_or_create();
@@ -41,7 +41,7 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
             match countdown_expired(unsafe { &*tc }) {
                 // A sampled object gets a span of its own, marked sampled,
                 // so the ordinary free path never looks anything up.
-                sampler::Event::Profile => return alloc_sampled(size, 1),
+                sampler::Event::Profile => return alloc_sampled(size, 16),
                 sampler::Event::Guard => {
                     let p = alloc_guarded(size);
                     if !p.is_null() {
@@ -87,8 +87,8 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
 /// the central list (see `central::check`), or a large one with a canary.
 pub fn malloc_checked(size: usize, align: usize) -> *mut u8 {
     match check::class_for(size, align) {
-        0 => alloc_large(size, (align / PAGE_SIZE).max(1)),
-        class => check::alloc_small(class, size),
+        0 => alloc_large(size, align),
+        class => check::alloc_small(class, size, align),
     }
 }
 
