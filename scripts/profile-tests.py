@@ -456,7 +456,10 @@ def check_nested(label, py):
           ("<module>", ln["module"])), 16 * MiB),
         ((("leaf", ln["leaf"]), ("outer", ln["outer2"]), ("<module>", ln["module"])), 8 * MiB),
     ]
-    r = Run("pynested", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=2)
+    # 64 KiB: 128 samples in the 8 MiB stack (its estimate within 50% by
+    # more than 5 sigma). At the default 512 KiB it had 16, and a seeded run
+    # still varies with Python's hash randomisation: 3.11 once read 12.2 MiB.
+    r = Run("pynested", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=2, MEMX_PROFILE_SAMPLE="64K")
     try:
         r.run([py, script])
         d = heap_dump.Dump(r.dumps()[0])
@@ -479,7 +482,7 @@ def check_nested(label, py):
         outer_native = sum(not heap_dump.is_python(w) for w in top.frames[first:])
         check(outer_native == 0, f"{label}: {outer_native} native frames outside the Python ones")
         full = Run("pynested-native", MEMX_PROFILE_AT_EXIT=0, MEMX_PROFILE_SEED=2,
-                   MEMX_PROFILE_NATIVE=1)
+                   MEMX_PROFILE_SAMPLE="64K", MEMX_PROFILE_NATIVE=1)
         try:
             full.run([py, script])
             fd = heap_dump.Dump(full.dumps()[0])
