@@ -89,27 +89,22 @@ pub fn reserve(bytes: usize) -> *mut u8 {
 /// Makes whole OS pages of a reserved range readable and writable. False if
 /// the kernel refused (out of memory or mappings).
 pub fn open_pages(p: *mut u8, bytes: usize) -> bool {
-    let saved = errno();
-    // SAFETY: callers pass whole pages of a range they reserved.
-    let rc = unsafe {
-        libc::mprotect(
-            p as *mut libc::c_void,
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-    };
-    set_errno(saved);
-    rc == 0
+    set_protection(p, bytes, libc::PROT_READ | libc::PROT_WRITE)
 }
 
 /// Makes whole OS pages of a mapping inaccessible, keeping their contents
 /// (checked mode's guard pages). False if the kernel refused (out of
 /// memory or mappings).
 pub fn protect_none(p: *mut u8, bytes: usize) -> bool {
+    set_protection(p, bytes, libc::PROT_NONE)
+}
+
+/// `mprotect` with errno left as the caller had it.
+fn set_protection(p: *mut u8, bytes: usize, prot: i32) -> bool {
     let saved = errno();
-    // SAFETY: callers pass whole pages of a mapping of theirs that holds no
-    // object the program may touch.
-    let rc = unsafe { libc::mprotect(p as *mut libc::c_void, bytes, libc::PROT_NONE) };
+    // SAFETY: callers pass whole pages of a mapping of theirs; the pages
+    // made inaccessible hold no object the program may touch.
+    let rc = unsafe { libc::mprotect(p as *mut libc::c_void, bytes, prot) };
     set_errno(saved);
     rc == 0
 }
