@@ -505,7 +505,7 @@ pub fn eval_range() -> Option<(usize, usize)> {
 
 /// Whether `ip` is a return address inside the evaluation function.
 pub fn is_eval(ip: usize) -> bool {
-    interp().is_some_and(|p| ip > p.eval_start && ip <= p.eval_end)
+    eval_range().is_some_and(|(start, end)| ip > start && ip <= end)
 }
 
 /// Merges Python frames into a native stack: each return address inside
