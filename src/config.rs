@@ -15,6 +15,9 @@ pub struct Config {
     pub release_rate_mib: u64,
     /// Budget in bytes for all thread caches together.
     pub thread_cache_bytes: u64,
+    /// Most bytes of one size class one CPU's cache may hold (0: no
+    /// per-CPU caches).
+    pub cpu_cache_bytes: u64,
     /// Print `malloc_stats` to stderr at exit.
     pub stats_at_exit: bool,
     /// Most bytes the page heap may hold from the OS (0: no limit).
@@ -86,6 +89,7 @@ impl Config {
     pub const DEFAULT: Config = Config {
         release_rate_mib: 64,
         thread_cache_bytes: 32 << 20,
+        cpu_cache_bytes: 64 << 10,
         stats_at_exit: false,
         heap_limit: 0,
         profile_prefix: Path::EMPTY,
@@ -164,6 +168,15 @@ pub static OPTIONS: &[OptionSpec] = &[
         default: "32M",
         doc: "budget for all per-thread caches together (each thread takes at most 2M of it)",
         apply: |c, v, _| c.thread_cache_bytes = v,
+    },
+    OptionSpec {
+        name: "MEMX_CPU_CACHE_BYTES",
+        form: Form::Size,
+        min: 0,
+        max: 1 << 30,
+        default: "64K",
+        doc: "most bytes of one size class each CPU's cache holds (rseq); 0 = thread caches only",
+        apply: |c, v, _| c.cpu_cache_bytes = v,
     },
     OptionSpec {
         name: "MEMX_STATS_AT_EXIT",

@@ -86,6 +86,7 @@ fn core_init() {
     profile::configure(cfg);
     crate::guard::configure(cfg);
     thread_cache::set_budget(cfg.thread_cache_bytes);
+    crate::cpu_cache::configure(cfg.cpu_cache_bytes);
     if let Some(key) = sys::create_thread_key(thread_exit_destructor) {
         EXIT_KEY.store(key, Ordering::Relaxed);
         EXIT_KEY_OK.store(true, Ordering::Release);

@@ -60,6 +60,7 @@
 pub mod api;
 pub mod central;
 pub mod config;
+pub mod cpu_cache;
 pub mod diag;
 #[cfg(all(feature = "export", not(test)))]
 pub mod export;

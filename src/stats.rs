@@ -19,6 +19,8 @@ pub struct Stats {
     /// Bytes the program holds (allocated and not freed).
     pub in_use: usize,
     pub thread_cache: usize,
+    /// Free objects in the per-CPU caches.
+    pub cpu_cache: usize,
     /// Free objects in central lists (spans and transfer caches).
     pub central: usize,
     /// Of which in transfer caches.
@@ -41,6 +43,7 @@ pub fn collect() -> Stats {
     let mut tc_bytes = 0;
     s.threads = thread_cache::for_each_cache(|tc| tc_bytes += tc.held_bytes());
     s.thread_cache = tc_bytes;
+    s.cpu_cache = crate::cpu_cache::held_bytes();
     for (class, central) in CENTRAL.iter().enumerate().skip(1) {
         let c = central.lock();
         s.central += (c.free_in_spans + c.transfer_objects()) * size_of(class);
@@ -58,7 +61,7 @@ pub fn collect() -> Stats {
     s.release_calls = h.release_calls;
     s.metadata = META.mapped_bytes() + PAGEMAP.leaf_bytes();
     // Thread-cache lengths are read racily; clamp rather than underflow.
-    s.in_use = (h.small_span_bytes + h.large_bytes).saturating_sub(s.central + s.thread_cache);
+    s.in_use = (h.small_span_bytes + h.large_bytes).saturating_sub(s.central + s.thread_cache + s.cpu_cache);
     s
 }
 
@@ -83,6 +86,7 @@ pub fn write_report(fd: i32) {
         .str(")\n");
     line(&mut b, "bytes in use by the program", s.in_use);
     line(&mut b, "bytes in thread caches", s.thread_cache);
+    line(&mut b, "bytes in per-CPU caches", s.cpu_cache);
     line(&mut b, "bytes in central free lists", s.central);
     line(&mut b, "  of which in transfer caches", s.transfer);
     line(&mut b, "bytes in free pages (resident)", s.free_resident);
@@ -100,13 +104,16 @@ pub fn write_report(fd: i32) {
     b.str(", free spans ").usize(s.free_spans);
     b.str(", threads with caches ").usize(s.threads);
     b.str(", madvise calls ").u64(s.release_calls).str("\n");
+    b.str("memx: cache mode: ")
+        .str(crate::cpu_cache::mode().name())
+        .str("\n");
     sys::write_fd(fd, b.as_bytes());
 }
 
 /// The names of the `malloc_stats` figures that `figures` writes, in its
 /// order: space-separated, NUL-terminated (`memx_stats_names`, read by the
 /// Python package's `memx.stats()`, so the names live here only).
-pub const FIGURE_NAMES: &[u8] = b"in_use thread_cache central transfer free_resident \
+pub const FIGURE_NAMES: &[u8] = b"in_use thread_cache cpu_cache central transfer free_resident \
 free_released mapped metadata large_bytes released_total rss large_count free_spans \
 threads release_calls\0";
 
@@ -117,6 +124,7 @@ pub fn figures(out: &mut [u64]) -> usize {
     let all = [
         s.in_use as u64,
         s.thread_cache as u64,
+        s.cpu_cache as u64,
         s.central as u64,
         s.transfer as u64,
         s.free_resident as u64,
@@ -217,7 +225,7 @@ mod tests {
         let n = figures(&mut out);
         assert_eq!(names.split(' ').count(), n, "{names}");
         assert!(out[n..].iter().all(|&v| v == u64::MAX));
-        assert!(out[10] > 0, "rss, the 11th figure, is never 0");
-        assert_eq!(names.split(' ').nth(10), Some("rss"));
+        assert!(out[11] > 0, "rss, the 12th figure, is never 0");
+        assert_eq!(names.split(' ').nth(11), Some("rss"));
     }
 }

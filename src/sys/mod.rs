@@ -9,6 +9,7 @@ pub mod dl;
 pub mod fault;
 pub mod io;
 pub mod lock;
+pub mod rseq;
 pub mod snapshot_child;
 pub mod tls;
 pub mod unwind;

@@ -7,7 +7,7 @@
 //! cache whose owner is alive other than to read its atomics.
 
 use super::sizing::give_back;
-use super::slow::flush;
+use super::slow::{flush, flush_to_central};
 use super::{current, ThreadCache, EMPTY_CACHE, EXITED_CACHE};
 use crate::diag;
 use crate::free_object::chain_len;
@@ -132,7 +132,7 @@ fn create() -> *mut ThreadCache {
 unsafe fn drain(tc: *mut ThreadCache) {
     // SAFETY: exclusive use (caller).
     let t = unsafe { &*tc };
-    flush_all(t);
+    flush_all(t, flush);
     // SAFETY: exclusive use (caller).
     give_back(&mut unsafe { t.cold() }.sizing);
 }
@@ -169,20 +169,21 @@ pub fn on_thread_exit() {
     unregister(&mut REGISTRY.lock(), tc);
 }
 
-/// Gives back the calling thread's cached objects (malloc_trim).
+/// Gives back the calling thread's cached objects, and its CPU's, to the
+/// central lists (malloc_trim).
 pub fn flush_current() {
     let tc = current();
-    if is_static(tc) {
-        return;
+    if !is_static(tc) {
+        // SAFETY: this thread's own live cache.
+        flush_all(unsafe { &*tc }, flush_to_central);
     }
-    // SAFETY: this thread's own live cache.
-    flush_all(unsafe { &*tc });
+    crate::cpu_cache::drain_this_cpu();
 }
 
-/// Moves every cached object of `t` to the central lists. Counts each chain
-/// itself: in a fork child, the owner may have been stopped between a pop
-/// and its `avail` update.
-fn flush_all(t: &ThreadCache) {
+/// Moves every cached object of `t` out with `flush` (to the CPU's cache
+/// or the central lists). Counts each chain itself: in a fork child, the
+/// owner may have been stopped between a pop and its `avail` update.
+fn flush_all(t: &ThreadCache, flush: fn(&ThreadCache, usize, usize)) {
     for (class, list) in t.lists.iter().enumerate().skip(1) {
         // SAFETY: list members form an END-terminated chain.
         let n = diag::link_or_abort(class, unsafe { chain_len(list.head.load(Relaxed), t.key) });

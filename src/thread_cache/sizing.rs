@@ -25,7 +25,7 @@
 //! Owns: `BUDGET`. Must never: change a list's `len`/`avail` except
 //! through `FreeList`'s methods, or run on the fast path.
 
-use super::slow::flush;
+use super::slow::{flush, flush_to_central};
 use super::{ThreadCache, MAX_LEN};
 use crate::central::{CentralFreeList, CENTRAL};
 use crate::sampler;
@@ -158,7 +158,7 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
         if len == 0 {
             continue;
         }
-        flush(t, class, len.div_ceil(2));
+        flush_to_central(t, class, len.div_ceil(2));
         if list.max_len() > CLASSES[class].batch {
             shrink(t, sz, class);
         }

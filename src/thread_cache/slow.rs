@@ -14,6 +14,7 @@ use super::sampling::{
 use super::sizing::{self, central};
 use super::{ThreadCache, LIST_STRIDE, MAX_LEN};
 use crate::central::{check, CENTRAL};
+use crate::cpu_cache;
 use crate::diag;
 use crate::free_object::{link_key, set_link, BadLink, FreeObject, END};
 use crate::guard;
@@ -103,7 +104,10 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
         sizing::grow(t, class);
     }
     let want = (k.batch).min(list.max_len().max(1)) as usize;
-    let (head, n) = central(t, class).remove_range(want);
+    let (head, n) = match cpu_cache::pop(class, want, t.key) {
+        Some(chain) => chain,
+        None => central(t, class).remove_range(want),
+    };
     if n == 0 {
         return END;
     }
@@ -111,8 +115,24 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     head
 }
 
-/// Moves the first `n` objects of a list to the central list.
+/// Moves the first `n` objects of a list to this CPU's cache, or if it has
+/// no room (or there is none) to the central list.
 pub(super) fn flush(t: &ThreadCache, class: usize, n: usize) {
+    let Some((head, k)) = t.lists[class].detach(class, n, t.key) else {
+        return;
+    };
+    // SAFETY: the chain holds exactly `k` free objects of `class`.
+    if unsafe { cpu_cache::push(class, head, k) } {
+        return;
+    }
+    // SAFETY: as above; the push left the chain ours.
+    unsafe { central(t, class).insert_range(head, k) };
+}
+
+/// Moves the first `n` objects of a list to the central list, past the
+/// CPU's cache: memory given back (scavenge, malloc_trim) should reach the
+/// spans, whose wholly free pages can then go back to the OS.
+pub(super) fn flush_to_central(t: &ThreadCache, class: usize, n: usize) {
     let Some((head, k)) = t.lists[class].detach(class, n, t.key) else {
         return;
     };

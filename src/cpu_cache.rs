@@ -1,0 +1,217 @@
+//! Per-CPU caches: a layer between the thread caches and the central lists,
+//! bounded by CPUs rather than threads.
+//!
+//! Per possible CPU and size class, a block of `rseq::SLOTS` chains of free
+//! objects (each chain END-terminated, as a thread cache's flush detached
+//! it), pushed and popped whole in restartable sequences (`sys::rseq`): no
+//! lock and no atomic read-modify-write, and any length of chain, which the
+//! central transfer caches (whole batches only) cannot take. A thread whose
+//! list overflows leaves a chain here; the next thread on the same CPU that
+//! runs dry takes it. With many more threads than CPUs (a thread-per-request
+//! server) each thread's share of the cache budget is small, its lists
+//! overflow and run dry on every burst, and without this layer every burst
+//! went object by object through the contended central lists.
+//!
+//! Bounds, per CPU c and class k (`rseq`'s block equations, plus):
+//!
+//! ```text
+//!   objects(c, k) ≤ cap(k) = max(1, MEMX_CPU_CACHE_BYTES / size(k))
+//! ```
+//!
+//! so the layer holds at most Σ_k cap(k) × size(k) ≈ 129 × the option's
+//! value per CPU that ever ran a thread of the process.
+//!
+//! Modes: `PerCpu` when glibc registered rseq and the option is above 0,
+//! else `ThreadOnly` (valgrind, `GLIBC_TUNABLES=glibc.pthread.rseq=0`,
+//! glibc < 2.35, `MEMX_CPU_CACHE_BYTES=0`): the thread caches then talk to
+//! the central lists directly, as they did before this layer.
+//!
+//! Only a thread running on CPU c can touch c's blocks, so a CPU's cache is
+//! drained (malloc_trim) by a thread on it: objects cached on CPUs the
+//! process no longer runs on stay there, within the bound above.
+//!
+//! Owns: the blocks' mapping and the mode. Must never: write a block except
+//! through `rseq::push`/`rseq::pop`, or hold a central lock while pushing.
+
+use crate::central::CENTRAL;
+use crate::free_object::{chain_prefix, link, set_link, FreeObject, END};
+use crate::size_class::{size_of, NUM_CLASSES};
+use crate::sys::{self, rseq};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+const _: () = assert!(NUM_CLASSES * rseq::BLOCK_BYTES <= 1 << rseq::CPU_SHIFT);
+
+/// CPU 0's block array (null: mode `ThreadOnly`); CPU c's is at
+/// `BASE + (c << CPU_SHIFT)`, for c < NCPU.
+static BASE: AtomicPtr<u64> = AtomicPtr::new(core::ptr::null_mut());
+/// The highest possible CPU number + 1.
+static NCPU: AtomicU32 = AtomicU32::new(0);
+/// Most bytes of one class one CPU may hold (`MEMX_CPU_CACHE_BYTES`).
+static CLASS_BYTES: AtomicU64 = AtomicU64::new(64 << 10);
+
+/// The cache mode, as `malloc_stats` names it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    PerCpu,
+    ThreadOnly,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::PerCpu => "per-CPU (rseq)",
+            Mode::ThreadOnly => "thread caches only",
+        }
+    }
+}
+
+/// Sets the layer up at initialisation: maps the blocks of every possible
+/// CPU (reserved, untouched pages cost nothing) if rseq is available and
+/// `class_bytes` > 0.
+pub fn configure(class_bytes: u64) {
+    CLASS_BYTES.store(class_bytes, Relaxed);
+    if class_bytes == 0 || !BASE.load(Relaxed).is_null() || !rseq::available() {
+        return;
+    }
+    let Some(ncpu) = rseq::possible_cpus() else {
+        return;
+    };
+    let p = sys::map((ncpu as usize) << rseq::CPU_SHIFT);
+    if p.is_null() {
+        return;
+    }
+    NCPU.store(ncpu, Relaxed);
+    BASE.store(p as *mut u64, Relaxed);
+}
+
+pub fn mode() -> Mode {
+    if BASE.load(Relaxed).is_null() {
+        Mode::ThreadOnly
+    } else {
+        Mode::PerCpu
+    }
+}
+
+/// Class `class`'s block of CPU 0 (null in mode `ThreadOnly`).
+#[inline]
+fn block0(class: usize) -> *mut u64 {
+    let base = BASE.load(Relaxed);
+    if base.is_null() {
+        return base;
+    }
+    base.wrapping_byte_add(class * rseq::BLOCK_BYTES)
+}
+
+fn cap(class: usize) -> u64 {
+    (CLASS_BYTES.load(Relaxed) / size_of(class) as u64).max(1)
+}
+
+/// Leaves the END-terminated chain of `n` objects of `class` at `head` on
+/// this CPU's cache; false (the chain is still the caller's) if the mode is
+/// `ThreadOnly` or the cache has no room.
+///
+/// # Safety
+/// `head` starts a chain of exactly `n` free objects of `class`, linked
+/// with the process's key and ending in END.
+pub unsafe fn push(class: usize, head: *mut FreeObject, n: usize) -> bool {
+    // SAFETY: the global blocks (or none); chain as the caller promises.
+    unsafe { push_in(block0(class), NCPU.load(Relaxed), cap(class), head, n) }
+}
+
+/// `push` onto the blocks at `b` (null: none) of `ncpu` CPUs.
+///
+/// # Safety
+/// As `push`; `b` is null or a block array as `rseq::push` requires.
+unsafe fn push_in(b: *mut u64, ncpu: u32, cap: u64, head: *mut FreeObject, n: usize) -> bool {
+    if b.is_null() || n == 0 || n > u16::MAX as usize {
+        return false;
+    }
+    let entry = head as u64 | (n as u64) << 48;
+    // SAFETY: `b` is a block array written only through rseq (caller); the
+    // chain's pointer fits in 48 bits (page map) and is handed over whole.
+    unsafe { rseq::push(b, entry, n as u64, cap, ncpu) }
+}
+
+/// Takes a chain of at most `max` (≥ 1) objects of `class` from this CPU's
+/// cache: its head and length, END-terminated. A longer chain is cut; its
+/// rest goes back (or, if the cache filled meanwhile, to the central list).
+pub fn pop(class: usize, max: usize, key: usize) -> Option<(*mut FreeObject, usize)> {
+    // SAFETY: the global blocks (or none), which hold only chains of free
+    // objects of their class.
+    unsafe { pop_in(block0(class), NCPU.load(Relaxed), cap(class), class, max, key) }
+}
+
+/// `pop` from the blocks at `b` (null: none).
+///
+/// # Safety
+/// `b` is null or a block array as `rseq::pop` requires, holding chains
+/// of free objects of `class` linked with `key`.
+unsafe fn pop_in(
+    b: *mut u64,
+    ncpu: u32,
+    cap: u64,
+    class: usize,
+    max: usize,
+    key: usize,
+) -> Option<(*mut FreeObject, usize)> {
+    if b.is_null() {
+        return None;
+    }
+    // SAFETY: as the caller promises.
+    let entry = unsafe { rseq::pop(b, ncpu) };
+    if entry == 0 {
+        return None;
+    }
+    let head = (entry & ((1 << 48) - 1)) as *mut FreeObject;
+    let n = (entry >> 48) as usize;
+    if n <= max {
+        return Some((head, n));
+    }
+    // SAFETY: the chain popped is ours: `n` free objects of `class`.
+    let (tail, k) = crate::diag::link_or_abort(class, unsafe { chain_prefix(head, max, key) });
+    // SAFETY: `tail` is a member of our chain; cut after it. The rest goes
+    // back where it came from, or to the central list if that filled.
+    unsafe {
+        let rest = link(tail, key);
+        set_link(tail, END, key);
+        if !push_in(b, ncpu, cap, rest, n - k) {
+            CENTRAL[class].lock().insert_range(rest, n - k);
+        }
+    }
+    Some((head, k))
+}
+
+/// Moves every chain cached on the calling thread's CPU to the central
+/// lists (malloc_trim). If the thread migrates meanwhile, it drains some
+/// of the new CPU's instead; both are correct.
+pub fn drain_this_cpu() {
+    for class in 1..NUM_CLASSES {
+        while let Some((head, n)) = pop(class, usize::MAX, 0) {
+            // SAFETY: a popped chain of `n` free objects of `class`.
+            unsafe { CENTRAL[class].lock().insert_range(head, n) };
+        }
+    }
+}
+
+/// Bytes cached in every CPU's blocks (statistics; read racily, exact when
+/// nothing moves).
+pub fn held_bytes() -> usize {
+    let base = BASE.load(Relaxed);
+    if base.is_null() {
+        return 0;
+    }
+    let mut bytes = 0;
+    for cpu in 0..NCPU.load(Relaxed) as usize {
+        for class in 1..NUM_CLASSES {
+            let w = base.wrapping_byte_add((cpu << rseq::CPU_SHIFT) + class * rseq::BLOCK_BYTES);
+            // SAFETY: a word of our mapping; a racy read of an aligned u64
+            // through a volatile load sees some committed value.
+            let word = unsafe { w.read_volatile() };
+            bytes += (word >> 16) as usize * size_of(class);
+        }
+    }
+    bytes
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+//! The per-CPU layer and its restartable sequences under the hazards rseq
+//! has: threads migrated between CPUs mid-operation, signal handlers that
+//! use the same blocks on the same CPU, and many threads per CPU. Each test
+//! works on a block array of its own and checks that every token pushed is
+//! popped exactly once: a section that committed twice, or half, would
+//! lose or duplicate one.
+
+use super::*;
+use crate::free_object::{chain_len, link_key, set_link};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// A private block array for `possible_cpus()` CPUs.
+struct Blocks {
+    base: *mut u64,
+    ncpu: u32,
+}
+
+// SAFETY: the mapping is written only through rseq sections.
+unsafe impl Send for Blocks {}
+// SAFETY: as above.
+unsafe impl Sync for Blocks {}
+
+impl Blocks {
+    fn new() -> Option<Blocks> {
+        if !rseq::available() {
+            eprintln!("rseq not registered by glibc here (valgrind?): skipped");
+            return None;
+        }
+        let ncpu = rseq::possible_cpus().unwrap();
+        let base = sys::map((ncpu as usize) << rseq::CPU_SHIFT) as *mut u64;
+        assert!(!base.is_null());
+        Some(Blocks { base, ncpu })
+    }
+
+    fn push(&self, token: u64, cap: u64) -> bool {
+        // SAFETY: our own block array, used only through rseq.
+        unsafe { rseq::push(self.base, token | 1 << 48, 1, cap, self.ncpu) }
+    }
+
+    fn pop(&self) -> u64 {
+        // SAFETY: as above.
+        unsafe { rseq::pop(self.base, self.ncpu) }
+    }
+
+    /// Every entry left on every CPU, draining each CPU from a thread
+    /// pinned to it.
+    fn drain_all(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for cpu in cpus() {
+            pin(cpu);
+            loop {
+                let e = self.pop();
+                if e == 0 {
+                    break;
+                }
+                out.push(e);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Blocks {
+    fn drop(&mut self) {
+        sys::unmap(self.base as *mut u8, (self.ncpu as usize) << rseq::CPU_SHIFT);
+    }
+}
+
+/// The CPUs this process may run on.
+fn cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; pid 0 = this thread.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is writable and of the size given.
+    let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) };
+    assert_eq!(r, 0);
+    // SAFETY: `set` is initialised.
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+}
+
+/// Moves the calling thread to `cpu` (the kernel migrates it at once).
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is ours; `cpu` < CPU_SETSIZE.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: as above.
+    let r = unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(&set), &set) };
+    assert_eq!(r, 0);
+}
+
+/// Token i of thread t: 16-aligned, non-zero, below 2^48.
+fn token(t: usize, i: usize) -> u64 {
+    ((t as u64 + 1) << 32 | i as u64) << 4
+}
+
+fn check_all_once(seen: Vec<u64>, threads: usize, per: usize) {
+    let mut seen: Vec<u64> = seen.into_iter().map(|e| e & ((1 << 48) - 1)).collect();
+    seen.sort_unstable();
+    let mut want: Vec<u64> = (0..threads)
+        .flat_map(|t| (0..per).map(move |i| token(t, i)))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(seen.len(), want.len(), "tokens lost or duplicated");
+    assert!(seen == want, "tokens changed");
+}
+
+/// Threads push and pop their tokens while changing their own affinity
+/// every few operations, so some operations start on one CPU and are
+/// migrated (restarted) onto another.
+#[test]
+fn migration_keeps_every_token_once() {
+    let Some(blocks) = Blocks::new() else { return };
+    let blocks = Arc::new(blocks);
+    let all = cpus();
+    let (threads, per) = (6, 400);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (blocks, all) = (blocks.clone(), all.clone());
+            std::thread::spawn(move || {
+                let mut held: Vec<u64> = (0..per).map(|i| token(t, i)).collect();
+                let mut x = t as u64 * 2654435761 + 1;
+                for step in 0..60_000 {
+                    if step % 16 == 0 {
+                        pin(all[(step / 16 + t) % all.len()]);
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x & 1 == 0 && !held.is_empty() {
+                        let v = held.pop().unwrap();
+                        if !blocks.push(v, u64::MAX) {
+                            held.push(v);
+                        }
+                    } else {
+                        let e = blocks.pop();
+                        if e != 0 {
+                            assert_eq!(e >> 48, 1, "entry length");
+                            held.push(e & ((1 << 48) - 1));
+                        }
+                    }
+                }
+                held
+            })
+        })
+        .collect();
+    let mut seen: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    seen.extend(blocks.drain_all());
+    check_all_once(seen, threads, per);
+}
+
+static SIG_BLOCKS: AtomicU64 = AtomicU64::new(0);
+static SIG_NCPU: AtomicU64 = AtomicU64::new(0);
+static SIG_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local! {
+    /// What this thread's signal handlers took and hold, and how many.
+    static STASH: core::cell::Cell<([u64; 64], usize)> =
+        const { core::cell::Cell::new(([0; 64], 0)) };
+}
+
+/// Takes an entry into the thread's stash, or puts one back, in turn: a
+/// handler that changes the block under a section it interrupted on the
+/// same CPU, which the kernel must restart (else the section commits a
+/// stale word and an entry is lost or doubled).
+extern "C" fn on_signal(_: libc::c_int) {
+    let b = SIG_BLOCKS.load(SeqCst) as *mut u64;
+    let ncpu = SIG_NCPU.load(SeqCst) as u32;
+    let (mut stash, mut n) = STASH.get();
+    if SIG_RUNS.fetch_add(1, SeqCst) % 2 == 0 || n == 0 {
+        // SAFETY: the test's block array, used only through rseq.
+        let e = unsafe { rseq::pop(b, ncpu) };
+        if e != 0 && n < stash.len() {
+            stash[n] = e;
+            n += 1;
+        // SAFETY: as above.
+        } else if e != 0 && !unsafe { rseq::push(b, e, 1, u64::MAX, ncpu) } {
+            std::process::abort();
+        }
+    // SAFETY: as above.
+    } else if unsafe { rseq::push(b, stash[n - 1], 1, u64::MAX, ncpu) } {
+        n -= 1;
+    }
+    STASH.set((stash, n));
+}
+
+/// A signal storm: every worker is sent SIGUSR2 as fast as possible while
+/// it pushes and pops; the handler uses the same blocks.
+#[test]
+fn signal_handlers_using_the_blocks_keep_every_token_once() {
+    let Some(blocks) = Blocks::new() else { return };
+    SIG_BLOCKS.store(blocks.base as u64, SeqCst);
+    SIG_NCPU.store(blocks.ncpu as u64, SeqCst);
+    // SAFETY: installs a handler that is async-signal-safe (atomics and
+    // rseq sections only).
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
+    }
+    let blocks = Arc::new(blocks);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (threads, per) = (4, 300);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let blocks = blocks.clone();
+            std::thread::spawn(move || {
+                let mut held: Vec<u64> = (0..per).map(|i| token(t, i)).collect();
+                for step in 0..800_000 {
+                    if step % 3 != 0 && !held.is_empty() {
+                        let v = held.pop().unwrap();
+                        if !blocks.push(v, u64::MAX) {
+                            held.push(v);
+                        }
+                    } else {
+                        let e = blocks.pop();
+                        if e != 0 {
+                            held.push(e);
+                        }
+                    }
+                }
+                // SAFETY: blocks SIGUSR2 for this thread, so its stash is
+                // final.
+                unsafe {
+                    let mut set: libc::sigset_t = core::mem::zeroed();
+                    libc::sigaddset(&mut set, libc::SIGUSR2);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+                }
+                let (stash, n) = STASH.get();
+                held.extend_from_slice(&stash[..n]);
+                held
+            })
+        })
+        .collect();
+    let targets: Vec<libc::pthread_t> = {
+        use std::os::unix::thread::JoinHandleExt;
+        handles.iter().map(|h| h.as_pthread_t()).collect()
+    };
+    let killer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                for &t in &targets {
+                    // SAFETY: the workers are joined only after `stop`.
+                    unsafe { libc::pthread_kill(t, libc::SIGUSR2) };
+                }
+            }
+        })
+    };
+    let mut seen: Vec<u64> = Vec::new();
+    for h in handles {
+        seen.extend(h.join().unwrap());
+    }
+    stop.store(true, SeqCst);
+    killer.join().unwrap();
+    seen.extend(blocks.drain_all());
+    assert!(SIG_RUNS.load(SeqCst) > 100, "the handler ran {} times", SIG_RUNS.load(SeqCst));
+    check_all_once(seen, threads, per);
+}
+
+/// The block bounds: no more than SLOTS chains, nor more than `cap`
+/// objects, and pops come back last-in first-out.
+#[test]
+fn a_block_holds_at_most_its_slots_and_cap() {
+    let Some(blocks) = Blocks::new() else { return };
+    pin(cpus()[0]);
+    let mut n = 0;
+    while blocks.push(token(0, n), u64::MAX) {
+        n += 1;
+    }
+    assert_eq!(n, rseq::SLOTS);
+    for i in (0..n).rev() {
+        assert_eq!(blocks.pop(), token(0, i) | 1 << 48);
+    }
+    assert_eq!(blocks.pop(), 0);
+    // SAFETY: our own block array.
+    unsafe {
+        assert!(rseq::push(blocks.base, token(1, 0) | 3 << 48, 3, 4, blocks.ncpu));
+        assert!(!rseq::push(blocks.base, token(1, 1) | 2 << 48, 2, 4, blocks.ncpu));
+        assert!(rseq::push(blocks.base, token(1, 1) | 1 << 48, 1, 4, blocks.ncpu));
+    }
+    assert_eq!(blocks.pop(), token(1, 1) | 1 << 48);
+    assert_eq!(blocks.pop(), token(1, 0) | 3 << 48);
+}
+
+/// `pop_in` with a chain longer than asked cuts it and leaves the rest.
+#[test]
+fn a_long_chain_is_cut_and_its_rest_stays() {
+    let Some(blocks) = Blocks::new() else { return };
+    pin(cpus()[0]);
+    #[repr(align(16))]
+    struct Obj([u64; 2]);
+    let mut objs: Vec<Obj> = (0..10).map(|_| Obj([0; 2])).collect();
+    let key = link_key();
+    let ptrs: Vec<*mut FreeObject> =
+        objs.iter_mut().map(|o| o as *mut Obj as *mut FreeObject).collect();
+    // SAFETY: our own objects, linked into one chain of 10.
+    unsafe {
+        for w in ptrs.windows(2) {
+            set_link(w[0], w[1], key);
+        }
+        set_link(ptrs[9], END, key);
+        assert!(push_in(blocks.base, blocks.ncpu, 100, ptrs[0], 10));
+        let (head, n) = pop_in(blocks.base, blocks.ncpu, 100, 1, 4, key).unwrap();
+        assert_eq!((head, n), (ptrs[0], 4));
+        assert_eq!(chain_len(head, key).unwrap(), 4);
+        let (rest, m) = pop_in(blocks.base, blocks.ncpu, 100, 1, 100, key).unwrap();
+        assert_eq!((rest, m), (ptrs[4], 6));
+        assert_eq!(chain_len(rest, key).unwrap(), 6);
+        assert!(pop_in(blocks.base, blocks.ncpu, 100, 1, 100, key).is_none());
+    }
+}
+
+/// The global layer is on wherever glibc registered rseq (this test
+/// process), and its statistics count what it holds.
+#[test]
+fn the_mode_follows_rseq() {
+    crate::init::ensure();
+    let want = if rseq::available() {
+        Mode::PerCpu
+    } else {
+        Mode::ThreadOnly
+    };
+    assert_eq!(mode(), want);
+}
