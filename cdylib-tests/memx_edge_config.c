@@ -6,6 +6,10 @@
  *   MEMX_THREAD_CACHE_BYTES=0       no thread may cache anything: every
  *                                    malloc/free goes to the central lists;
  *   MEMX_THREAD_CACHE_BYTES=1T      caches never hit their budget;
+ *   MEMX_CPU_CACHE_BYTES=0          no per-CPU caches (thread caches talk
+ *                                    to the central lists directly);
+ *   MEMX_CPU_CACHE_BYTES=16         per-CPU caches of one object per class,
+ *                                    so most pushes find them full;
  *   MEMX_RELEASE_RATE=0             nothing is released except by trim;
  *   MEMX_RELEASE_RATE=1048576       free pages are released at once
  *                                    (released/resident spans churn, and
@@ -23,6 +27,8 @@ int main(void)
     static const char *const configs[] = {
         "MEMX_THREAD_CACHE_BYTES=0",
         "MEMX_THREAD_CACHE_BYTES=1T",
+        "MEMX_CPU_CACHE_BYTES=0",
+        "MEMX_CPU_CACHE_BYTES=16",
         "MEMX_RELEASE_RATE=0",
         "MEMX_RELEASE_RATE=1048576",
     };

@@ -138,7 +138,16 @@ unsafe fn push_in(b: *mut u64, ncpu: u32, cap: u64, head: *mut FreeObject, n: us
 pub fn pop(class: usize, max: usize, key: usize) -> Option<(*mut FreeObject, usize)> {
     // SAFETY: the global blocks (or none), which hold only chains of free
     // objects of their class.
-    unsafe { pop_in(block0(class), NCPU.load(Relaxed), cap(class), class, max, key) }
+    unsafe {
+        pop_in(
+            block0(class),
+            NCPU.load(Relaxed),
+            cap(class),
+            class,
+            max,
+            key,
+        )
+    }
 }
 
 /// `pop` from the blocks at `b` (null: none).

@@ -61,7 +61,8 @@ pub fn collect() -> Stats {
     s.release_calls = h.release_calls;
     s.metadata = META.mapped_bytes() + PAGEMAP.leaf_bytes();
     // Thread-cache lengths are read racily; clamp rather than underflow.
-    s.in_use = (h.small_span_bytes + h.large_bytes).saturating_sub(s.central + s.thread_cache + s.cpu_cache);
+    s.in_use = (h.small_span_bytes + h.large_bytes)
+        .saturating_sub(s.central + s.thread_cache + s.cpu_cache);
     s
 }
 

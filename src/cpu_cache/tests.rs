@@ -63,7 +63,10 @@ impl Blocks {
 
 impl Drop for Blocks {
     fn drop(&mut self) {
-        sys::unmap(self.base as *mut u8, (self.ncpu as usize) << rseq::CPU_SHIFT);
+        sys::unmap(
+            self.base as *mut u8,
+            (self.ncpu as usize) << rseq::CPU_SHIFT,
+        );
     }
 }
 
@@ -75,7 +78,9 @@ fn cpus() -> Vec<usize> {
     let r = unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) };
     assert_eq!(r, 0);
     // SAFETY: `set` is initialised.
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
 }
 
 /// Moves the calling thread to `cpu` (the kernel migrates it at once).
@@ -144,7 +149,10 @@ fn migration_keeps_every_token_once() {
             })
         })
         .collect();
-    let mut seen: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut seen: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     seen.extend(blocks.drain_all());
     check_all_once(seen, threads, per);
 }
@@ -197,7 +205,10 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
         let mut sa: libc::sigaction = core::mem::zeroed();
         sa.sa_sigaction = on_signal as *const () as usize;
         sa.sa_flags = libc::SA_RESTART;
-        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()),
+            0
+        );
     }
     let blocks = Arc::new(blocks);
     let stop = Arc::new(AtomicBool::new(false));
@@ -255,7 +266,11 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
     stop.store(true, SeqCst);
     killer.join().unwrap();
     seen.extend(blocks.drain_all());
-    assert!(SIG_RUNS.load(SeqCst) > 100, "the handler ran {} times", SIG_RUNS.load(SeqCst));
+    assert!(
+        SIG_RUNS.load(SeqCst) > 100,
+        "the handler ran {} times",
+        SIG_RUNS.load(SeqCst)
+    );
     check_all_once(seen, threads, per);
 }
 
@@ -276,9 +291,27 @@ fn a_block_holds_at_most_its_slots_and_cap() {
     assert_eq!(blocks.pop(), 0);
     // SAFETY: our own block array.
     unsafe {
-        assert!(rseq::push(blocks.base, token(1, 0) | 3 << 48, 3, 4, blocks.ncpu));
-        assert!(!rseq::push(blocks.base, token(1, 1) | 2 << 48, 2, 4, blocks.ncpu));
-        assert!(rseq::push(blocks.base, token(1, 1) | 1 << 48, 1, 4, blocks.ncpu));
+        assert!(rseq::push(
+            blocks.base,
+            token(1, 0) | 3 << 48,
+            3,
+            4,
+            blocks.ncpu
+        ));
+        assert!(!rseq::push(
+            blocks.base,
+            token(1, 1) | 2 << 48,
+            2,
+            4,
+            blocks.ncpu
+        ));
+        assert!(rseq::push(
+            blocks.base,
+            token(1, 1) | 1 << 48,
+            1,
+            4,
+            blocks.ncpu
+        ));
     }
     assert_eq!(blocks.pop(), token(1, 1) | 1 << 48);
     assert_eq!(blocks.pop(), token(1, 0) | 3 << 48);
@@ -293,8 +326,10 @@ fn a_long_chain_is_cut_and_its_rest_stays() {
     struct Obj([u64; 2]);
     let mut objs: Vec<Obj> = (0..10).map(|_| Obj([0; 2])).collect();
     let key = link_key();
-    let ptrs: Vec<*mut FreeObject> =
-        objs.iter_mut().map(|o| o as *mut Obj as *mut FreeObject).collect();
+    let ptrs: Vec<*mut FreeObject> = objs
+        .iter_mut()
+        .map(|o| o as *mut Obj as *mut FreeObject)
+        .collect();
     // SAFETY: our own objects, linked into one chain of 10.
     unsafe {
         for w in ptrs.windows(2) {

@@ -154,8 +154,14 @@ core::arch::global_asm!(
 extern "C" {
     fn memx_rseq_offset_ptr() -> *const isize;
     fn memx_rseq_size_ptr() -> *const u32;
-    fn memx_rseq_push(block0: *mut u64, entry: u64, len: u64, cap: u64, off: isize, ncpu: u64)
-        -> u64;
+    fn memx_rseq_push(
+        block0: *mut u64,
+        entry: u64,
+        len: u64,
+        cap: u64,
+        off: isize,
+        ncpu: u64,
+    ) -> u64;
     fn memx_rseq_pop(block0: *mut u64, off: isize, ncpu: u64) -> u64;
 }
 
@@ -249,7 +255,10 @@ fn parse_highest(s: &[u8]) -> Option<u32> {
     let mut cur: Option<u32> = None;
     for &c in s {
         if c.is_ascii_digit() {
-            let v = cur.unwrap_or(0).checked_mul(10)?.checked_add((c - b'0') as u32)?;
+            let v = cur
+                .unwrap_or(0)
+                .checked_mul(10)?
+                .checked_add((c - b'0') as u32)?;
             cur = Some(v);
         } else {
             if let Some(v) = cur.take() {

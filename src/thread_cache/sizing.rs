@@ -170,7 +170,11 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
 /// thread's budget allows,
 /// claiming more of the global budget or stealing from other lists.
 pub(super) fn grow(t: &ThreadCache, class: usize) {
-    grow_with(t, class, true);
+    grow_with(
+        t,
+        class,
+        crate::cpu_cache::mode() == crate::cpu_cache::Mode::ThreadOnly,
+    );
 }
 
 /// `grow`; with `may_steal` false, only within budget the thread can claim.

@@ -156,9 +156,14 @@ pub(super) fn free_overflow(p: *mut u8, offset: usize) {
     // SAFETY: a live cache owned by this thread.
     let t = unsafe { &*tc };
     if !sizing::make_room(t, class) {
-        // No room even after flushing (a zero budget), or an object most
-        // likely from another thread: go around the cache.
-        return central_free_one(p, class);
+        // An object most likely from another thread (the list's limit
+        // could grow from 0 just now): back to its span. Or no room even
+        // after flushing (the budget is spent, as with many more threads
+        // than CPUs): this CPU's cache.
+        if t.lists[class].max_len() > 0 {
+            return central_free_one(p, class);
+        }
+        return cpu_or_central_free_one(p, class);
     }
     let obj = p as *mut FreeObject;
     // SAFETY: `p` is a free object of `class`, now a list member.
@@ -193,6 +198,20 @@ fn central_alloc_one(class: usize) -> *mut u8 {
         return core::ptr::null_mut();
     }
     head as *mut u8
+}
+
+/// One object past the thread's cache: onto this CPU's cache, whose next
+/// user on this CPU takes it (no other CPU's cache lines are involved), or
+/// back to its span.
+fn cpu_or_central_free_one(p: *mut u8, class: usize) {
+    let obj = p as *mut FreeObject;
+    // SAFETY: `p` is a free object of `class`; a chain of one.
+    unsafe {
+        set_link(obj, END, link_key());
+        if !cpu_cache::push(class, obj, 1) {
+            CENTRAL[class].lock().insert_range(obj, 1);
+        }
+    }
 }
 
 pub(super) fn central_free_one(p: *mut u8, class: usize) {
