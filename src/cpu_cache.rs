@@ -194,10 +194,10 @@ unsafe fn pop_in(
 /// lists (malloc_trim). If the thread migrates meanwhile, it drains some
 /// of the new CPU's instead; both are correct.
 pub fn drain_this_cpu() {
-    for class in 1..NUM_CLASSES {
+    for (class, central) in CENTRAL.iter().enumerate().skip(1) {
         while let Some((head, n)) = pop(class, usize::MAX, 0) {
             // SAFETY: a popped chain of `n` free objects of `class`.
-            unsafe { CENTRAL[class].lock().insert_range(head, n) };
+            unsafe { central.lock().insert_range(head, n) };
         }
     }
 }

@@ -175,7 +175,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     let b = SIG_BLOCKS.load(SeqCst) as *mut u64;
     let ncpu = SIG_NCPU.load(SeqCst) as u32;
     let (mut stash, mut n) = STASH.get();
-    if SIG_RUNS.fetch_add(1, SeqCst) % 2 == 0 || n == 0 {
+    if SIG_RUNS.fetch_add(1, SeqCst).is_multiple_of(2) || n == 0 {
         // SAFETY: the test's block array, used only through rseq.
         let e = unsafe { rseq::pop(b, ncpu) };
         if e != 0 && n < stash.len() {
@@ -323,7 +323,7 @@ fn a_long_chain_is_cut_and_its_rest_stays() {
     let Some(blocks) = Blocks::new() else { return };
     pin(cpus()[0]);
     #[repr(align(16))]
-    struct Obj([u64; 2]);
+    struct Obj(#[allow(dead_code)] [u64; 2]);
     let mut objs: Vec<Obj> = (0..10).map(|_| Obj([0; 2])).collect();
     let key = link_key();
     let ptrs: Vec<*mut FreeObject> = objs
