@@ -15,6 +15,9 @@ pub struct Config {
     pub release_rate_mib: u64,
     /// Budget in bytes for all thread caches together.
     pub thread_cache_bytes: u64,
+    /// Whether `MEMX_THREAD_CACHE_BYTES` was given; if not, the budget is
+    /// bounded by CPUs where per-CPU caches exist (`init`).
+    pub thread_cache_bytes_set: bool,
     /// Most bytes of one size class one CPU's cache may hold (0: no
     /// per-CPU caches).
     pub cpu_cache_bytes: u64,
@@ -89,6 +92,7 @@ impl Config {
     pub const DEFAULT: Config = Config {
         release_rate_mib: 64,
         thread_cache_bytes: 32 << 20,
+        thread_cache_bytes_set: false,
         cpu_cache_bytes: 64 << 10,
         stats_at_exit: false,
         heap_limit: 0,
@@ -167,7 +171,10 @@ pub static OPTIONS: &[OptionSpec] = &[
         max: 1 << 40,
         default: "32M",
         doc: "budget for all per-thread caches together (each thread takes at most 2M of it)",
-        apply: |c, v, _| c.thread_cache_bytes = v,
+        apply: |c, v, _| {
+            c.thread_cache_bytes = v;
+            c.thread_cache_bytes_set = true;
+        },
     },
     OptionSpec {
         name: "MEMX_CPU_CACHE_BYTES",
@@ -636,7 +643,12 @@ mod tests {
             assert!(v >= o.min && v <= o.max, "{}", o.name);
             (o.apply)(&mut cfg, v, o.default.as_bytes());
         }
-        assert_eq!(cfg, Config::DEFAULT);
+        // Giving the default explicitly is still giving it.
+        let want = Config {
+            thread_cache_bytes_set: true,
+            ..Config::DEFAULT
+        };
+        assert_eq!(cfg, want);
     }
 
     #[test]

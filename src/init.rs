@@ -85,12 +85,27 @@ fn core_init() {
     }
     profile::configure(cfg);
     crate::guard::configure(cfg);
-    thread_cache::set_budget(cfg.thread_cache_bytes);
     crate::cpu_cache::configure(cfg.cpu_cache_bytes);
+    thread_cache::set_budget(thread_cache_budget(cfg));
     if let Some(key) = sys::create_thread_key(thread_exit_destructor) {
         EXIT_KEY.store(key, Ordering::Relaxed);
         EXIT_KEY_OK.store(true, Ordering::Release);
     }
+}
+
+/// Where per-CPU caches exist, the thread caches' default budget is
+/// bounded by CPUs, not threads: 1 MiB per usable CPU, at least one full
+/// thread cache (PER_THREAD_MAX). Threads beyond it cache in their CPU's
+/// cache. Without the bound, 16 request threads sleeping between bursts
+/// on 2 CPUs held 18 MiB of idle caches (glibc's whole heap: 7 MiB).
+fn thread_cache_budget(cfg: &config::Config) -> u64 {
+    if cfg.thread_cache_bytes_set || crate::cpu_cache::mode() != crate::cpu_cache::Mode::PerCpu {
+        return cfg.thread_cache_bytes;
+    }
+    let by_cpus = (sys::usable_cpus() as u64) << 20;
+    by_cpus
+        .max(thread_cache::PER_THREAD_MAX as u64)
+        .min(cfg.thread_cache_bytes)
 }
 
 fn late_init() {
@@ -156,4 +171,33 @@ pub fn fast_exit(code: i32) -> ! {
         thread_cache::leave_profiler();
     }
     sys::io::exit_now(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_budget_is_bounded_by_cpus_only_with_cpu_caches() {
+        ensure();
+        let cfg = config::Config::DEFAULT;
+        let budget = thread_cache_budget(&cfg);
+        if crate::cpu_cache::mode() == crate::cpu_cache::Mode::PerCpu {
+            let cpus = sys::usable_cpus() as u64;
+            assert_eq!(
+                budget,
+                (cpus << 20)
+                    .max(thread_cache::PER_THREAD_MAX as u64)
+                    .min(32 << 20)
+            );
+        } else {
+            assert_eq!(budget, 32 << 20);
+        }
+        let given = config::Config {
+            thread_cache_bytes: 1 << 30,
+            thread_cache_bytes_set: true,
+            ..cfg
+        };
+        assert_eq!(thread_cache_budget(&given), 1 << 30);
+    }
 }

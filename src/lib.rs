@@ -10,6 +10,7 @@
 //!     sampling.rs      the countdown's expiry; large + sampled requests; │
 //!                      the allocation path's one door into the profiler  │ objects
 //!     registry.rs      live caches: creation, thread exit, fork          │
+//!   cpu_cache.rs     per-CPU chains of free objects (rseq), no lock     │
 //!   central.rs       per-class central lists + transfer caches          │
 //!     check.rs         checked mode (MEMX_CHECK) for small objects       │
 //!   large.rs         every large-object operation (span per object)     │
@@ -30,7 +31,7 @@
 //! ```
 //! Each module may use only those below it, in this order from the bottom:
 //! util, sys → free_object → meta → size_class, sampler, config, diag → profile → span,
-//! pagemap → page_heap → large, central → thread_cache → api → stats →
+//! pagemap → page_heap → large, central → cpu_cache → thread_cache → api → stats →
 //! export. Exceptions: `init` ties the layers together (the slow path
 //! calls `init::ensure`, and init configures the layers and runs the
 //! thread-exit and fork hooks), and `span` names the profiler's `Sample`
@@ -49,6 +50,9 @@
 //! Order: REGISTRY → CENTRAL[c] (at most one at a time) → HEAP → PROFILE →
 //! META → GUARD. HEAP and PROFILE are never held together; the order matters to
 //! the fork handler, which takes them all.
+//! The per-CPU caches take no lock: a block is changed only inside a
+//! restartable sequence on its own CPU (`sys::rseq`), so they sit outside
+//! the order, and code holding a central lock never pushes to them.
 //! A thread cache is touched only by its own thread, except after its owner
 //! is gone (thread exit, fork child). Page-map reads take no lock; its
 //! writers hold HEAP. Nothing reachable from malloc allocates: the crate is

@@ -27,6 +27,9 @@
 //! so every malloc and free fails over to the slow path, which hands the
 //! object to checked mode; the fast paths are the same code and cost the same.
 //!
+//! Refills and flushes go to this CPU's cache first (`cpu_cache`, where
+//! rseq exists), then to the central lists.
+//!
 //! Files: this one (lists, fast paths), `slow` (refill, flush, overflow),
 //! `sizing` (how long lists may grow: the thread's share of the global
 //! budget), `sampling` (the countdown's expiry, large and sampled requests),

@@ -6,7 +6,11 @@
 //! and shrinks by a batch after repeated overflows. All lists of a thread
 //! together stay within the thread's claimed share of the global budget
 //! `MEMX_THREAD_CACHE_BYTES`; a thread that cannot claim more steals
-//! capacity from its own other lists. A thread claims at most START_CAP
+//! capacity from its own other lists, except where per-CPU caches exist
+//! (`cpu_cache`): there its lists keep their limits and what overflows
+//! goes to the CPU's cache, where the next thread on the CPU finds it.
+//! With many more threads than CPUs the budget is soon spent, and
+//! stealing then flushed and refilled partial chains on every burst. A thread claims at most START_CAP
 //! until it finds a central lock held by another thread, or goes to the
 //! central lists more than BUSY_TRIPS times per SCAVENGE_BYTES allocated;
 //! each such event raises its cap by CAP_STEP, up to PER_THREAD_MAX. So
@@ -167,8 +171,8 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
 }
 
 /// Raises `class`'s max_len (by one below a batch, else by a batch) if the
-/// thread's budget allows,
-/// claiming more of the global budget or stealing from other lists.
+/// thread's budget allows, claiming more of the global budget, or, without
+/// per-CPU caches, stealing from other lists.
 pub(super) fn grow(t: &ThreadCache, class: usize) {
     grow_with(
         t,
