@@ -106,8 +106,15 @@ pub fn write_report(fd: i32) {
     b.str(", threads with caches ").usize(s.threads);
     b.str(", madvise calls ").u64(s.release_calls).str("\n");
     b.str("memx: cache mode: ")
-        .str(crate::cpu_cache::mode().name())
-        .str("\n");
+        .str(crate::cpu_cache::mode().name());
+    if crate::cpu_cache::mode() == crate::cpu_cache::Mode::PerCpu {
+        b.str(if crate::cpu_cache::active() {
+            ", in use (more threads than CPUs)"
+        } else {
+            ", idle (no more threads than CPUs)"
+        });
+    }
+    b.str("\n");
     sys::write_fd(fd, b.as_bytes());
 }
 

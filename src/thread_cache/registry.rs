@@ -89,6 +89,7 @@ pub(super) fn current_or_create() -> Option<*mut ThreadCache> {
 fn threads_changed(count: usize) {
     crate::central::set_sharing(count > 1);
     crate::sys::lock::set_spinning(count <= crate::sys::usable_cpus());
+    crate::cpu_cache::set_active(count);
 }
 
 fn create() -> *mut ThreadCache {

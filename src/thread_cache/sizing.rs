@@ -6,8 +6,8 @@
 //! and shrinks by a batch after repeated overflows. All lists of a thread
 //! together stay within the thread's claimed share of the global budget
 //! `MEMX_THREAD_CACHE_BYTES`; a thread that cannot claim more steals
-//! capacity from its own other lists, except where per-CPU caches exist
-//! (`cpu_cache`): there its lists keep their limits and what overflows
+//! capacity from its own other lists, except while per-CPU caches are in
+//! use (`cpu_cache`, threads outnumber CPUs): then its lists keep their limits and what overflows
 //! goes to the CPU's cache, where the next thread on the CPU finds it.
 //! With many more threads than CPUs the budget is soon spent, and
 //! stealing then flushed and refilled partial chains on every burst. A thread claims at most START_CAP
@@ -171,14 +171,10 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
 }
 
 /// Raises `class`'s max_len (by one below a batch, else by a batch) if the
-/// thread's budget allows, claiming more of the global budget, or, without
-/// per-CPU caches, stealing from other lists.
+/// thread's budget allows, claiming more of the global budget, or, while
+/// per-CPU caches are not in use, stealing from other lists.
 pub(super) fn grow(t: &ThreadCache, class: usize) {
-    grow_with(
-        t,
-        class,
-        crate::cpu_cache::mode() == crate::cpu_cache::Mode::ThreadOnly,
-    );
+    grow_with(t, class, !crate::cpu_cache::active());
 }
 
 /// `grow`; with `may_steal` false, only within budget the thread can claim.
