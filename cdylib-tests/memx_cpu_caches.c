@@ -19,7 +19,9 @@
  *    each allocating a burst; afterwards malloc_stats' "bytes in per-CPU
  *    caches" stays within its bound (CPUs x classes x MEMX_CPU_CACHE_BYTES).
  * 5. Modes: malloc_stats names "per-CPU (rseq)" when glibc registered rseq
- *    (`__rseq_size` > 0), and "thread caches only" in a child run with
+ *    (`__rseq_size` > 0), "idle" while one thread runs on several CPUs and
+ *    "in use" while the workers outnumber the CPUs; "thread caches only" in
+ *    a child run with
  *    GLIBC_TUNABLES=glibc.pthread.rseq=0, which repeats phases 1-3 there.
  */
 #include "check.h"
@@ -124,6 +126,10 @@ static void on_usr1(int sig)
     handled++;
 }
 
+static void stats_report(char *buf, size_t len);
+/* What malloc_stats must say while the workers run ("" = nothing). */
+static const char *in_use_check = "";
+
 /* Runs WORKERS workers for `seconds`; with `signals`, a thread signals them
  * meanwhile; with `forks`, the main thread forks children that allocate. */
 static void run_workers(double seconds, int migrate, int signals, int forks)
@@ -137,6 +143,14 @@ static void run_workers(double seconds, int migrate, int signals, int forks)
     }
     double end = now_sec() + seconds;
     int children = 0;
+    if (in_use_check[0]) {
+        /* WORKERS threads with caches on fewer CPUs: the layer is in use. */
+        usleep(50000);
+        char report[4096];
+        stats_report(report, sizeof report);
+        CHECK(strstr(report, in_use_check) != NULL, "expected \"%s\" with %d threads on %d CPUs:\n%s",
+              in_use_check, WORKERS + 1, ncpus(), report);
+    }
     while (now_sec() < end) {
         if (signals)
             for (int i = 0; i < WORKERS; i++)
@@ -266,6 +280,11 @@ int main(int argc, char **argv)
     CHECK(strstr(report, want) != NULL, "expected \"%s\" (__rseq_size %u) in:\n%s", want,
           &__rseq_size ? __rseq_size : 0, report);
     CHECK(!no_rseq_child || !registered, "GLIBC_TUNABLES=glibc.pthread.rseq=0 left rseq on");
+    if (registered && ncpus() > 1)
+        CHECK(strstr(report, "(rseq), idle") != NULL, "one thread on %d CPUs, yet:\n%s", ncpus(),
+              report);
+    if (registered && ncpus() < WORKERS)
+        in_use_check = "(rseq), in use";
 
     run_workers(0.7, 1, 0, 0);
     say("migration: ok\n");

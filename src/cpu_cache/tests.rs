@@ -43,6 +43,23 @@ impl Blocks {
         unsafe { rseq::pop(self.base, self.ncpu) }
     }
 
+    /// One step of a worker holding `held`: pushes one of its tokens
+    /// (`push`, if it holds any), else pops one.
+    fn push_or_pop(&self, held: &mut Vec<u64>, push: bool) {
+        if push && !held.is_empty() {
+            let v = held.pop().unwrap();
+            if !self.push(v, u64::MAX) {
+                held.push(v);
+            }
+        } else {
+            let e = self.pop();
+            if e != 0 {
+                assert_eq!(e >> 48, 1, "entry length");
+                held.push(e & ((1 << 48) - 1));
+            }
+        }
+    }
+
     /// Every entry left on every CPU, draining each CPU from a thread
     /// pinned to it.
     fn drain_all(&self) -> Vec<u64> {
@@ -132,18 +149,7 @@ fn migration_keeps_every_token_once() {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    if x & 1 == 0 && !held.is_empty() {
-                        let v = held.pop().unwrap();
-                        if !blocks.push(v, u64::MAX) {
-                            held.push(v);
-                        }
-                    } else {
-                        let e = blocks.pop();
-                        if e != 0 {
-                            assert_eq!(e >> 48, 1, "entry length");
-                            held.push(e & ((1 << 48) - 1));
-                        }
-                    }
+                    blocks.push_or_pop(&mut held, x & 1 == 0);
                 }
                 held
             })
@@ -219,17 +225,7 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
             std::thread::spawn(move || {
                 let mut held: Vec<u64> = (0..per).map(|i| token(t, i)).collect();
                 for step in 0..800_000 {
-                    if step % 3 != 0 && !held.is_empty() {
-                        let v = held.pop().unwrap();
-                        if !blocks.push(v, u64::MAX) {
-                            held.push(v);
-                        }
-                    } else {
-                        let e = blocks.pop();
-                        if e != 0 {
-                            held.push(e);
-                        }
-                    }
+                    blocks.push_or_pop(&mut held, step % 3 != 0);
                 }
                 // SAFETY: blocks SIGUSR2 for this thread, so its stash is
                 // final.
