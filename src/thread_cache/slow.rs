@@ -118,25 +118,28 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
 /// Moves the first `n` objects of a list to this CPU's cache, or if it has
 /// no room (or there is none) to the central list.
 pub(super) fn flush(t: &ThreadCache, class: usize, n: usize) {
-    let Some((head, k)) = t.lists[class].detach(class, n, t.key) else {
-        return;
-    };
-    // SAFETY: the chain holds exactly `k` free objects of `class`.
-    if unsafe { cpu_cache::push(class, head, k) } {
-        return;
-    }
-    // SAFETY: as above; the push left the chain ours.
-    unsafe { central(t, class).insert_range(head, k) };
+    flush_via(t, class, n, true);
 }
 
 /// Moves the first `n` objects of a list to the central list, past the
 /// CPU's cache: memory given back (scavenge, malloc_trim) should reach the
 /// spans, whose wholly free pages can then go back to the OS.
 pub(super) fn flush_to_central(t: &ThreadCache, class: usize, n: usize) {
+    flush_via(t, class, n, false);
+}
+
+/// Detaches the first `n` objects of a list and hands them on: to this
+/// CPU's cache first if `cpu_first`, else (or if it has no room) to the
+/// central list.
+fn flush_via(t: &ThreadCache, class: usize, n: usize, cpu_first: bool) {
     let Some((head, k)) = t.lists[class].detach(class, n, t.key) else {
         return;
     };
     // SAFETY: the chain holds exactly `k` free objects of `class`.
+    if cpu_first && unsafe { cpu_cache::push(class, head, k) } {
+        return;
+    }
+    // SAFETY: as above; a refused push leaves the chain ours.
     unsafe { central(t, class).insert_range(head, k) };
 }
 
