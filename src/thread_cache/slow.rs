@@ -98,7 +98,9 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     let k = &CLASSES[class];
     let list = &t.lists[class];
     // SAFETY: owner-only state.
-    unsafe { t.cold() }.sizing.dry.insert(class);
+    let sz = &mut unsafe { t.cold() }.sizing;
+    sz.dry.insert(class);
+    sz.slow_trips += 1;
     // Growing on underflow: this class is in demand.
     if list.max_len() < MAX_LEN {
         sizing::grow(t, class);

@@ -184,29 +184,57 @@ fn claims_stop_at_the_threads_cap() {
 }
 
 #[test]
-fn frequent_central_trips_raise_the_cap_at_scavenge() {
+fn frequent_slow_trips_raise_the_cap_at_scavenge() {
     with_fresh_cache(|t, cold| {
         let period = sampler::SCAVENGE_BYTES;
-        cold.central_trips = BUSY_TRIPS;
+        cold.slow_trips = BUSY_TRIPS;
         scavenge(t, cold, period);
         assert_eq!(cold.cap, START_CAP, "raised at the threshold");
-        assert_eq!(cold.central_trips, 0, "the count restarts each period");
+        assert_eq!(cold.slow_trips, 0, "the count restarts each period");
         // The rate counts, not the number: a long period (profiling's are
         // sums of random intervals) may hold more trips.
-        cold.central_trips = BUSY_TRIPS + 1;
+        cold.slow_trips = BUSY_TRIPS + 1;
         scavenge(t, cold, 2 * period);
         assert_eq!(cold.cap, START_CAP, "raised below the rate");
-        cold.central_trips = BUSY_TRIPS + 1;
+        cold.slow_trips = BUSY_TRIPS + 1;
         scavenge(t, cold, period);
-        assert_eq!(cold.cap, START_CAP + CAP_STEP);
+        assert_eq!(cold.cap, 2 * START_CAP);
     });
+}
+
+/// Refills and overflows count as trips even when no central lock is
+/// taken: a list still growing one object per overflow is as slow.
+#[test]
+fn every_slow_path_trip_counts_toward_the_cap() {
+    std::thread::spawn(|| {
+        free(malloc(64));
+        // Read afresh each time: malloc and free update it behind any
+        // reference this test could hold.
+        let trips = || {
+            // SAFETY: this thread's own cache, read between its calls.
+            unsafe { core::ptr::read_volatile(&(*(*current()).cold.get()).sizing.slow_trips) }
+        };
+        let size = 3000;
+        let before = trips();
+        let p = malloc(size);
+        assert_eq!(trips(), before + 1, "a refill is a trip");
+        let q = malloc(size);
+        let refilled = trips();
+        free(p);
+        free(q);
+        // The list's limit starts at one object and grows one at a time
+        // (slow start), so a free finds it full and only grows it.
+        assert!(trips() > refilled, "an overflow is a trip");
+    })
+    .join()
+    .unwrap();
 }
 
 #[test]
 fn contention_raises_the_cap_up_to_the_per_thread_max() {
     with_fresh_cache(|_, cold| {
         raise_cap(cold);
-        assert_eq!(cold.cap, START_CAP + CAP_STEP);
+        assert_eq!(cold.cap, 2 * START_CAP);
         for _ in 0..100 {
             raise_cap(cold);
         }
