@@ -16,7 +16,11 @@
  *   itself, and then bad_alloc is thrown (an allocator that replaces
  *   operator new must implement this loop);
  * - std::vector / std::string / std::map churn from 8 threads, with
- *   containers built in one thread and destroyed in another.
+ *   containers built in one thread and destroyed in another;
+ * - under memx, all twenty operators come from memx itself (it exports
+ *   them, so C++ skips the runtime's wrappers around malloc), and the
+ *   failures above are the runtime's (memx's new hands a failed request
+ *   to the C++ runtime's operator, which runs the handler and throws).
  */
 #include "check.h"
 
@@ -230,8 +234,26 @@ static void threads()
     handoff.clear();
 }
 
+static void exports()
+{
+    static const char *const names[] = {
+        "_Znwm", "_Znam", "_ZnwmRKSt9nothrow_t", "_ZnamRKSt9nothrow_t",
+        "_ZnwmSt11align_val_t", "_ZnamSt11align_val_t",
+        "_ZnwmSt11align_val_tRKSt9nothrow_t", "_ZnamSt11align_val_tRKSt9nothrow_t",
+        "_ZdlPv", "_ZdaPv", "_ZdlPvm", "_ZdaPvm", "_ZdlPvRKSt9nothrow_t",
+        "_ZdaPvRKSt9nothrow_t", "_ZdlPvSt11align_val_t", "_ZdaPvSt11align_val_t",
+        "_ZdlPvmSt11align_val_t", "_ZdaPvmSt11align_val_t",
+        "_ZdlPvSt11align_val_tRKSt9nothrow_t", "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+    };
+    if (!lib_is_memx())
+        return;
+    for (const char *name : names)
+        CHECK(same_object_as_malloc(name), "%s is not memx's", name);
+}
+
 int main()
 {
+    exports();
     basic();
     aligned();
     failures();

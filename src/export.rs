@@ -12,6 +12,8 @@ use crate::profile;
 use crate::stats::{self, MallInfo, MallInfo2};
 use core::ffi::c_void;
 
+mod cxx;
+
 type P = *mut c_void;
 
 /// Where `memx snapshot PID` finds a process's dump prefix, signal and
@@ -221,6 +223,8 @@ unsafe extern "C" fn at_load() {
     init::ensure();
     // Where libc's `_exit` is, for ours (dlsym: not from inside malloc).
     crate::sys::io::find_real_exit();
+    // The C++ runtime's operator new, for ours to fail over to.
+    cxx::find_runtime();
     profile::set_stats_probe(|| {
         let s = stats::collect();
         [
