@@ -237,17 +237,28 @@ impl CentralFreeList {
     }
 
     /// Returns each object of a chain to its span. Each object is checked
-    /// (page map: the start of an object of `class` in a live span) before
-    /// its link is read, so a corrupt link aborts before it is followed.
+    /// (the start of an object of `class` in a live span) before its link
+    /// is read, so a corrupt link aborts before it is followed.
+    ///
+    /// The chain is taken in runs: a member and those after it that lie in
+    /// the same span go back with one splice (the run is already linked;
+    /// only its tail's link changes), and a member is checked against the
+    /// run's span with a range test instead of a page-map lookup. Objects
+    /// freed in the order they were allocated (xmalloc-test's consumers,
+    /// a thread-cache flush of a burst) come back in runs as long as a
+    /// batch: xmalloc-test spent 42 of its 334 instructions per object in
+    /// release_to_span, one object at a time.
     ///
     /// # Safety
     /// As `insert_range`.
     unsafe fn release_chain(&mut self, head: *mut FreeObject, n: usize) {
         let class = self.class as usize;
+        let k = &CLASSES[class];
         let key = link_key();
         let mut obj = head;
         let mut from = 0;
-        for _ in 0..n {
+        let mut left = n;
+        while left > 0 {
             let Some(s) = span_of_object(class, obj) else {
                 if from == 0 {
                     // Cheap misuse check, paid when objects leave a thread
@@ -263,12 +274,30 @@ impl CentralFreeList {
                     },
                 );
             };
-            // SAFETY: `obj` is a free object of `class` (caller), checked to
-            // be one; the next one is checked in the next round.
-            let next = unsafe { crate::free_object::link(obj, key) };
-            // SAFETY: `s` is `obj`'s live span of our class, under our lock.
-            unsafe { self.release_to_span(s, obj, key) };
-            from = obj as usize;
+            // SAFETY: a live span of our class (just checked), under our lock.
+            let base = unsafe { (*s).addr() };
+            let objects_end = k.objects as usize * k.size as usize;
+            let run_head = obj;
+            let mut run_tail = obj;
+            let mut run = 1;
+            left -= 1;
+            // SAFETY: `obj` was checked to be an object of `class`.
+            let mut next = unsafe { crate::free_object::link(obj, key) };
+            while left > 0 {
+                let offset = (next as usize).wrapping_sub(base);
+                if offset >= objects_end || !k.is_object_offset(offset) {
+                    break;
+                }
+                run_tail = next;
+                run += 1;
+                left -= 1;
+                // SAFETY: `next` is an object of this span (checked above).
+                next = unsafe { crate::free_object::link(next, key) };
+            }
+            // SAFETY: `run_head`..`run_tail` are `run` linked free objects of
+            // span `s`, under our lock.
+            unsafe { self.release_run(s, run_head, run_tail, run, key) };
+            from = run_tail as usize;
             obj = next;
         }
     }
@@ -279,15 +308,33 @@ impl CentralFreeList {
     /// `obj` is a free object of `class` in the live Small span `s` (see
     /// `span_of_object`), guarded by our lock.
     unsafe fn release_to_span(&mut self, s: *mut Span, obj: *mut FreeObject, key: usize) {
+        // SAFETY: a run of one (caller).
+        unsafe { self.release_run(s, obj, obj, 1, key) }
+    }
+
+    /// Returns a run of `count` free objects of span `s`, linked from `head`
+    /// to `tail`, to the span; frees the span if it became empty.
+    ///
+    /// # Safety
+    /// The run's objects are free objects of `class` in the live Small span
+    /// `s`, linked head to tail, guarded by our lock.
+    unsafe fn release_run(
+        &mut self,
+        s: *mut Span,
+        head: *mut FreeObject,
+        tail: *mut FreeObject,
+        count: usize,
+        key: usize,
+    ) {
         let class = self.class as usize;
         let k = &CLASSES[class];
         // SAFETY: a live Small span of our class, guarded by our lock (caller).
         let span = unsafe { &mut *s };
-        // SAFETY: `obj` is a free object of this span.
-        unsafe { set_link(obj, span.small.freelist, key) };
-        span.small.freelist = obj;
-        span.small.allocated -= 1;
-        self.free_in_spans += 1;
+        // SAFETY: `tail` is a free object of this span.
+        unsafe { set_link(tail, span.small.freelist, key) };
+        span.small.freelist = head;
+        span.small.allocated -= count as u32;
+        self.free_in_spans += count;
         if span.small.allocated == 0 {
             if span.small.in_list {
                 // SAFETY: `s` is on our list.

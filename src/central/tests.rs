@@ -131,3 +131,63 @@ fn partial_ranges() {
     unsafe { c.insert_range(h, n) };
     assert_eq!(c.spans, 0);
 }
+
+/// A chain whose members alternate between spans in runs of different
+/// lengths (what a flush of objects from several spans looks like) goes
+/// back run by run: every span's count ends right, and each span returns
+/// to the page heap exactly when its last object does.
+#[test]
+fn chains_mixing_spans_go_back_in_runs() {
+    let class = 30;
+    let k = CLASSES[class];
+    let key = link_key();
+    let mut c = CentralFreeList::new(class);
+    let per_span = k.objects as usize;
+    // Three whole spans' worth, taken one object at a time.
+    let mut objs: Vec<usize> = (0..3 * per_span)
+        .map(|_| c.remove_range(1).0 as usize)
+        .collect();
+    assert_eq!(c.spans, 3);
+    let span_of = |p: usize| span_of_object(class, p as *mut FreeObject).unwrap() as usize;
+    let spans: Vec<usize> = {
+        let mut v: Vec<usize> = objs.iter().map(|&p| span_of(p)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(spans.len(), 3);
+    // Keep one object of the last span out, then interleave the rest:
+    // runs of 1, 2, 3, ... objects taken from the spans in turn.
+    let keep = objs.pop().unwrap();
+    let mut by_span: Vec<Vec<usize>> = spans
+        .iter()
+        .map(|&s| objs.iter().copied().filter(|&p| span_of(p) == s).collect())
+        .collect();
+    let mut order = Vec::new();
+    let mut run = 1;
+    while by_span.iter().any(|v| !v.is_empty()) {
+        for v in by_span.iter_mut() {
+            let take = run.min(v.len());
+            order.extend(v.drain(..take));
+        }
+        run += 1;
+    }
+    // Link them in that order (not a whole batch: it goes to the spans).
+    let mut head = END;
+    for &p in order.iter().rev() {
+        // SAFETY: free objects of this private list, linked into a chain.
+        unsafe { set_link(p as *mut FreeObject, head, key) };
+        head = p as *mut FreeObject;
+    }
+    // SAFETY: `order.len()` free objects of `class`, linked from `head`.
+    unsafe { c.insert_range(head, order.len()) };
+    assert_eq!(c.spans, 1, "two spans wholly free, one holding `keep`");
+    assert_eq!(c.free_in_spans, per_span - 1);
+    // SAFETY: the last object out goes back; its span empties.
+    unsafe {
+        set_link(keep as *mut FreeObject, END, key);
+        c.insert_range(keep as *mut FreeObject, 1);
+    }
+    assert_eq!(c.spans, 0);
+    assert_eq!(c.free_in_spans, 0);
+}

@@ -334,30 +334,53 @@ fn class_set_difference_in_order() {
 }
 
 #[test]
-fn every_list_keeps_avail_equal_to_max_len_minus_len() {
-    // The invariant FreeList's methods maintain, checked against the chain
-    // itself after traffic that refills, flushes, grows, shrinks, steals
-    // and scavenges (sizes across all classes, and large ones).
+fn class_set_next_from_wraps_around() {
+    let mut a = ClassSet::EMPTY;
+    assert_eq!(a.next_from(1), None);
+    for c in [3, 64, NUM_CLASSES - 1] {
+        a.insert(c);
+    }
+    assert_eq!(a.next_from(1), Some(3));
+    assert_eq!(a.next_from(3), Some(3));
+    assert_eq!(a.next_from(4), Some(64));
+    assert_eq!(a.next_from(65), Some(NUM_CLASSES - 1));
+    a.remove(NUM_CLASSES - 1);
+    assert_eq!(a.next_from(65), Some(3), "wraps to the lowest");
+    a.remove(3);
+    assert_eq!(a.next_from(64), Some(64));
+    assert_eq!(a.next_from(65), Some(64), "wraps within one word");
+}
+
+/// Stealing takes from the thread's other lists with a limit and from
+/// nothing else, however far the cursor is from them.
+#[test]
+fn steal_takes_only_from_other_active_lists() {
     std::thread::spawn(|| {
-        let mut live = Vec::new();
-        for i in 0..60000usize {
-            live.push(malloc(1 + (i * 7919) % 40000));
-            if i % 3 != 0 {
-                free(live.swap_remove((i * 31) % live.len()));
+        free(malloc(64));
+        let tc = current();
+        // SAFETY: this thread's own live cache.
+        let t = unsafe { &*tc };
+        let (a, b) = (class_of(48), class_of(2000));
+        for _ in 0..3 {
+            grow_with(t, b, false);
+        }
+        // SAFETY: owner-only state, no other reference to it alive now.
+        let cold = unsafe { &mut (*t.cold.get()).sizing };
+        let before = t.lists[b].max_len();
+        assert!(before > 0 && cold.active.contains(b));
+        cold.steal_cursor = b + 1;
+        let cost = cold.limit - cold.capacity + size_of(b);
+        assert!(steal(t, cold, a, cost), "list b had capacity to give");
+        assert!(t.lists[b].max_len() < before);
+        // Nothing else to take: fails without looping.
+        let mut others = cold.active;
+        others.remove(a);
+        for c in others.minus(ClassSet::EMPTY).collect::<Vec<_>>() {
+            while t.lists[c].max_len() > 0 {
+                shrink(t, cold, c);
             }
         }
-        live.into_iter().for_each(free);
-        let tc = current();
-        // SAFETY: this thread's own cache, read by its owner.
-        let t = unsafe { &*tc };
-        for (class, list) in t.lists.iter().enumerate().skip(1) {
-            // SAFETY: list members form an END-terminated chain.
-            let len = unsafe { crate::free_object::chain_len(list.head.load(Relaxed), t.key) };
-            let len = len.unwrap();
-            let (avail, max_len) = (list.avail.load(Relaxed), list.max_len());
-            assert_eq!(avail as i64, max_len as i64 - len as i64, "class {class}");
-            assert!(len as u32 <= max_len && max_len <= MAX_LEN, "class {class}");
-        }
+        assert!(!steal(t, cold, a, cold.limit - cold.capacity + 1));
     })
     .join()
     .unwrap();
