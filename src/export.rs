@@ -223,8 +223,6 @@ unsafe extern "C" fn at_load() {
     init::ensure();
     // Where libc's `_exit` is, for ours (dlsym: not from inside malloc).
     crate::sys::io::find_real_exit();
-    // The C++ runtime's operator new, for ours to fail over to.
-    cxx::find_runtime();
     profile::set_stats_probe(|| {
         let s = stats::collect();
         [

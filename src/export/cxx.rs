@@ -15,6 +15,12 @@
 //! C++ runtime's. That one calls `malloc` (memx again) in the standard's
 //! new_handler loop and throws or returns null as the standard says.
 //!
+//! The runtime's operators are looked up on the first failure only, never
+//! at load: a failed `dlsym` (a C program has no C++ runtime) mallocs its
+//! error message, and that allocation, made from the library constructor,
+//! put memx's guard SIGSEGV handler in ahead of a program's own
+//! (memx_guard_own_handler caught it).
+//!
 //! Owns: the addresses of the runtime's operators (`NEXT`). Must never:
 //! leave a frame of its own on the stack while the runtime's operator runs,
 //! or look the runtime up while memx is still serving the request.
@@ -39,17 +45,9 @@ const NEW_NAMES: [&CStr; 8] = [
     c"_ZnamSt11align_val_tRKSt9nothrow_t",
 ];
 
-/// The runtime's definition of each operator in NEW_NAMES (0: not found yet).
+/// The runtime's definition of each operator in NEW_NAMES (0: not looked
+/// up yet).
 static NEXT: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
-
-/// From the library constructor: finds the runtime's operators where one
-/// is loaded already, so a failing `new` seldom needs `dlsym` (a runtime
-/// loaded later, with a Python extension, is found on first failure).
-pub fn find_runtime() {
-    for (name, slot) in NEW_NAMES.iter().zip(&NEXT) {
-        slot.store(dl::next_symbol(name), Relaxed);
-    }
-}
 
 /// The runtime's operator `kind` (an index into NEW_NAMES), for a `new`
 /// that memx could not serve; called by the stubs after memx returned.
