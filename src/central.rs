@@ -254,6 +254,7 @@ impl CentralFreeList {
     unsafe fn release_chain(&mut self, head: *mut FreeObject, n: usize) {
         let class = self.class as usize;
         let k = &CLASSES[class];
+        let objects_end = k.objects as usize * k.size as usize;
         let key = link_key();
         let mut obj = head;
         let mut from = 0;
@@ -276,7 +277,6 @@ impl CentralFreeList {
             };
             // SAFETY: a live span of our class (just checked), under our lock.
             let base = unsafe { (*s).addr() };
-            let objects_end = k.objects as usize * k.size as usize;
             let run_head = obj;
             let mut run_tail = obj;
             let mut run = 1;

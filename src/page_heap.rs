@@ -20,6 +20,7 @@ use crate::size_class::PAGE_SHIFT;
 use crate::span::{LargeFields, Span, SpanList, SpanState};
 use crate::sys;
 use crate::sys::lock::Locked;
+use crate::util::bitset::BitSet;
 
 /// Free spans up to this many pages have a list per length.
 const MAX_LIST: usize = 128;
@@ -30,36 +31,7 @@ const LENGTH_WORDS: usize = (MAX_LIST + 1).div_ceil(64);
 /// reaches the shortest fitting list in a few word tests instead of
 /// testing up to 128 lists (xmalloc-test, whose spans free and coalesce
 /// all the time, spent 13 instructions per object there).
-#[derive(Clone, Copy)]
-struct Lengths([u64; LENGTH_WORDS]);
-
-impl Lengths {
-    const EMPTY: Lengths = Lengths([0; LENGTH_WORDS]);
-
-    fn set(&mut self, len: usize, nonempty: bool) {
-        let bit = 1u64 << (len % 64);
-        if nonempty {
-            self.0[len / 64] |= bit;
-        } else {
-            self.0[len / 64] &= !bit;
-        }
-    }
-
-    /// The least length ≥ `from` in `self` or `other`.
-    fn first_from(&self, other: &Lengths, from: usize) -> Option<usize> {
-        let mut w = from / 64;
-        let mut mask = !0u64 << (from % 64);
-        while w < LENGTH_WORDS {
-            let bits = (self.0[w] | other.0[w]) & mask;
-            if bits != 0 {
-                return Some(w * 64 + bits.trailing_zeros() as usize);
-            }
-            w += 1;
-            mask = !0;
-        }
-        None
-    }
-}
+type Lengths = BitSet<LENGTH_WORDS>;
 
 #[derive(Clone, Copy, Default, Debug)]
 pub struct HeapStats {
@@ -292,13 +264,12 @@ impl PageHeap {
     /// Smallest-fitting free span, resident before released at each length
     /// (resident only unless `released`).
     fn find(&self, npages: usize, released: bool) -> *mut Span {
-        let none = Lengths::EMPTY;
-        let also = if released {
-            &self.released_lengths
+        let fitting = if released {
+            self.normal_lengths.union(self.released_lengths)
         } else {
-            &none
+            self.normal_lengths
         };
-        if let Some(len) = self.normal_lengths.first_from(also, npages) {
+        if let Some(len) = fitting.first_from(npages) {
             if !self.normal[len].is_empty() {
                 return self.normal[len].first();
             }

@@ -108,17 +108,17 @@ fn random_against_model() {
 #[test]
 fn lengths_find_the_least_set_length_from_a_start() {
     let (mut a, mut b) = (Lengths::EMPTY, Lengths::EMPTY);
-    assert_eq!(a.first_from(&b, 1), None);
+    assert_eq!(a.union(b).first_from(1), None);
     a.set(70, true);
     b.set(5, true);
-    assert_eq!(a.first_from(&b, 1), Some(5));
-    assert_eq!(a.first_from(&b, 6), Some(70));
-    assert_eq!(a.first_from(&Lengths::EMPTY, 1), Some(70));
+    assert_eq!(a.union(b).first_from(1), Some(5));
+    assert_eq!(a.union(b).first_from(6), Some(70));
+    assert_eq!(a.first_from(1), Some(70));
     a.set(MAX_LIST, true);
-    assert_eq!(a.first_from(&b, 71), Some(MAX_LIST));
-    assert_eq!(a.first_from(&b, MAX_LIST + 1), None);
+    assert_eq!(a.union(b).first_from(71), Some(MAX_LIST));
+    assert_eq!(a.union(b).first_from(MAX_LIST + 1), None);
     a.set(70, false);
-    assert_eq!(a.first_from(&Lengths::EMPTY, 6), Some(MAX_LIST));
+    assert_eq!(a.first_from(6), Some(MAX_LIST));
 }
 
 #[test]
@@ -475,14 +475,13 @@ impl PageHeap {
         assert_eq!(normal, self.stats.free_normal);
         assert_eq!(released, self.stats.free_released);
         for len in 0..=MAX_LIST {
-            let bit = |b: &Lengths| b.0[len / 64] >> (len % 64) & 1 == 1;
             assert_eq!(
-                bit(&self.normal_lengths),
+                self.normal_lengths.contains(len),
                 !self.normal[len].is_empty(),
                 "{len}"
             );
             assert_eq!(
-                bit(&self.released_lengths),
+                self.released_lengths.contains(len),
                 !self.released[len].is_empty(),
                 "{len}"
             );

@@ -35,6 +35,7 @@ use crate::central::{CentralFreeList, CENTRAL};
 use crate::sampler;
 use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::sys::lock::LockedGuard;
+use crate::util::bitset::BitSet;
 use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 /// The most one thread may claim of the global budget.
@@ -74,57 +75,7 @@ pub fn set_budget(bytes: u64) {
 }
 
 /// A set of size classes, one bit each.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) struct ClassSet([u64; NUM_CLASSES.div_ceil(64)]);
-
-impl ClassSet {
-    pub(super) const EMPTY: ClassSet = ClassSet([0; NUM_CLASSES.div_ceil(64)]);
-
-    pub(super) fn insert(&mut self, class: usize) {
-        self.0[class / 64] |= 1 << (class % 64);
-    }
-
-    pub(super) fn remove(&mut self, class: usize) {
-        self.0[class / 64] &= !(1 << (class % 64));
-    }
-
-    #[cfg(test)]
-    pub(super) fn contains(&self, class: usize) -> bool {
-        self.0[class / 64] & (1 << (class % 64)) != 0
-    }
-
-    /// The first class in the set at or after `from`, wrapping around to
-    /// the lowest; None if the set is empty.
-    pub(super) fn next_from(&self, from: usize) -> Option<usize> {
-        let words = self.0.len();
-        for i in 0..=words {
-            let w = (from / 64 + i) % words;
-            let mut bits = self.0[w];
-            if i == 0 {
-                bits &= !0u64 << (from % 64);
-            }
-            if bits != 0 {
-                return Some(w * 64 + bits.trailing_zeros() as usize);
-            }
-        }
-        None
-    }
-
-    /// The classes in `self` and not in `other`, in order.
-    pub(super) fn minus(self, other: ClassSet) -> impl Iterator<Item = usize> {
-        (0..self.0.len()).flat_map(move |w| {
-            let mut bits = self.0[w] & !other.0[w];
-            core::iter::from_fn(move || {
-                if bits == 0 {
-                    return None;
-                }
-                let class = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                Some(class)
-            })
-        })
-    }
-}
+pub(super) type ClassSet = BitSet<{ NUM_CLASSES.div_ceil(64) }>;
 
 /// One thread's sizing state (owner-only).
 ///

@@ -1,9 +1,10 @@
-//! Small building blocks with no dependencies: bit tricks and text
-//! formatting into a fixed buffer.
+//! Small building blocks with no dependencies: bit tricks, a fixed bit
+//! set, and text formatting into a fixed buffer.
 //!
 //! Owns: nothing global. Must never: allocate, call libc, or panic on any
 //! input (formatting truncates instead of failing).
 
+pub mod bitset;
 pub mod fmt;
 
 /// Rounds `n` up to a multiple of `align` (a power of two). Wraps on overflow;
