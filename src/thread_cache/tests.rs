@@ -202,6 +202,49 @@ fn frequent_slow_trips_raise_the_cap_at_scavenge() {
     });
 }
 
+/// A list that had objects to spare for a whole period gives half of them
+/// back, and its limit halves even at a batch or less: with many classes in
+/// use a little each (glibc-thread's random sizes), lists that kept one
+/// batch each held 2 MiB per thread against a 250 KiB live set.
+#[test]
+fn a_list_that_never_ran_dry_halves_its_limit_at_scavenge() {
+    with_fresh_cache(|t, cold| {
+        let size = 1000;
+        let class = class_of(size);
+        let batch = CLASSES[class].batch;
+        for _ in 0..8 {
+            grow_with(t, class, true);
+        }
+        let list = &t.lists[class];
+        let ptrs: Vec<_> = (0..8).map(|_| malloc(size)).collect();
+        slow::flush(t, class, list.len());
+        for &p in &ptrs {
+            // SAFETY: `p` is a live object of `class` given up here, and the
+            // emptied list has room for the 8 of them (its limit grew past
+            // 8 above).
+            unsafe { list.push(p as *mut FreeObject, t.key) };
+        }
+        let max_len = list.max_len();
+        assert!(max_len >= 8 && max_len <= batch, "{max_len}");
+        let capacity = cold.capacity;
+        cold.dry = ClassSet::EMPTY;
+        scavenge(t, cold, sampler::SCAVENGE_BYTES);
+        assert_eq!(list.max_len(), max_len - max_len / 2);
+        assert!(list.len() <= list.max_len() as usize);
+        assert_eq!(list.len(), 4, "half the objects went back");
+        // capacity = Σ max_len × size still holds.
+        let sum: usize = (1..NUM_CLASSES)
+            .map(|c| t.lists[c].max_len() as usize * CLASSES[c].size as usize)
+            .sum();
+        assert_eq!(cold.capacity, sum);
+        assert!(cold.capacity <= capacity - (max_len / 2) as usize * CLASSES[class].size as usize);
+        // A list that ran dry in the period keeps its limit.
+        cold.dry.insert(class);
+        scavenge(t, cold, sampler::SCAVENGE_BYTES);
+        assert_eq!(list.max_len(), max_len - max_len / 2);
+    });
+}
+
 /// Refills and overflows count as trips even when no central lock is
 /// taken: a list still growing one object per overflow is as slow.
 #[test]
