@@ -6,7 +6,7 @@
 //! through the PLT and could reach another allocator); everything here calls
 //! `thread_cache` and `large` directly.
 
-use crate::central::{check, CENTRAL};
+use crate::central::{check, CENTRAL, TRANSFER};
 use crate::diag;
 use crate::large::{self, MAX_REQUEST};
 use crate::page_heap::HEAP;
@@ -264,8 +264,8 @@ pub fn pvalloc(size: usize) -> *mut u8 {
 /// then every free page. 1 if any memory was released.
 pub fn malloc_trim(_pad: usize) -> i32 {
     thread_cache::flush_current();
-    for central in CENTRAL.iter().skip(1) {
-        central.lock().drain_transfer();
+    for (central, ring) in CENTRAL.iter().zip(TRANSFER.iter()).skip(1) {
+        central.lock().drain_transfer(ring);
     }
     let released = HEAP.lock().release_all();
     (released > 0) as i32

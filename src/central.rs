@@ -2,69 +2,40 @@
 //! objects in batches to and from thread caches, carves new spans from the
 //! page heap, and gives wholly free spans back to it.
 //!
-//! A transfer cache of whole batches (a batch is a linked chain of exactly
-//! `batch` objects) sits in front of the spans, so a batch freed by one
-//! thread reaches another thread in O(1), the pattern of producer/consumer
-//! programs. It is a stack linked through each batch head's second word,
-//! so a central list is a few words and the 129 of them share few pages.
+//! A lock-free transfer cache of whole batches (`transfer`) sits in front
+//! of the spans, so a batch freed by one thread reaches another thread in
+//! O(1), the pattern of producer/consumer programs; callers try it before
+//! they take the lock.
 //!
 //! Every link in a free object is stored encoded with the process's random
 //! key (`free_object::link_key`), and every link read here is
 //! checked: a corrupt one aborts with `diag::corrupt_free_list`.
 //!
-//! Owns: the per-class lists and transfer caches. Lock
+//! Owns: the per-class lists. Lock
 //! order: a central lock may be held while taking the page heap lock, never
 //! the reverse.
 //! Must never: be reached from the fast path; hold two central locks at once;
 //! read or write a free object's link except through the `free_object` link helpers.
 
 pub mod check;
+pub mod transfer;
+
+pub use transfer::{give_batch, set_sharing, take_batch, TRANSFER};
 
 use crate::diag;
-use crate::free_object::{
-    batch_link_checked, link_checked, link_key, set_batch_link, set_link, BadLink, FreeObject, END,
-};
+use crate::free_object::{link_checked, link_key, set_link, BadLink, FreeObject, END};
 use crate::meta::Pool;
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
-use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
+use crate::size_class::{CLASSES, NUM_CLASSES};
 use crate::span::{Span, SpanList, SpanState};
 use crate::sys::lock::Locked;
-use core::sync::atomic::{AtomicBool, Ordering};
-
-const TRANSFER_MAX: usize = 256;
-/// Bytes of whole batches one class may park in its transfer cache at
-/// first: enough for a producer/consumer pair in step to trade batches
-/// without touching spans, small enough that 128 classes hold little memory.
-const TRANSFER_BYTES: usize = 32 << 10;
-/// What a class's transfer cache may grow to (doubling from TRANSFER_BYTES)
-/// each time one thread overflows it after another ran it dry: the mark of
-/// producer and consumer threads out of step, where each batch that misses it costs
-/// `batch` span updates on the way in and `batch` on the way out
-/// (mimalloc-bench's xmalloc-test hands 4096-object batches between
-/// threads: 197 instructions per object freed with 32 KiB, 155 with 512 KiB,
-/// mimalloc 147, under callgrind).
-const TRANSFER_BYTES_MAX: usize = 512 << 10;
 
 pub struct CentralFreeList {
     /// The size class this list serves (0 only for the unused list 0).
     class: u8,
     /// Spans of this class with at least one free or never-used object.
     nonempty: SpanList,
-    /// The transfer cache: the top batch's head (END if none).
-    transfer: *mut FreeObject,
-    /// Batches in the transfer cache; ntransfer <= capacity.
-    ntransfer: usize,
-    /// Batches the transfer cache may hold: transfer_capacity(k) at first
-    /// (0 = not yet set), doubled up to max_transfer_capacity(k) each time
-    /// another thread overflows it after one ran it dry (`dry_by`).
-    capacity: usize,
-    /// The thread (its `tls::get()` slot value) whose batch-sized request
-    /// last found the transfer cache empty since its capacity last grew;
-    /// 0 = none. One thread that frees a burst it allocated itself is no
-    /// hand-off between threads, and must not make the cache grow (it
-    /// raised glibc-simple's peak RSS by 0.3 MiB).
-    dry_by: usize,
     /// Spans of this class, and their objects not out (free or never used).
     pub spans: usize,
     pub free_in_spans: usize,
@@ -77,16 +48,6 @@ pub struct CentralFreeList {
 
 // SAFETY: raw pointers are only followed with the list's lock held.
 unsafe impl Send for CentralFreeList {}
-
-/// Whether more than one thread caches objects. Only then can a batch freed
-/// by one thread be wanted by another, which is what transfer caches are
-/// for; in a single-threaded program they would only hold memory.
-static SHARING: AtomicBool = AtomicBool::new(false);
-
-/// Told by the thread caches whenever their number crosses one.
-pub fn set_sharing(on: bool) {
-    SHARING.store(on, Ordering::Relaxed);
-}
 
 /// Reads a link in a chain of `class`, aborting on a corrupt one.
 ///
@@ -109,26 +70,12 @@ pub static CENTRAL: [Locked<CentralFreeList>; NUM_CLASSES] = {
     lists
 };
 
-/// How many whole batches class `c` may keep in its transfer cache at first.
-fn transfer_capacity(k: &ClassInfo) -> usize {
-    (TRANSFER_BYTES / (k.batch as usize * k.size as usize)).clamp(1, TRANSFER_MAX)
-}
-
-/// The most whole batches class `c`'s transfer cache may grow to.
-fn max_transfer_capacity(k: &ClassInfo) -> usize {
-    (TRANSFER_BYTES_MAX / (k.batch as usize * k.size as usize)).clamp(1, TRANSFER_MAX)
-}
-
 impl CentralFreeList {
     /// An empty list for `class` (< NUM_CLASSES).
     pub const fn new(class: usize) -> Self {
         CentralFreeList {
             class: class as u8,
             nonempty: SpanList::new(),
-            transfer: END,
-            ntransfer: 0,
-            capacity: 0,
-            dry_by: 0,
             spans: 0,
             free_in_spans: 0,
             bits: Pool::new(),
@@ -136,23 +83,10 @@ impl CentralFreeList {
         }
     }
 
-    /// Objects held in the transfer cache.
-    pub fn transfer_objects(&self) -> usize {
-        let class = self.class as usize;
-        self.ntransfer * CLASSES[class].batch as usize
-    }
-
     /// Takes up to `max` objects of `class` as a chain; returns its head and
     /// length (0 only if the OS refuses memory).
     pub fn remove_range(&mut self, max: usize) -> (*mut FreeObject, usize) {
         let class = self.class as usize;
-        let k = &CLASSES[class];
-        if max == k.batch as usize {
-            if self.ntransfer > 0 {
-                return (self.pop_batch(), max);
-            }
-            self.dry_by = this_thread();
-        }
         let key = link_key();
         let mut head: *mut FreeObject = END;
         let mut n = 0;
@@ -218,20 +152,11 @@ impl CentralFreeList {
         s
     }
 
-    /// Takes back a chain of `n` objects of `class`.
+    /// Takes back a chain of `n` objects of `class`, each to its span.
     ///
     /// # Safety
     /// `head` starts a chain of exactly `n` objects of `class`, none in use.
     pub unsafe fn insert_range(&mut self, head: *mut FreeObject, n: usize) {
-        let class = self.class as usize;
-        let k = &CLASSES[class];
-        if n == k.batch as usize && SHARING.load(Ordering::Relaxed) && self.transfer_room(k) {
-            // SAFETY: `head` heads a free batch, now ours (caller).
-            unsafe { set_batch_link(head, self.transfer, link_key()) };
-            self.transfer = head;
-            self.ntransfer += 1;
-            return;
-        }
         // SAFETY: as the caller promises.
         unsafe { self.release_chain(head, n) };
     }
@@ -353,56 +278,18 @@ impl CentralFreeList {
         }
     }
 
-    /// Whether the transfer cache can take one more batch, growing its
-    /// capacity if it is full but another thread ran it dry since it last
-    /// grew (see TRANSFER_BYTES_MAX).
-    fn transfer_room(&mut self, k: &ClassInfo) -> bool {
-        if self.capacity == 0 {
-            self.capacity = transfer_capacity(k);
-        }
-        if self.ntransfer < self.capacity {
-            return true;
-        }
-        let dry_by = self.dry_by;
-        if dry_by == 0 || dry_by == this_thread() {
-            return false;
-        }
-        self.dry_by = 0;
-        self.capacity = (self.capacity * 2).min(max_transfer_capacity(k));
-        self.ntransfer < self.capacity
-    }
-
-    /// Takes the top batch off the transfer cache (not empty).
-    fn pop_batch(&mut self) -> *mut FreeObject {
-        let class = self.class as usize;
-        let head = self.transfer;
-        // SAFETY: `head` tops the transfer cache, so it holds a batch link.
-        let next = diag::link_or_abort(class, unsafe { batch_link_checked(head, link_key()) });
-        self.transfer = next;
-        self.ntransfer -= 1;
-        head
-    }
-
     /// Empties the transfer cache into the spans (malloc_trim), so wholly
     /// free spans go back to the page heap.
     /// Its capacity starts over.
-    pub fn drain_transfer(&mut self) {
+    pub fn drain_transfer(&mut self, ring: &transfer::TransferCache) {
         let class = self.class as usize;
         let batch = CLASSES[class].batch;
-        while self.ntransfer > 0 {
-            let obj = self.pop_batch();
+        while let Some(obj) = ring.pop() {
             // SAFETY: a stored batch is a chain of `batch` free objects.
             unsafe { self.release_chain(obj, batch as usize) };
         }
-        self.capacity = 0;
-        self.dry_by = 0;
+        ring.reset_capacity();
     }
-}
-
-/// Which thread is calling: its thread-local slot's value (its cache, or
-/// a static cache shared by the threads that have none; never 0).
-fn this_thread() -> usize {
-    crate::sys::tls::get() as usize
 }
 
 /// The live Small span of `class` whose object starts at `obj`, or `None`

@@ -19,7 +19,7 @@
 //! Owns: the init state, the thread-exit key. Must never: allocate during
 //! the core step, or take a lock out of the global order.
 
-use crate::central::CENTRAL;
+use crate::central::{CENTRAL, TRANSFER};
 use crate::config;
 use crate::meta::META;
 use crate::page_heap::HEAP;
@@ -159,6 +159,10 @@ unsafe extern "C" fn fork_child() {
     // SAFETY: the child has one thread; whoever held a lock is gone (or is
     // this thread, which took them all in prepare).
     for_each_lock(|l| unsafe { l.reset() });
+    for ring in TRANSFER.iter() {
+        // SAFETY: the child's only thread.
+        unsafe { ring.rebuild_after_fork() };
+    }
     // SAFETY: single-threaded with every lock free.
     unsafe { thread_cache::reclaim_after_fork() };
     profile::fork_child();

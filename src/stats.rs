@@ -5,11 +5,11 @@
 //! Owns: no counters. Must never: be called with an allocator lock held (it
 //! takes the registry, every central lock and the heap lock, one at a time).
 
-use crate::central::CENTRAL;
+use crate::central::{CENTRAL, TRANSFER};
 use crate::meta::META;
 use crate::page_heap::HEAP;
 use crate::pagemap::PAGEMAP;
-use crate::size_class::size_of;
+use crate::size_class::{size_of, CLASSES};
 use crate::sys;
 use crate::thread_cache;
 use crate::util::fmt::FixedBuf;
@@ -45,9 +45,10 @@ pub fn collect() -> Stats {
     s.thread_cache = tc_bytes;
     s.cpu_cache = crate::cpu_cache::held_bytes();
     for (class, central) in CENTRAL.iter().enumerate().skip(1) {
-        let c = central.lock();
-        s.central += (c.free_in_spans + c.transfer_objects()) * size_of(class);
-        s.transfer += c.transfer_objects() * size_of(class);
+        let in_spans = central.lock().free_in_spans;
+        let in_transfer = TRANSFER[class].len() * CLASSES[class].batch as usize;
+        s.central += (in_spans + in_transfer) * size_of(class);
+        s.transfer += in_transfer * size_of(class);
     }
     let h = HEAP.lock().stats;
     s.free_resident = h.free_normal;

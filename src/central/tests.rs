@@ -1,5 +1,6 @@
 //! Central free lists on their own (no thread caches): ranges, spans
-//! going back to the page heap, transfer caches.
+//! going back to the page heap. The transfer rings' tests are in
+//! `transfer/tests.rs`.
 
 use super::*;
 use crate::size_class::size_of;
@@ -11,7 +12,6 @@ fn chain_len(h: *mut FreeObject) -> usize {
 
 #[test]
 fn batches_round_trip_and_spans_return() {
-    set_sharing(true);
     // A private list for class 40 (the global lists serve other tests).
     let class = 40;
     let k = CLASSES[class];
@@ -43,7 +43,6 @@ fn batches_round_trip_and_spans_return() {
         // SAFETY: returning exactly what was taken.
         unsafe { c.insert_range(h, n) };
     }
-    c.drain_transfer();
     assert_eq!(c.spans, 0, "all spans went back to the page heap");
     assert_eq!(c.free_in_spans, 0);
 }
@@ -73,52 +72,6 @@ fn every_central_list_knows_its_class() {
     for (c, list) in CENTRAL.iter().enumerate() {
         assert_eq!(list.lock().class as usize, c);
     }
-}
-
-#[test]
-fn transfer_cache_grows_only_after_running_dry() {
-    let class = 4; // 64 B
-    let k = &CLASSES[class];
-    let mut c = CentralFreeList::new(class);
-    let first = transfer_capacity(k);
-    assert!(first < max_transfer_capacity(k));
-    // Full, and never found empty: it keeps its size.
-    assert!(c.transfer_room(k));
-    c.ntransfer = first;
-    assert!(!c.transfer_room(k));
-    assert_eq!(c.capacity, first);
-    // This thread ran it dry (a batch request fell through to the
-    // spans), then overflowed it itself: a burst, not a hand-off.
-    c.ntransfer = 0;
-    let (h, n) = c.remove_range(k.batch as usize);
-    assert_eq!(c.dry_by, this_thread());
-    c.ntransfer = first;
-    assert!(
-        !c.transfer_room(k),
-        "one thread's own burst does not grow it"
-    );
-    // Another thread ran it dry, this one overflows it: it doubles, once.
-    c.dry_by = this_thread() ^ 64;
-    assert!(c.transfer_room(k));
-    assert_eq!(c.capacity, 2 * first);
-    c.ntransfer = 2 * first;
-    assert!(
-        !c.transfer_room(k),
-        "no second doubling without running dry again"
-    );
-    // Never beyond the maximum.
-    for _ in 0..20 {
-        c.dry_by = this_thread() ^ 64;
-        c.ntransfer = c.capacity;
-        c.transfer_room(k);
-    }
-    assert_eq!(c.capacity, max_transfer_capacity(k));
-    c.ntransfer = 0;
-    c.drain_transfer();
-    assert_eq!(c.capacity, 0, "malloc_trim starts it over");
-    // SAFETY: returning what was taken.
-    unsafe { c.release_chain(h, n) };
-    assert_eq!(c.spans, 0);
 }
 
 #[test]

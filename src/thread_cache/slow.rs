@@ -13,7 +13,7 @@ use super::sampling::{
 };
 use super::sizing::{self, central};
 use super::{ThreadCache, LIST_STRIDE, MAX_LEN};
-use crate::central::{check, CENTRAL};
+use crate::central::{self, check, CENTRAL};
 use crate::cpu_cache;
 use crate::diag;
 use crate::free_object::{link_key, set_link, BadLink, FreeObject, END};
@@ -108,7 +108,10 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     let want = (k.batch).min(list.max_len().max(1)) as usize;
     let (head, n) = match cpu_cache::pop(class, want, t.key) {
         Some(chain) => chain,
-        None => central(t, class).remove_range(want),
+        None => match central::take_batch(class, want) {
+            Some(batch) => (batch, want),
+            None => central(t, class).remove_range(want),
+        },
     };
     if n == 0 {
         return END;
@@ -137,11 +140,16 @@ fn flush_via(t: &ThreadCache, class: usize, n: usize, cpu_first: bool) {
     let Some((head, k)) = t.lists[class].detach(class, n, t.key) else {
         return;
     };
-    // SAFETY: the chain holds exactly `k` free objects of `class`.
+    // SAFETY: the chain holds exactly `k` free objects of `class`; a
+    // refused push leaves it ours.
     if cpu_first && unsafe { cpu_cache::push(class, head, k) } {
         return;
     }
-    // SAFETY: as above; a refused push leaves the chain ours.
+    // SAFETY: as above.
+    if cpu_first && unsafe { central::give_batch(class, head, k) } {
+        return;
+    }
+    // SAFETY: as above.
     unsafe { central(t, class).insert_range(head, k) };
 }
 
