@@ -200,58 +200,50 @@ impl TransferCache {
     /// Appends a batch; false if the ring is full (the batch is still the
     /// caller's).
     fn push(&self, head: *mut FreeObject) -> bool {
-        let mut pos = self.enqueue_pos.0.load(Ordering::Relaxed);
-        loop {
-            let i = pos & MASK;
-            let dif = self.seq(i).wrapping_sub(pos) as isize;
-            if dif == 0 {
-                match self.enqueue_pos.0.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        self.slots[i].head.store(head, Ordering::Relaxed);
-                        self.set_seq(i, pos.wrapping_add(1));
-                        return true;
-                    }
-                    Err(now) => pos = now,
-                }
-            } else if dif < 0 {
-                // The slot still holds the batch of the previous lap.
-                return false;
-            } else {
-                pos = self.enqueue_pos.0.load(Ordering::Relaxed);
-            }
-        }
+        // A slot is free for the push at p when seq = p; a full slot (the
+        // previous lap's batch) reads seq = p − SLOTS + 1.
+        let Some((pos, i)) = self.claim(&self.enqueue_pos, 0) else {
+            return false;
+        };
+        self.slots[i].head.store(head, Ordering::Relaxed);
+        self.set_seq(i, pos.wrapping_add(1));
+        true
     }
 
     /// Takes the oldest batch; None if there is none ready.
     pub fn pop(&self) -> Option<*mut FreeObject> {
-        let mut pos = self.dequeue_pos.0.load(Ordering::Relaxed);
+        // A slot is ready for the pop at p when seq = p + 1; seq = p means
+        // not pushed yet (or a push is between its CAS and its store).
+        let (pos, i) = self.claim(&self.dequeue_pos, 1)?;
+        let head = self.slots[i].head.load(Ordering::Relaxed);
+        self.set_seq(i, pos.wrapping_add(SLOTS));
+        Some(head)
+    }
+
+    /// Moves `at` on by one from a position p whose slot reads
+    /// seq = p + `ready`, and returns p and the slot; None if the slot at
+    /// `at` is not ready (seq behind: the ring is full or empty). A slot
+    /// ahead means another thread took p first: read `at` again.
+    fn claim(&self, at: &Pos, ready: usize) -> Option<(usize, usize)> {
+        let mut pos = at.0.load(Ordering::Relaxed);
         loop {
             let i = pos & MASK;
-            let dif = self.seq(i).wrapping_sub(pos.wrapping_add(1)) as isize;
-            if dif == 0 {
-                match self.dequeue_pos.0.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        let head = self.slots[i].head.load(Ordering::Relaxed);
-                        self.set_seq(i, pos.wrapping_add(SLOTS));
-                        return Some(head);
-                    }
-                    Err(now) => pos = now,
-                }
-            } else if dif < 0 {
-                // Not pushed yet (or a push is between its CAS and store).
+            let dif = self.seq(i).wrapping_sub(pos.wrapping_add(ready)) as isize;
+            if dif < 0 {
                 return None;
-            } else {
-                pos = self.dequeue_pos.0.load(Ordering::Relaxed);
+            }
+            if dif > 0 {
+                pos = at.0.load(Ordering::Relaxed);
+                continue;
+            }
+            match at.0.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((pos, i)),
+                Err(now) => pos = now,
             }
         }
     }
