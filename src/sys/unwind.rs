@@ -2,16 +2,13 @@
 //! pointers (it reads the .eh_frame tables), and does not allocate once it
 //! has run once (glibc >= 2.35 finds unwind tables with `_dl_find_object`).
 //!
-//! Owns: the call into the unwinder (libgcc_eh, linked statically by
-//! build.rs; libgcc_s where the compiler has no libgcc_eh.a), and the
-//! address range of memx's own code.
+//! Owns: the call into libgcc_s, and the address range of memx's own code.
 //! Must never: be entered recursively by the same thread (the profiler's
 //! re-entry guard sees to that), or symbolise anything.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-// Linked by build.rs: libgcc_eh.a (a private, static copy of the unwinder)
-// where the C compiler has one, else libgcc_s.so.
+#[link(name = "gcc_s")]
 extern "C" {
     fn _Unwind_Backtrace(
         trace: extern "C" fn(*mut libc::c_void, *mut libc::c_void) -> i32,
