@@ -262,11 +262,19 @@ impl TransferCache {
     ///
     /// # Safety
     /// No other thread touches the ring (the child's only thread).
+    ///
+    /// Every fork child runs this for all 129 rings, so a ring never used
+    /// (both positions still 0) is left alone, and a slot already reading
+    /// its starting value is not written: the rings' untouched pages stay
+    /// unmapped in the child.
     pub unsafe fn rebuild_after_fork(&self) {
-        let mut kept = [core::ptr::null_mut::<FreeObject>(); SLOTS];
-        let mut n = 0;
         let enq = self.enqueue_pos.0.load(Ordering::Relaxed);
         let mut pos = self.dequeue_pos.0.load(Ordering::Relaxed);
+        if enq == 0 && pos == 0 {
+            return;
+        }
+        let mut kept = [core::ptr::null_mut::<FreeObject>(); SLOTS];
+        let mut n = 0;
         while pos != enq && n < SLOTS {
             let i = pos & MASK;
             if self.seq(i) == pos.wrapping_add(1) {
@@ -276,7 +284,9 @@ impl TransferCache {
             pos = pos.wrapping_add(1);
         }
         for i in 0..SLOTS {
-            self.set_seq(i, i);
+            if self.seq(i) != i {
+                self.set_seq(i, i);
+            }
         }
         self.enqueue_pos.0.store(0, Ordering::Relaxed);
         self.dequeue_pos.0.store(0, Ordering::Relaxed);
