@@ -99,33 +99,6 @@ fn checked(at: *mut FreeObject, next: *mut FreeObject) -> Result<*mut FreeObject
     }
 }
 
-/// The second link of a batch's head object (objects are at least 16 bytes):
-/// the next batch in a transfer cache, which is thus a stack of chains with
-/// no array of its own. Encoded and checked like the first link.
-///
-/// # Safety
-/// `head` heads a batch parked in a transfer cache (its second word holds
-/// a batch link).
-#[inline]
-pub unsafe fn batch_link_checked(
-    head: *mut FreeObject,
-    key: usize,
-) -> Result<*mut FreeObject, BadLink> {
-    // SAFETY: the second word of a parked batch's head is a batch link.
-    let next = (unsafe { *(head as *const usize).add(1) } ^ key) as *mut FreeObject;
-    checked(head, next)
-}
-
-/// Stores `next` as the batch link of `head`.
-///
-/// # Safety
-/// `head` heads a free batch the caller owns (its first 16 bytes are ours).
-#[inline]
-pub unsafe fn set_batch_link(head: *mut FreeObject, next: *mut FreeObject, key: usize) {
-    // SAFETY: objects are at least 16 bytes and `head` is ours (caller).
-    unsafe { *(head as *mut usize).add(1) = encode_link(next, key) };
-}
-
 /// Walks an `END`-terminated chain from `head` (not `END`) for at most
 /// `n >= 1` objects; returns the last one reached and how many that is
 /// (fewer than `n` if the chain ends first). Every link is checked,
