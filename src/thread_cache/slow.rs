@@ -127,15 +127,17 @@ pub(super) fn flush(t: &ThreadCache, class: usize, n: usize) {
 }
 
 /// Moves the first `n` objects of a list to the central list, past the
-/// CPU's cache: memory given back (scavenge, malloc_trim) should reach the
-/// spans, whose wholly free pages can then go back to the OS.
+/// CPU's cache and the transfer ring: memory given back (scavenge,
+/// malloc_trim) should reach the spans, whose wholly free pages can then go
+/// back to the OS.
 pub(super) fn flush_to_central(t: &ThreadCache, class: usize, n: usize) {
     flush_via(t, class, n, false);
 }
 
-/// Detaches the first `n` objects of a list and hands them on: to this
-/// CPU's cache first if `cpu_first`, else (or if it has no room) to the
-/// central list.
+/// Detaches the first `n` objects of a list and hands them on: if
+/// `cpu_first`, to this CPU's cache or else the class's transfer ring
+/// (whole batches); otherwise, or if neither takes them, to the central
+/// list's spans.
 fn flush_via(t: &ThreadCache, class: usize, n: usize, cpu_first: bool) {
     let Some((head, k)) = t.lists[class].detach(class, n, t.key) else {
         return;

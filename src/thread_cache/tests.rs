@@ -219,9 +219,8 @@ fn a_list_that_never_ran_dry_halves_its_limit_at_scavenge() {
         let ptrs: Vec<_> = (0..8).map(|_| malloc(size)).collect();
         slow::flush(t, class, list.len());
         for &p in &ptrs {
-            // SAFETY: `p` is a live object of `class` given up here, and the
-            // emptied list has room for the 8 of them (its limit grew past
-            // 8 above).
+            // SAFETY: `p` is a live object of `class`, given up here; the
+            // emptied list has room for 8 (its limit grew past 8 above).
             unsafe { list.push(p as *mut FreeObject, t.key) };
         }
         let max_len = list.max_len();
