@@ -23,6 +23,10 @@
  *    "in use" while the workers outnumber the CPUs; "thread caches only" in
  *    a child run with
  *    GLIBC_TUNABLES=glibc.pthread.rseq=0, which repeats phases 1-3 there.
+ * 6. A spent budget: a child run with MEMX_THREAD_CACHE_BYTES=64K, where
+ *    the first thread claims the whole budget and the others pass their
+ *    objects one at a time to and from the CPU caches, repeats phases 1-4;
+ *    malloc_stats must count such objects when rseq is registered.
  */
 #include "check.h"
 #include <malloc.h>
@@ -259,6 +263,31 @@ static size_t stats_figure(const char *report, const char *label)
     return strtoull(at, NULL, 10);
 }
 
+/* Runs this program again as `self MODE` with `setting` added to (or
+ * replacing its name in) the environment; checks that it passed. */
+static void run_child(char *mode, char *setting)
+{
+    char self[1024];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(n > 0, "readlink");
+    self[n] = 0;
+    size_t name_len = strchr(setting, '=') - setting + 1;
+    char *envp[512];
+    int k = 0;
+    for (char **e = environ; *e && k < 500; e++)
+        if (strncmp(*e, setting, name_len) != 0)
+            envp[k++] = *e;
+    envp[k++] = setting;
+    envp[k] = NULL;
+    char *args[] = {self, mode, NULL};
+    pid_t pid;
+    CHECK(posix_spawn(&pid, self, NULL, NULL, args, envp) == 0, "posix_spawn");
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the run \"%s\" (%s) failed (%d)", mode,
+          setting, status);
+}
+
 int main(int argc, char **argv)
 {
     struct sigaction sa = {0};
@@ -271,6 +300,7 @@ int main(int argc, char **argv)
         if (CPU_ISSET(c, &set))
             cpu_list[ncpu_list++] = c;
     int no_rseq_child = argc > 1 && strcmp(argv[1], "no-rseq") == 0;
+    int over_budget_child = argc > 1 && strcmp(argv[1], "over-budget") == 0;
 
     char report[4096];
     stats_report(report, sizeof report);
@@ -295,6 +325,15 @@ int main(int argc, char **argv)
     say("fork: ok\n");
     if (no_rseq_child)
         return 0;
+    if (over_budget_child) {
+        thousands_of_threads();
+        stats_report(report, sizeof report);
+        size_t singly = stats_figure(report, "objects passed one at a time by threads over budget");
+        say("over budget: %zu objects passed one at a time\n", singly);
+        CHECK(!registered || singly > 0, "threads over budget never went to the CPU caches:\n%s",
+              report);
+        return 0;
+    }
 
     double t0 = now_sec();
     thousands_of_threads();
@@ -308,24 +347,11 @@ int main(int argc, char **argv)
     CHECK(held <= bound, "per-CPU caches hold %zu bytes, more than their bound %zu", held, bound);
 
     /* The same phases with glibc's rseq registration off. */
-    char self[1024];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(n > 0, "readlink");
-    self[n] = 0;
-    char *envp[512];
-    int k = 0;
-    for (char **e = environ; *e && k < 500; e++)
-        if (strncmp(*e, "GLIBC_TUNABLES=", 15) != 0)
-            envp[k++] = *e;
-    envp[k++] = "GLIBC_TUNABLES=glibc.pthread.rseq=0";
-    envp[k] = NULL;
-    char *args[] = {self, "no-rseq", NULL};
-    pid_t pid;
-    CHECK(posix_spawn(&pid, self, NULL, NULL, args, envp) == 0, "posix_spawn");
-    int status;
-    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the run without rseq failed (%d)",
-          status);
+    run_child("no-rseq", "GLIBC_TUNABLES=glibc.pthread.rseq=0");
     say("without rseq: ok\n");
+    /* And with a budget spent by the first thread, so that the others pass
+     * their objects one at a time to and from the CPU caches. */
+    run_child("over-budget", "MEMX_THREAD_CACHE_BYTES=64K");
+    say("over budget: ok\n");
     return 0;
 }

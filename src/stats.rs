@@ -36,6 +36,9 @@ pub struct Stats {
     pub threads: usize,
     pub released_total: u64,
     pub release_calls: u64,
+    /// Objects passed one at a time between per-CPU caches and threads
+    /// over their cache budget (`thread_cache::starved_objects`).
+    pub starved_objects: u64,
 }
 
 pub fn collect() -> Stats {
@@ -60,6 +63,7 @@ pub fn collect() -> Stats {
     s.free_spans = h.free_spans;
     s.released_total = h.released_total;
     s.release_calls = h.release_calls;
+    s.starved_objects = thread_cache::starved_objects();
     s.metadata = META.mapped_bytes() + PAGEMAP.leaf_bytes();
     // Thread-cache lengths are read racily; clamp rather than underflow.
     s.in_use = (h.small_span_bytes + h.large_bytes)
@@ -116,6 +120,9 @@ pub fn write_report(fd: i32) {
         });
     }
     b.str("\n");
+    b.str("memx: objects passed one at a time by threads over budget ")
+        .u64(s.starved_objects)
+        .str(" (MEMX_THREAD_CACHE_BYTES)\n");
     sys::write_fd(fd, b.as_bytes());
 }
 
@@ -124,7 +131,7 @@ pub fn write_report(fd: i32) {
 /// Python package's `memx.stats()`, so the names live here only).
 pub const FIGURE_NAMES: &[u8] = b"in_use thread_cache cpu_cache central transfer free_resident \
 free_released mapped metadata large_bytes released_total rss large_count free_spans \
-threads release_calls\0";
+threads release_calls starved_objects\0";
 
 /// The `malloc_stats` report's figures as numbers (bytes, then counts), as
 /// many as `out` holds; returns how many there are in all.
@@ -147,6 +154,7 @@ pub fn figures(out: &mut [u64]) -> usize {
         s.free_spans as u64,
         s.threads as u64,
         s.release_calls,
+        s.starved_objects,
     ];
     for (o, v) in out.iter_mut().zip(all) {
         *o = v;

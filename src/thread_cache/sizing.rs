@@ -36,7 +36,7 @@ use crate::sampler;
 use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::sys::lock::LockedGuard;
 use crate::util::bitset::BitSet;
-use core::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// The most one thread may claim of the global budget.
 pub const PER_THREAD_MAX: usize = 2 << 20;
@@ -70,6 +70,23 @@ const MAX_OVERAGES: u32 = 3;
 /// live caches equals it at all times.
 pub(super) static BUDGET: AtomicI64 = AtomicI64::new(32 << 20);
 
+/// Objects that threads over budget passed one at a time to and from the
+/// per-CPU caches (`Sizing::starved`), as of each thread's last scavenge or
+/// exit: `malloc_stats` shows it, a sign `MEMX_THREAD_CACHE_BYTES` is small
+/// for the process's threads.
+static STARVED_OBJECTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn starved_objects() -> u64 {
+    STARVED_OBJECTS.load(Relaxed)
+}
+
+fn publish_starved(sz: &mut Sizing) {
+    if sz.starved_objects > 0 {
+        STARVED_OBJECTS.fetch_add(sz.starved_objects, Relaxed);
+        sz.starved_objects = 0;
+    }
+}
+
 pub fn set_budget(bytes: u64) {
     BUDGET.store(bytes.min(i64::MAX as u64) as i64, Relaxed);
 }
@@ -100,6 +117,14 @@ pub(super) struct Sizing {
     pub(super) active: ClassSet,
     /// Slow-path trips (refills and overflows) since the last scavenge.
     pub(super) slow_trips: usize,
+    /// A list at limit 0 could not grow while the per-CPU layer was in use
+    /// (the budget is spent: many more threads than CPUs). Until the next
+    /// scavenge, lists at limit 0 trade objects with this CPU's cache
+    /// directly (`slow::starved_list`), without trying to grow each time.
+    pub(super) starved: bool,
+    /// Objects traded that way since the last scavenge (added to
+    /// STARVED_OBJECTS at each scavenge and at thread exit).
+    pub(super) starved_objects: u64,
 }
 
 impl Sizing {
@@ -113,6 +138,8 @@ impl Sizing {
             dry: ClassSet::EMPTY,
             active: ClassSet::EMPTY,
             slow_trips: 0,
+            starved: false,
+            starved_objects: 0,
         }
     }
 }
@@ -137,6 +164,8 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
         raise_cap(sz);
     }
     sz.slow_trips = 0;
+    sz.starved = false;
+    publish_starved(sz);
     for class in sz.active.minus(sz.dry) {
         let list = &t.lists[class];
         let len = list.len();
@@ -175,6 +204,7 @@ pub(super) fn grow_with(t: &ThreadCache, class: usize, may_steal: bool) {
         && !claim(sz, cost)
         && !(may_steal && steal(t, sz, class, cost))
     {
+        sz.starved |= list.max_len() == 0 && crate::cpu_cache::active();
         return;
     }
     let add = step.min(MAX_LEN - list.max_len());
@@ -221,6 +251,7 @@ pub(super) fn claim(sz: &mut Sizing, cost: usize) -> bool {
 /// Gives the thread's whole claim back to the budget (its lists are empty
 /// and will not grow again: thread exit, or a thread gone in a fork child).
 pub(super) fn give_back(sz: &mut Sizing) {
+    publish_starved(sz);
     BUDGET.fetch_add(sz.limit as i64, Relaxed);
     sz.limit = 0;
     sz.capacity = 0;

@@ -74,6 +74,13 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
                 },
             );
         }
+        if starved_list(t, class) {
+            if let Some((obj, _)) = cpu_cache::pop(class, 1, t.key) {
+                // SAFETY: owner-only state.
+                unsafe { t.cold() }.sizing.starved_objects += 1;
+                return obj as *mut u8;
+            }
+        }
         head = refill(t, class);
         if head == END {
             return central_alloc_one(class);
@@ -91,6 +98,16 @@ pub fn malloc_checked(size: usize, align: usize) -> *mut u8 {
         0 => alloc_large(size, align),
         class => check::alloc_small(class, size, align),
     }
+}
+
+/// Whether `class`'s list is at limit 0 in a thread that could not grow
+/// one lately (`Sizing::starved`): its objects then come from and go to
+/// this CPU's cache one at a time, skipping the growth attempt that would
+/// fail again. With 1024 threads on 2 CPUs nearly every malloc and free
+/// of most threads came this way (25 M of 26 M mallocs in many-threads).
+fn starved_list(t: &ThreadCache, class: usize) -> bool {
+    // SAFETY: owner-only state.
+    t.lists[class].max_len() == 0 && unsafe { t.cold() }.sizing.starved && cpu_cache::active()
 }
 
 /// Fills an empty list from the central list; returns the new head.
@@ -170,6 +187,11 @@ pub(super) fn free_overflow(p: *mut u8, offset: usize) {
     };
     // SAFETY: a live cache owned by this thread.
     let t = unsafe { &*tc };
+    if starved_list(t, class) {
+        // SAFETY: owner-only state.
+        unsafe { t.cold() }.sizing.starved_objects += 1;
+        return cpu_or_central_free_one(p, class);
+    }
     if !sizing::make_room(t, class) {
         // An object most likely from another thread (the list's limit
         // could grow from 0 just now): back to its span. Or no room even
