@@ -41,7 +41,7 @@ use crate::central::CENTRAL;
 use crate::free_object::{chain_prefix, link, set_link, FreeObject, END};
 use crate::size_class::{size_of, NUM_CLASSES};
 use crate::sys::{self, rseq};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::Relaxed};
 
 const _: () = assert!(NUM_CLASSES * rseq::BLOCK_BYTES <= 1 << rseq::CPU_SHIFT);
 
@@ -56,8 +56,11 @@ static NCPU: AtomicU32 = AtomicU32::new(0);
 /// the central lists, where wholly free spans go back to the page heap
 /// (a single-threaded espresso peaked 1.3 MiB higher with the layer on).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
-/// Most bytes of one class one CPU may hold (`MEMX_CPU_CACHE_BYTES`).
-static CLASS_BYTES: AtomicU64 = AtomicU64::new(64 << 10);
+/// Per class k: the most objects one CPU may hold, cap(k) =
+/// max(1, MEMX_CPU_CACHE_BYTES / size(k)), set by `configure` (a division
+/// per push and pop cost threads over budget, which come here for every
+/// object, about 15 cycles each time).
+static CAPS: [AtomicU32; NUM_CLASSES] = [const { AtomicU32::new(0) }; NUM_CLASSES];
 
 /// The cache mode, as `malloc_stats` names it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,7 +82,10 @@ impl Mode {
 /// CPU (reserved, untouched pages cost nothing) if rseq is available and
 /// `class_bytes` > 0.
 pub fn configure(class_bytes: u64) {
-    CLASS_BYTES.store(class_bytes, Relaxed);
+    for (class, cap) in CAPS.iter().enumerate().skip(1) {
+        let objects = (class_bytes / size_of(class) as u64).clamp(1, u32::MAX as u64);
+        cap.store(objects as u32, Relaxed);
+    }
     if class_bytes == 0 || !BASE.load(Relaxed).is_null() || !rseq::available() {
         return;
     }
@@ -136,8 +142,9 @@ fn block0(class: usize) -> *mut u64 {
     base.wrapping_byte_add(class * rseq::BLOCK_BYTES)
 }
 
+#[inline]
 fn cap(class: usize) -> u64 {
-    (CLASS_BYTES.load(Relaxed) / size_of(class) as u64).max(1)
+    CAPS[class].load(Relaxed) as u64
 }
 
 /// Leaves the END-terminated chain of `n` objects of `class` at `head` on

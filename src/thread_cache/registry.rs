@@ -69,7 +69,10 @@ unsafe fn member<'a>(tc: *mut ThreadCache) -> &'a mut Membership {
 }
 
 /// This thread's cache, creating it on first use; `None` for a thread past
-/// its exit flush, or while the allocator cannot initialise.
+/// its exit flush, or while the allocator cannot initialise. Inlined into
+/// every slow path; `create` is not, since with it inlined each call set up
+/// a 4 KiB stack frame (a new cache is built on the stack) and probed it.
+#[inline]
 pub(super) fn current_or_create() -> Option<*mut ThreadCache> {
     let tc = current();
     if !is_static(tc) {
@@ -92,6 +95,8 @@ fn threads_changed(count: usize) {
     crate::cpu_cache::set_active(count);
 }
 
+#[cold]
+#[inline(never)]
 fn create() -> *mut ThreadCache {
     let tc = {
         let mut reg = REGISTRY.lock();
