@@ -218,14 +218,20 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
     }
     let blocks = Arc::new(blocks);
     let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicUsize::new(0));
     let (threads, per) = (4, 300);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let blocks = blocks.clone();
+            let finished = finished.clone();
             std::thread::spawn(move || {
                 let mut held: Vec<u64> = (0..per).map(|i| token(t, i)).collect();
-                for step in 0..800_000 {
+                // At least 800,000 steps, and on until the handler has run
+                // often (a loaded machine may schedule the killer late).
+                let mut step = 0;
+                while step < 800_000 || (SIG_RUNS.load(SeqCst) <= 1000 && step < 100_000_000) {
                     blocks.push_or_pop(&mut held, step % 3 != 0);
+                    step += 1;
                 }
                 // SAFETY: blocks SIGUSR2 for this thread, so its stash is
                 // final.
@@ -236,6 +242,7 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
                 }
                 let (stash, n) = STASH.get();
                 held.extend_from_slice(&stash[..n]);
+                finished.fetch_add(1, SeqCst);
                 held
             })
         })
@@ -255,15 +262,21 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
             }
         })
     };
+    // The killer stops before any worker is joined: a joined thread's
+    // pthread_t may name a new thread (another test's), whose handler would
+    // take entries into a stash nobody collects (seen as tokens lost).
+    while finished.load(SeqCst) < threads {
+        std::thread::yield_now();
+    }
+    stop.store(true, SeqCst);
+    killer.join().unwrap();
     let mut seen: Vec<u64> = Vec::new();
     for h in handles {
         seen.extend(h.join().unwrap());
     }
-    stop.store(true, SeqCst);
-    killer.join().unwrap();
     seen.extend(blocks.drain_all());
     assert!(
-        SIG_RUNS.load(SeqCst) > 100,
+        SIG_RUNS.load(SeqCst) > 1000,
         "the handler ran {} times",
         SIG_RUNS.load(SeqCst)
     );
