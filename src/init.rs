@@ -94,17 +94,20 @@ fn core_init() {
 }
 
 /// Where per-CPU caches exist, the thread caches' default budget is
-/// bounded by CPUs, not threads: 2 MiB per usable CPU, at least one full
+/// bounded by CPUs, not threads: 1 MiB per usable CPU, at least one full
 /// thread cache (PER_THREAD_MAX). Threads beyond it cache in their CPU's
 /// cache. Without the bound, 16 request threads sleeping between bursts
-/// on 2 CPUs held 18 MiB of idle caches (glibc's whole heap: 7 MiB).
-/// Not 1 MiB: with 2 MiB in all on 2 CPUs, half of mimalloc-bench's
-/// mstress runs took 2-3x as long (0.23-0.41 s against 0.10-0.14 s).
+/// on 2 CPUs held 18 MiB of idle caches (glibc's whole heap: 7 MiB); at
+/// 2 MiB per CPU they peaked at 7.7 MiB, at 1 MiB at 6 MiB. 1 MiB cost
+/// mimalloc-bench's mstress 2-3x its time in half the runs while threads
+/// over budget still tried to grow their lists on every object; since they
+/// go to the CPU's cache directly (`Sizing::starved`), 12 interleaved runs
+/// each gave 0.08-0.13 s at 2 MiB in all and 0.08-0.12 s at 4 MiB.
 fn thread_cache_budget(cfg: &config::Config) -> u64 {
     if cfg.thread_cache_bytes_set || crate::cpu_cache::mode() != crate::cpu_cache::Mode::PerCpu {
         return cfg.thread_cache_bytes;
     }
-    let by_cpus = (sys::usable_cpus() as u64) << 21;
+    let by_cpus = (sys::usable_cpus() as u64) << 20;
     by_cpus
         .max(thread_cache::PER_THREAD_MAX as u64)
         .min(cfg.thread_cache_bytes)
@@ -192,7 +195,7 @@ mod tests {
             let cpus = sys::usable_cpus() as u64;
             assert_eq!(
                 budget,
-                (cpus << 21)
+                (cpus << 20)
                     .max(thread_cache::PER_THREAD_MAX as u64)
                     .min(32 << 20)
             );
