@@ -522,6 +522,39 @@ def md_table(summary, workloads, allocs, gm):
     return "\n".join(lines)
 
 
+def many_threads_md(summary, workloads, allocs):
+    """Issue 14's rows: wall time, CPU time (user + system) and peak RSS per
+    allocator for the many-threads workloads, the best of each bolded."""
+    rows = [w.name for w in workloads if w.name.startswith("many-threads")]
+    if not rows:
+        return ""
+    head = ["workload"] + ["%s wall / CPU (s) / RSS (MiB)" % a for a in allocs]
+    lines = ["| " + " | ".join(head) + " |", "|:---|" + "---:|" * len(allocs)]
+    for name in rows:
+        row = summary[name]
+        best = {}
+        for key in ("time", "cpu", "rss"):
+            vals = [row[a][key] for a in allocs if row[a][key] is not None]
+            best[key] = min(vals) if vals else None
+        cells = [name]
+        for a in allocs:
+            c = row[a]
+            if c["na"]:
+                cells.append("n/a")
+                continue
+            if c["fail"]:
+                cells.append("FAIL")
+                continue
+            parts = []
+            for key, fmt in (("time", "%.2f"), ("cpu", "%.2f"), ("rss", "%.1f")):
+                v = c[key]
+                t = "-" if v is None else fmt % v
+                parts.append("**%s**" % t if v is not None and v == best[key] else t)
+            cells.append(" / ".join(parts))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def ipp_rows(ipp, allocs):
     rows = []
     for a in allocs:
@@ -806,6 +839,15 @@ def write_report(path_md, path_svg, ctx):
     L.append("")
     L.append("![Time and peak-RSS ratios to glibc per workload](%s)" % os.path.basename(path_svg))
     L.append("")
+    if ctx.get("many_md"):
+        L.append("### Many threads: wall time, CPU time and peak RSS")
+        L.append("")
+        L.append("Issue 14's targets, per thread count: wall time and CPU time (user + system, of the whole "
+                 "process) at or below the best peer's, peak RSS at or below glibc's. Medians over the "
+                 "rounds; in each row the best wall time, CPU time and RSS are in bold.")
+        L.append("")
+        L.append(ctx["many_md"])
+        L.append("")
     if ctx["noisy"]:
         L.append("Noisy cells, where the spread over the rounds (max-min) exceeds 25%% of the median "
                  "(the machine is shared; multi-threaded workloads on 2 cores are sensitive to scheduling): "
@@ -1195,6 +1237,7 @@ def main(argv):
         "suite_time": suite_time,
         "command": command,
         "md_table": md_table(summary, workloads, allocs, gm),
+        "many_md": many_threads_md(summary, workloads, allocs),
         "gm_partial": any(gm[a]["tratio"] is not None and gm[a]["tratio_n"] < len(workloads) for a in allocs),
         "noisy": noisy,
         "failures": failures,
