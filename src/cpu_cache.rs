@@ -57,9 +57,9 @@ static NCPU: AtomicU32 = AtomicU32::new(0);
 /// (a single-threaded espresso peaked 1.3 MiB higher with the layer on).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// Per class k: the most objects one CPU may hold, cap(k) =
-/// max(1, MEMX_CPU_CACHE_BYTES / size(k)), set by `configure` (a division
-/// per push and pop cost threads over budget, which come here for every
-/// object, about 15 cycles each time).
+/// max(1, MEMX_CPU_CACHE_BYTES / size(k)), set by `configure`, so that a
+/// push or pop, which threads over budget make for every object, does not
+/// divide.
 static CAPS: [AtomicU32; NUM_CLASSES] = [const { AtomicU32::new(0) }; NUM_CLASSES];
 
 /// The cache mode, as `malloc_stats` names it.
