@@ -35,9 +35,10 @@ pub const MAX_REQUEST: usize = isize::MAX as usize;
 /// (`_heap`) keeps the answer true while it is held.
 fn live_large(_heap: &PageHeap, p: *mut u8) -> Option<*mut Span> {
     let s = PAGEMAP.lookup_addr(p as usize).span();
-    // SAFETY: a non-null entry points at a span struct (perhaps Dead); the
-    // heap lock keeps it from changing while we look.
     let live = !s.is_null()
+        // A non-null entry points at a span struct (perhaps Dead), which the
+        // heap lock keeps from changing while we look.
+        // SAFETY: reads of that live span struct's plain fields.
         && unsafe {
             (*s).state == SpanState::Large
                 && !(*s).large.quarantined

@@ -41,9 +41,9 @@ pub unsafe fn symbol(
     addr: usize,
     name: &mut [u8; MAX_NAME],
 ) -> Option<(usize, usize)> {
-    // SAFETY: the caller's promise: the headers, dynamic section and
-    // tables of a loaded image are mapped; every offset below comes from
-    // them.
+    // The caller promises that the headers, dynamic section and tables of
+    // a loaded image are mapped; every offset below comes from them.
+    // SAFETY: every read lies in that mapped image (the caller's promise).
     unsafe {
         if rd::<[u8; 4]>(base) != *b"\x7fELF" || rd::<u8>(base + 4) != 2 {
             return None;

@@ -301,9 +301,9 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, size: usize)
         // SAFETY: the same context.
         return unsafe { hook_malloc(ctx, size) };
     }
-    // SAFETY: as in `hook_malloc`; `p` is the caller's live block of this
-    // domain (or one of memx's, which the previous allocator hands to
-    // memx's realloc).
+    // `p` is the caller's live block of this domain (or one of memx's,
+    // which the previous allocator hands to memx's realloc).
+    // SAFETY: as in `hook_malloc`, for the live block `p` above.
     unsafe {
         let a = prev(ctx);
         if size <= SMALL && thread_cache::count_down_is_sample(size) {

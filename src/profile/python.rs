@@ -268,11 +268,12 @@ fn layout_for(minor: u32) -> Option<Layout> {
     let runtime = dl::symbol(c"_PyRuntime");
     let mut line = FixedBuf::<240>::new();
     line.str("memx: CPython 3.").u64(minor as u64).str(": ");
-    // SAFETY: `_PyRuntime` is CPython's static runtime state, far larger
-    // than the words read (3.13's struct alone is WORDS words), and
-    // initialised data before any code runs.
-    let words = (runtime != 0).then(|| unsafe {
-        core::ptr::read_unaligned(runtime as *const [u64; debug_offsets::WORDS])
+    // `_PyRuntime` is CPython's static runtime state, far larger than the
+    // words read (3.13's struct alone is WORDS words), and initialised data
+    // before any code runs.
+    let words = (runtime != 0).then(|| {
+        // SAFETY: WORDS words of `_PyRuntime`, readable as above.
+        unsafe { core::ptr::read_unaligned(runtime as *const [u64; debug_offsets::WORDS]) }
     });
     let result = match words {
         Some(w) if w[0].to_le_bytes() == *debug_offsets::COOKIE => {

@@ -253,9 +253,10 @@ pub fn for_each_dir_entry(path: &[u8], mut f: impl FnMut(&[u8])) {
         let bytes = buf.as_ptr() as *const u8;
         let mut off = 0usize;
         while off < n as usize {
-            // SAFETY: the kernel filled `n` bytes of linux_dirent64 records:
-            // d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-
+            // The kernel filled `n` bytes of linux_dirent64 records: d_ino
+            // (8), d_off (8), d_reclen (2), d_type (1), d_name (NUL-
             // terminated), each record `d_reclen` long.
+            // SAFETY: `off` < `n` starts a whole record of that layout.
             let (reclen, name) = unsafe {
                 let rec = bytes.add(off);
                 let reclen = (rec.add(16) as *const u16).read_unaligned() as usize;

@@ -102,9 +102,9 @@ pub fn spawn(job: fn() -> !) -> Result<(), SpawnError> {
         return Err(SpawnError::Busy);
     };
     NEW.store(0, Ordering::Relaxed);
-    // SAFETY: sigset and clone calls with valid arguments. The trampoline
-    // runs on STACK (ours alone: BUSY) and shares our memory while we are
-    // suspended (CLONE_VFORK), so it touches nothing we use.
+    // The trampoline runs on STACK (ours alone: BUSY) and shares our memory
+    // while we are suspended (CLONE_VFORK), so it touches nothing we use.
+    // SAFETY: sigset and clone calls with valid arguments, as above.
     let result = unsafe {
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
@@ -185,9 +185,10 @@ pub fn forget_after_fork() {
 /// In the vfork child: fork the writer (no CLONE_VM: its own copy of
 /// memory, this stack included) and exit with 0, or with the errno.
 extern "C" fn trampoline(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: a plain fork through the raw system call (glibc's fork would
-    // run the program's atfork handlers). CLONE_PARENT: the writer is the
-    // caller's child, with the trampoline's exit signal (none).
+    // A plain fork through the raw system call (glibc's fork would run the
+    // program's atfork handlers). CLONE_PARENT: the writer is the caller's
+    // child, with the trampoline's exit signal (none).
+    // SAFETY: clone with no new stack or shared memory is a fork.
     let pid = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_PARENT, 0, 0, 0, 0) };
     if pid == 0 {
         // SAFETY: `arg` is the `fn() -> !` that `spawn` passed.
