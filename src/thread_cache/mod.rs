@@ -294,6 +294,9 @@ impl ThreadCache {
     }
 }
 
+/// A new cache as `create` sets it up before it fills in the thread's own
+/// fields: copied into each new cache's slot. Never written.
+pub static FRESH_CACHE: ThreadCache = ThreadCache::new();
 /// The cache of threads that have none yet. Never written.
 pub static EMPTY_CACHE: ThreadCache = ThreadCache::new_static();
 /// The cache of threads past their thread-exit flush.
