@@ -126,7 +126,7 @@ pub fn arm_thread_exit(value: *mut u8) {
 
 unsafe extern "C" fn thread_exit_destructor(_value: *mut libc::c_void) {
     thread_cache::on_thread_exit();
-    profile::thread_exiting(sys::gettid() == sys::getpid() as i64);
+    profile::thread_exiting();
 }
 
 /// Every allocator lock, in the global order.

@@ -52,9 +52,14 @@ pub fn set_seed(seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
 }
 
-/// The seed of a thread's draws: random (its id and cache address) unless
-/// a fixed seed is set, which makes a single-threaded program's samples
-/// reproducible (`thread_index` is 0 for the main thread).
+/// Whether MEMX_PROFILE_SEED fixed the seed.
+pub fn fixed_seed() -> bool {
+    SEED.load(Ordering::Relaxed) != 0
+}
+
+/// The seed of a thread's draws: random (its cache's address and creation
+/// count) unless a fixed seed is set, which makes a single-threaded
+/// program's samples reproducible (`thread_index` is 0 for the main thread).
 pub fn thread_seed(thread_index: u64, random: u64) -> u64 {
     match SEED.load(Ordering::Relaxed) {
         0 => random,

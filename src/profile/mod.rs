@@ -350,10 +350,12 @@ pub fn limit_hit() {
     }
 }
 
-/// A thread's exit destructor ran; `main` if it is the process's main
-/// thread (pthread_exit from main: other threads, and ours, live on).
-pub fn thread_exiting(main: bool) {
-    if main && enabled() {
+/// A thread's exit destructor ran: if it is the process's main thread
+/// (pthread_exit from main), other threads, and ours, live on.
+pub fn thread_exiting() {
+    // Asked only while profiling: two system calls at every thread's exit
+    // were a tenth of those a short thread made (mimalloc-bench's mleak).
+    if enabled() && crate::sys::gettid() == crate::sys::getpid() as i64 {
         worker::main_thread_exiting();
     }
 }

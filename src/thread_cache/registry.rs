@@ -16,7 +16,7 @@ use crate::meta::Pool;
 use crate::sampler;
 use crate::sys::lock::Locked;
 use crate::sys::tls;
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicI32, Ordering::Relaxed};
 
 /// A cache's place in the registry (owner-only; `next`/`prev` are changed
 /// under the registry lock).
@@ -24,8 +24,6 @@ pub(super) struct Membership {
     /// Neighbours in the registry's doubly linked list (null at the ends).
     next: *mut ThreadCache,
     prev: *mut ThreadCache,
-    /// The owning thread's id (its tid in a fork child after reclaim).
-    tid: i64,
 }
 
 impl Membership {
@@ -33,7 +31,6 @@ impl Membership {
         Membership {
             next: core::ptr::null_mut(),
             prev: core::ptr::null_mut(),
-            tid: 0,
         }
     }
 }
@@ -42,6 +39,8 @@ struct Registry {
     /// The live caches, linked through `Membership`; `count` of them.
     head: *mut ThreadCache,
     count: usize,
+    /// Caches created so far (part of each new thread's sampler seed).
+    created: u64,
     pool: Pool<ThreadCache>,
 }
 
@@ -51,8 +50,25 @@ unsafe impl Send for Registry {}
 static REGISTRY: Locked<Registry> = Locked::new(Registry {
     head: core::ptr::null_mut(),
     count: 0,
+    created: 0,
     pool: Pool::new(),
 });
+
+/// The process id, for new threads' fixed sampler seeds: read once, and
+/// again in a fork child (`reclaim_after_fork`), since `getpid` is a
+/// system call (a short thread made four of them). 0: not read yet.
+static PID: AtomicI32 = AtomicI32::new(0);
+
+fn process_id() -> i32 {
+    match PID.load(Relaxed) {
+        0 => {
+            let pid = crate::sys::getpid();
+            PID.store(pid, Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
 
 pub(super) fn is_static(tc: *const ThreadCache) -> bool {
     core::ptr::eq(tc, &EMPTY_CACHE) || core::ptr::eq(tc, &EXITED_CACHE)
@@ -107,19 +123,22 @@ fn create() -> *mut ThreadCache {
         // SAFETY: a free slot from the pool, exclusively ours.
         unsafe {
             // From a static, not a temporary: a value built on the stack
-            // gave this function a 4 KiB frame, an extra page touched by
-            // every new thread (glibc returns a reused stack's pages below
-            // its last use to the kernel when a thread exits, so each one
-            // faulted again: mimalloc-bench's mleak, 50 K threads, made
-            // 90 K page faults against glibc's 60 K).
+            // gave this function a 4 KiB frame, one more page for a thread
+            // on a new stack to fault in (glibc keeps only 40 MiB of exited
+            // threads' stacks): mimalloc-bench's mleak, 50 K threads ten at
+            // a time, made 90 K page faults against glibc's 60 K.
             core::ptr::copy_nonoverlapping(&FRESH_CACHE, tc, 1);
             (*tc).key = link_key();
-            let tid = crate::sys::gettid();
-            let index = (tid - crate::sys::getpid() as i64) as u64;
-            let seed = sampler::thread_seed(index, tid as u64 ^ tc as u64);
+            reg.created += 1;
+            // gettid is a system call: only a fixed seed needs the index.
+            let index = if sampler::fixed_seed() {
+                (crate::sys::gettid() - process_id() as i64) as u64
+            } else {
+                0
+            };
+            let seed = sampler::thread_seed(index, reg.created ^ (tc as u64).rotate_left(32));
             (*tc).cold().sampling.start(&*tc, seed);
             let m = member(tc);
-            m.tid = tid;
             m.next = reg.head;
             if !reg.head.is_null() {
                 member(reg.head).prev = tc;
@@ -228,6 +247,7 @@ pub fn registry_lock() -> &'static crate::sys::lock::Lock {
 /// # Safety
 /// Single-threaded (fork child) with all locks reset.
 pub unsafe fn reclaim_after_fork() {
+    PID.store(crate::sys::getpid(), Relaxed);
     let me = current();
     let mut reg = REGISTRY.lock();
     let mut tc = reg.head;
@@ -239,11 +259,10 @@ pub unsafe fn reclaim_after_fork() {
             unsafe { drain(tc) };
             unregister(&mut reg, tc);
         } else {
-            // The tid changed in the child, and a signal handler that forked
-            // may have interrupted this thread's own fast path: recount.
+            // A signal handler that forked may have interrupted this
+            // thread's own fast path: recount.
             // SAFETY: our own cache, used by no other thread in the child.
             unsafe {
-                member(tc).tid = crate::sys::gettid();
                 super::sampling::reseed_after_fork(&*tc);
                 for (class, list) in (*tc).lists.iter().enumerate().skip(1) {
                     let len =
