@@ -78,6 +78,13 @@ impl Entry {
     }
 }
 
+/// EMPTY, out of line: an address in no leaf is not ours (the slow paths'
+/// business), and marking it cold keeps the free fast path straight.
+#[cold]
+fn unmapped() -> Entry {
+    Entry::EMPTY
+}
+
 impl PageMap {
     /// The entry for the page holding address `addr` (EMPTY if unmapped).
     #[inline(always)]
@@ -97,7 +104,7 @@ impl PageMap {
         let leaf = unsafe { self.root.get_unchecked(addr >> (PAGE_SHIFT + LEAF_BITS)) }
             .load(Ordering::Acquire);
         if leaf.is_null() {
-            return Entry::EMPTY;
+            return unmapped();
         }
         // SAFETY: leaves are never freed once published; the index is masked.
         Entry(unsafe {
