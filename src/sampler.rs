@@ -52,18 +52,14 @@ pub fn set_seed(seed: u64) {
     SEED.store(seed, Ordering::Relaxed);
 }
 
-/// Whether MEMX_PROFILE_SEED fixed the seed.
-pub fn fixed_seed() -> bool {
-    SEED.load(Ordering::Relaxed) != 0
-}
-
-/// The seed of a thread's draws: random (its cache's address and creation
-/// count) unless a fixed seed is set, which makes a single-threaded
-/// program's samples reproducible (`thread_index` is 0 for the main thread).
-pub fn thread_seed(thread_index: u64, random: u64) -> u64 {
+/// The seed of a thread's draws: random (`random`) unless a fixed seed is
+/// set, which makes a single-threaded program's samples reproducible; then
+/// `thread_index()` (0 for the main thread) tells threads apart. A
+/// function, since working the index out may take system calls.
+pub fn thread_seed(thread_index: impl FnOnce() -> u64, random: u64) -> u64 {
     match SEED.load(Ordering::Relaxed) {
         0 => random,
-        s => s ^ thread_index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        s => s ^ thread_index().wrapping_mul(0x9e37_79b9_7f4a_7c15),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::meta::Pool;
 use crate::sampler;
 use crate::sys::lock::Locked;
 use crate::sys::tls;
-use core::sync::atomic::{AtomicI32, Ordering::Relaxed};
+use core::sync::atomic::Ordering::Relaxed;
 
 /// A cache's place in the registry (owner-only; `next`/`prev` are changed
 /// under the registry lock).
@@ -53,22 +53,6 @@ static REGISTRY: Locked<Registry> = Locked::new(Registry {
     created: 0,
     pool: Pool::new(),
 });
-
-/// The process id, for new threads' fixed sampler seeds: read once, and
-/// again in a fork child (`reclaim_after_fork`), since `getpid` is a
-/// system call (a short thread made four of them). 0: not read yet.
-static PID: AtomicI32 = AtomicI32::new(0);
-
-fn process_id() -> i32 {
-    match PID.load(Relaxed) {
-        0 => {
-            let pid = crate::sys::getpid();
-            PID.store(pid, Relaxed);
-            pid
-        }
-        pid => pid,
-    }
-}
 
 pub(super) fn is_static(tc: *const ThreadCache) -> bool {
     core::ptr::eq(tc, &EMPTY_CACHE) || core::ptr::eq(tc, &EXITED_CACHE)
@@ -130,12 +114,8 @@ fn create() -> *mut ThreadCache {
             core::ptr::copy_nonoverlapping(&FRESH_CACHE, tc, 1);
             (*tc).key = link_key();
             reg.created += 1;
-            // gettid is a system call: only a fixed seed needs the index.
-            let index = if sampler::fixed_seed() {
-                (crate::sys::gettid() - process_id() as i64) as u64
-            } else {
-                0
-            };
+            // The thread index (two system calls) only for a fixed seed.
+            let index = || (crate::sys::gettid() - crate::sys::getpid() as i64) as u64;
             let seed = sampler::thread_seed(index, reg.created ^ (tc as u64).rotate_left(32));
             (*tc).cold().sampling.start(&*tc, seed);
             let m = member(tc);
@@ -247,7 +227,6 @@ pub fn registry_lock() -> &'static crate::sys::lock::Lock {
 /// # Safety
 /// Single-threaded (fork child) with all locks reset.
 pub unsafe fn reclaim_after_fork() {
-    PID.store(crate::sys::getpid(), Relaxed);
     let me = current();
     let mut reg = REGISTRY.lock();
     let mut tc = reg.head;

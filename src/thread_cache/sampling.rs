@@ -64,7 +64,7 @@ pub(super) fn reseed_after_fork(t: &ThreadCache) {
     let pid = crate::sys::getpid() as u64;
     s.start(
         t,
-        sampler::thread_seed(pid << 32, crate::sys::random_u64() ^ pid),
+        sampler::thread_seed(|| pid << 32, crate::sys::random_u64() ^ pid),
     );
 }
 
