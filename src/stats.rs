@@ -39,6 +39,10 @@ pub struct Stats {
     /// Objects passed one at a time between per-CPU caches and threads
     /// over their cache budget (`thread_cache::starved_objects`).
     pub starved_objects: u64,
+    /// Thread-cache lists that ran empty and that overflowed
+    /// (`thread_cache::list_trips`).
+    pub list_refills: u64,
+    pub list_overflows: u64,
 }
 
 pub fn collect() -> Stats {
@@ -64,6 +68,7 @@ pub fn collect() -> Stats {
     s.released_total = h.released_total;
     s.release_calls = h.release_calls;
     s.starved_objects = thread_cache::starved_objects();
+    (s.list_refills, s.list_overflows) = thread_cache::list_trips();
     s.metadata = META.mapped_bytes() + PAGEMAP.leaf_bytes();
     // Thread-cache lengths are read racily; clamp rather than underflow.
     s.in_use = (h.small_span_bytes + h.large_bytes)
@@ -123,6 +128,11 @@ pub fn write_report(fd: i32) {
     b.str("memx: objects passed one at a time by threads over budget ")
         .u64(s.starved_objects)
         .str(" (MEMX_THREAD_CACHE_BYTES)\n");
+    b.str("memx: thread-cache lists run empty ")
+        .u64(s.list_refills)
+        .str(", overflowed ")
+        .u64(s.list_overflows)
+        .str(" (trips past the thread caches)\n");
     sys::write_fd(fd, b.as_bytes());
 }
 
@@ -131,7 +141,7 @@ pub fn write_report(fd: i32) {
 /// Python package's `memx.stats()`, so the names live here only).
 pub const FIGURE_NAMES: &[u8] = b"in_use thread_cache cpu_cache central transfer free_resident \
 free_released mapped metadata large_bytes released_total rss large_count free_spans \
-threads release_calls starved_objects\0";
+threads release_calls starved_objects list_refills list_overflows\0";
 
 /// The `malloc_stats` report's figures as numbers (bytes, then counts), as
 /// many as `out` holds; returns how many there are in all.
@@ -155,6 +165,8 @@ pub fn figures(out: &mut [u64]) -> usize {
         s.threads as u64,
         s.release_calls,
         s.starved_objects,
+        s.list_refills,
+        s.list_overflows,
     ];
     for (o, v) in out.iter_mut().zip(all) {
         *o = v;

@@ -118,6 +118,7 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     let sz = &mut unsafe { t.cold() }.sizing;
     sz.dry.insert(class);
     sz.slow_trips += 1;
+    sz.refills += 1;
     // Growing on underflow: this class is in demand.
     if list.max_len() < MAX_LEN {
         sizing::grow(t, class);

@@ -427,3 +427,40 @@ fn steal_takes_only_from_other_active_lists() {
     .join()
     .unwrap();
 }
+
+/// malloc_stats counts refills and overflows apart, from each thread's
+/// counts as published at its scavenges and at its exit.
+#[test]
+fn refills_and_overflows_are_counted_and_published() {
+    std::thread::spawn(|| {
+        free(malloc(64));
+        let counts = || {
+            // SAFETY: this thread's own cache, read between its calls.
+            let sz = unsafe { &(*(*current()).cold.get()).sizing };
+            // SAFETY: as above.
+            unsafe {
+                (
+                    core::ptr::read_volatile(&sz.refills),
+                    core::ptr::read_volatile(&sz.overflows),
+                )
+            }
+        };
+        let size = 3000;
+        let (r0, o0) = counts();
+        let p = malloc(size);
+        assert_eq!(counts(), (r0 + 1, o0), "a refill, no overflow");
+        let q = malloc(size);
+        free(p);
+        free(q);
+        let (r1, o1) = counts();
+        assert!(o1 > o0, "the list, at one object, overflowed");
+        let (total_r, total_o) = list_trips();
+        // SAFETY: this thread's own cache; no other reference is alive.
+        publish_counts(unsafe { &mut (*(*current()).cold.get()).sizing });
+        assert_eq!(counts(), (0, 0), "published counts restart");
+        let (after_r, after_o) = list_trips();
+        assert!(after_r >= total_r + r1 && after_o >= total_o + o1);
+    })
+    .join()
+    .unwrap();
+}
