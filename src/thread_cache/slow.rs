@@ -117,7 +117,6 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     // SAFETY: owner-only state.
     let sz = &mut unsafe { t.cold() }.sizing;
     sz.dry.insert(class);
-    sz.slow_trips += 1;
     sz.refills += 1;
     // Growing on underflow: this class is in demand.
     if list.max_len() < MAX_LEN {

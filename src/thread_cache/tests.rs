@@ -187,16 +187,18 @@ fn claims_stop_at_the_threads_cap() {
 fn frequent_slow_trips_raise_the_cap_at_scavenge() {
     with_fresh_cache(|t, cold| {
         let period = sampler::SCAVENGE_BYTES;
-        cold.slow_trips = BUSY_TRIPS;
+        cold.refills = BUSY_TRIPS as u64;
         scavenge(t, cold, period);
         assert_eq!(cold.cap, START_CAP, "raised at the threshold");
-        assert_eq!(cold.slow_trips, 0, "the count restarts each period");
+        assert_eq!(cold.slow_trips(), 0, "the count restarts each period");
         // The rate counts, not the number: a long period (profiling's are
         // sums of random intervals) may hold more trips.
-        cold.slow_trips = BUSY_TRIPS + 1;
+        cold.refills = BUSY_TRIPS as u64;
+        cold.overflows = 1;
         scavenge(t, cold, 2 * period);
         assert_eq!(cold.cap, START_CAP, "raised below the rate");
-        cold.slow_trips = BUSY_TRIPS + 1;
+        cold.refills = BUSY_TRIPS as u64;
+        cold.overflows = 1;
         scavenge(t, cold, period);
         assert_eq!(cold.cap, 2 * START_CAP);
     });
@@ -254,7 +256,11 @@ fn every_slow_path_trip_counts_toward_the_cap() {
         // reference this test could hold.
         let trips = || {
             // SAFETY: this thread's own cache, read between its calls.
-            unsafe { core::ptr::read_volatile(&(*(*current()).cold.get()).sizing.slow_trips) }
+            let sz = unsafe { &(*(*current()).cold.get()).sizing };
+            // SAFETY: as above.
+            unsafe {
+                core::ptr::read_volatile(&sz.refills) + core::ptr::read_volatile(&sz.overflows)
+            }
         };
         let size = 3000;
         let before = trips();
