@@ -246,21 +246,30 @@ fn a_list_that_never_ran_dry_halves_its_limit_at_scavenge() {
     });
 }
 
+/// The calling thread's (refills, overflows) since its last scavenge,
+/// read afresh each time: malloc and free update them behind any
+/// reference a test could hold.
+fn own_trip_counts() -> (u64, u64) {
+    // SAFETY: this thread's own cache, read between its calls.
+    let sz = unsafe { &(*(*current()).cold.get()).sizing };
+    // SAFETY: as above.
+    unsafe {
+        (
+            core::ptr::read_volatile(&sz.refills),
+            core::ptr::read_volatile(&sz.overflows),
+        )
+    }
+}
+
 /// Refills and overflows count as trips even when no central lock is
 /// taken: a list still growing one object per overflow is as slow.
 #[test]
 fn every_slow_path_trip_counts_toward_the_cap() {
     std::thread::spawn(|| {
         free(malloc(64));
-        // Read afresh each time: malloc and free update it behind any
-        // reference this test could hold.
         let trips = || {
-            // SAFETY: this thread's own cache, read between its calls.
-            let sz = unsafe { &(*(*current()).cold.get()).sizing };
-            // SAFETY: as above.
-            unsafe {
-                core::ptr::read_volatile(&sz.refills) + core::ptr::read_volatile(&sz.overflows)
-            }
+            let (refills, overflows) = own_trip_counts();
+            refills + overflows
         };
         let size = 3000;
         let before = trips();
@@ -440,17 +449,7 @@ fn steal_takes_only_from_other_active_lists() {
 fn refills_and_overflows_are_counted_and_published() {
     std::thread::spawn(|| {
         free(malloc(64));
-        let counts = || {
-            // SAFETY: this thread's own cache, read between its calls.
-            let sz = unsafe { &(*(*current()).cold.get()).sizing };
-            // SAFETY: as above.
-            unsafe {
-                (
-                    core::ptr::read_volatile(&sz.refills),
-                    core::ptr::read_volatile(&sz.overflows),
-                )
-            }
-        };
+        let counts = own_trip_counts;
         let size = 3000;
         let (r0, o0) = counts();
         let p = malloc(size);
