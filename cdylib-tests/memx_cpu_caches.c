@@ -27,6 +27,10 @@
  *    the first thread claims the whole budget and the others pass their
  *    objects one at a time to and from the CPU caches, repeats phases 1-4;
  *    malloc_stats must count such objects when rseq is registered.
+ * 7. Sleepers: more request threads than CPUs, each allocating bursts that
+ *    it checks and frees, with a short sleep after each. They sleep through
+ *    their scavenge periods, so malloc_stats must count thread caches given
+ *    back by sleeping threads when rseq is registered, and none without.
  */
 #include "check.h"
 #include <malloc.h>
@@ -263,6 +267,50 @@ static size_t stats_figure(const char *report, const char *label)
     return strtoull(at, NULL, 10);
 }
 
+/* A request thread: bursts of 128 objects (16 B-2 KiB), each checked and
+ * freed, then a 2 ms sleep (running under a tenth of the time on any machine);
+ * 16 MiB in all, four scavenge periods. */
+static void *request_thread(void *arg)
+{
+    unsigned long seed = (unsigned long)(uintptr_t)arg * 2654435761u + 1;
+    void *p[128];
+    size_t len[128];
+    for (int r = 0; r < 128; r++) {
+        for (int i = 0; i < 128; i++) {
+            seed = seed * 6364136223846793005ul + 1442695040888963407ul;
+            len[i] = 16 + (seed >> 33) % 2033;
+            p[i] = malloc(len[i]);
+            CHECK(p[i] != NULL, "malloc");
+            pattern_fill(p[i], len[i]);
+        }
+        for (int i = 0; i < 128; i++) {
+            CHECK(pattern_check(p[i], len[i]) == (size_t)-1, "request object changed");
+            free(p[i]);
+        }
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* Phase 7; returns the count of caches given back by sleeping threads. */
+static size_t sleepers(void)
+{
+    enum { MAX = 64 };
+    int n = ncpus() + 14;
+    n = n > MAX ? MAX : n;
+    pthread_t t[MAX];
+    for (int i = 0; i < n; i++)
+        CHECK(pthread_create(&t[i], NULL, request_thread, (void *)(uintptr_t)i) == 0,
+              "pthread_create");
+    for (int i = 0; i < n; i++)
+        CHECK(pthread_join(t[i], NULL) == 0, "pthread_join");
+    char report[4096];
+    stats_report(report, sizeof report);
+    size_t given = stats_figure(report, "thread caches given back by threads that slept between bursts");
+    say("sleepers: %d threads, %zu caches given back\n", n, given);
+    return given;
+}
+
 /* Runs this program again as `self MODE` with `setting` added to (or
  * replacing its name in) the environment; checks that it passed. */
 static void run_child(char *mode, char *setting)
@@ -323,12 +371,14 @@ int main(int argc, char **argv)
     CHECK(handled > 100, "only %ld signals were handled", (long)handled);
     run_workers(0.7, 1, 0, 1);
     say("fork: ok\n");
-    if (no_rseq_child)
+    if (no_rseq_child) {
+        CHECK(sleepers() == 0, "caches given back by sleeping threads without per-CPU caches");
         return 0;
+    }
     if (over_budget_child) {
         thousands_of_threads();
         stats_report(report, sizeof report);
-        size_t singly = stats_figure(report, "objects passed one at a time by threads over budget");
+        size_t singly = stats_figure(report, "objects passed one at a time by threads over budget or asleep");
         say("over budget: %zu objects passed one at a time\n", singly);
         CHECK(!registered || singly > 0, "threads over budget never went to the CPU caches:\n%s",
               report);
@@ -345,6 +395,8 @@ int main(int argc, char **argv)
     say("4000 threads in %.2f s; per-CPU caches hold %zu bytes (bound %zu, %d usable CPUs)\n",
         now_sec() - t0, held, bound, ncpus());
     CHECK(held <= bound, "per-CPU caches hold %zu bytes, more than their bound %zu", held, bound);
+    size_t given = sleepers();
+    CHECK(!registered || given > 0, "no sleeping thread gave its cache back");
 
     /* The same phases with glibc's rseq registration off. */
     run_child("no-rseq", "GLIBC_TUNABLES=glibc.pthread.rseq=0");

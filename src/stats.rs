@@ -43,6 +43,9 @@ pub struct Stats {
     /// (`thread_cache::list_trips`).
     pub list_refills: u64,
     pub list_overflows: u64,
+    /// Periods after which a thread that slept through them gave its cache
+    /// back (`thread_cache::sleepy_periods`).
+    pub sleepy_periods: u64,
 }
 
 pub fn collect() -> Stats {
@@ -69,6 +72,7 @@ pub fn collect() -> Stats {
     s.release_calls = h.release_calls;
     s.starved_objects = thread_cache::starved_objects();
     (s.list_refills, s.list_overflows) = thread_cache::list_trips();
+    s.sleepy_periods = thread_cache::sleepy_periods();
     s.metadata = META.mapped_bytes() + PAGEMAP.leaf_bytes();
     // Thread-cache lengths are read racily; clamp rather than underflow.
     s.in_use = (h.small_span_bytes + h.large_bytes)
@@ -125,9 +129,12 @@ pub fn write_report(fd: i32) {
         });
     }
     b.str("\n");
-    b.str("memx: objects passed one at a time by threads over budget ")
+    b.str("memx: objects passed one at a time by threads over budget or asleep ")
         .u64(s.starved_objects)
         .str(" (MEMX_THREAD_CACHE_BYTES)\n");
+    b.str("memx: thread caches given back by threads that slept between bursts ")
+        .u64(s.sleepy_periods)
+        .str("\n");
     b.str("memx: thread-cache lists run empty ")
         .u64(s.list_refills)
         .str(", overflowed ")
@@ -141,7 +148,7 @@ pub fn write_report(fd: i32) {
 /// Python package's `memx.stats()`, so the names live here only).
 pub const FIGURE_NAMES: &[u8] = b"in_use thread_cache cpu_cache central transfer free_resident \
 free_released mapped metadata large_bytes released_total rss large_count free_spans \
-threads release_calls starved_objects list_refills list_overflows\0";
+threads release_calls starved_objects list_refills list_overflows sleepy_periods\0";
 
 /// The `malloc_stats` report's figures as numbers (bytes, then counts), as
 /// many as `out` holds; returns how many there are in all.
@@ -167,6 +174,7 @@ pub fn figures(out: &mut [u64]) -> usize {
         s.starved_objects,
         s.list_refills,
         s.list_overflows,
+        s.sleepy_periods,
     ];
     for (o, v) in out.iter_mut().zip(all) {
         *o = v;

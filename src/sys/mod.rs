@@ -348,6 +348,20 @@ fn read_affinity_cpus() -> usize {
         .max(1)
 }
 
+/// The calling thread's voluntary context switches so far (each time it
+/// blocked: slept, waited for I/O or for a lock) and its CPU time (user +
+/// system) in microseconds; zeros if unknown.
+pub fn thread_usage() -> (u64, u64) {
+    // SAFETY: a zeroed rusage is valid.
+    let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: `ru` is writable and of the right type.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return (0, 0);
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    (ru.ru_nvcsw as u64, us(ru.ru_utime) + us(ru.ru_stime))
+}
+
 pub fn gettid() -> i64 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::syscall(libc::SYS_gettid) as i64 }

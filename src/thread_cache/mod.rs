@@ -51,7 +51,7 @@ pub use sampling::{
     alloc_large, alloc_sampled_object, charge_countdown, count_down_is_sample,
     crossed_zero_is_sample, enter_profiler, leave_profiler,
 };
-pub use sizing::{list_trips, set_budget, starved_objects, PER_THREAD_MAX};
+pub use sizing::{list_trips, set_budget, sleepy_periods, starved_objects, PER_THREAD_MAX};
 pub use slow::malloc_checked;
 
 use crate::free_object::{chain_prefix, link, set_link, FreeObject, END};

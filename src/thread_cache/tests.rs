@@ -246,6 +246,72 @@ fn a_list_that_never_ran_dry_halves_its_limit_at_scavenge() {
     });
 }
 
+/// A period of `blocked` voluntary switches in which the thread ran
+/// `permille`/1000 of a 100 ms wall time.
+fn period(blocked: u64, permille: u64) -> (Usage, Usage) {
+    let start = Usage {
+        switches: 40,
+        cpu_us: 5_000,
+        wall_us: 1_000_000,
+    };
+    let end = Usage {
+        switches: start.switches + blocked,
+        cpu_us: start.cpu_us + permille * 100,
+        wall_us: start.wall_us + 100_000,
+    };
+    (start, end)
+}
+
+/// Sleeping between bursts takes both blocking often and running little:
+/// a thread preempted among many busy ones runs little but rarely blocks,
+/// and a producer waiting on a full ring blocks often but runs most of the
+/// time.
+#[test]
+fn a_thread_sleeps_between_bursts_when_it_blocks_often_and_runs_little() {
+    let slept = |blocked, permille| {
+        let (a, b) = period(blocked, permille);
+        a.slept_until(&b)
+    };
+    assert!(slept(35, 30), "a request thread (many-threads)");
+    assert!(!slept(0, 150), "one of 16 busy threads on 2 CPUs (larson)");
+    assert!(
+        !slept(160, 600),
+        "a producer on a condition variable (xmalloc-test)"
+    );
+    assert!(!slept(SLEEPS_PER_PERIOD - 1, 10), "too few blocks");
+    assert!(slept(SLEEPS_PER_PERIOD, 1000 / IDLE_RATIO - 1));
+    assert!(!slept(SLEEPS_PER_PERIOD, 1000 / IDLE_RATIO));
+    // The counters only grow; a thread that read them wrapped (or a clock
+    // that stood still) does not count as asleep.
+    let (a, mut b) = period(35, 30);
+    b.wall_us = a.wall_us;
+    assert!(!a.slept_until(&b));
+}
+
+/// A sleeping thread's lists go empty at limit 0 and its claim goes back,
+/// keeping capacity = Σ max_len × size and BUDGET + Σ limit constant.
+#[test]
+fn a_sleeping_thread_gives_its_whole_cache_back() {
+    with_fresh_cache(|t, cold| {
+        let before = sleepy_periods();
+        for size in [32, 200, 1000] {
+            let class = class_of(size);
+            let ptrs: Vec<_> = (0..8).map(|_| malloc(size)).collect();
+            ptrs.into_iter().for_each(free);
+            assert!(!t.lists[class].is_empty(), "size {size}: nothing cached");
+        }
+        assert!(cold.limit > 0 && cold.capacity > 0);
+        release_all(t, cold);
+        for class in 1..NUM_CLASSES {
+            assert_eq!(t.lists[class].max_len(), 0, "class {class}");
+            assert_eq!(t.lists[class].len(), 0, "class {class}");
+        }
+        assert_eq!((cold.capacity, cold.limit), (0, 0));
+        assert_eq!(cold.active, ClassSet::EMPTY);
+        assert!(sleepy_periods() > before);
+    });
+}
+
 /// The calling thread's (refills, overflows) since its last scavenge,
 /// read afresh each time: malloc and free update them behind any
 /// reference a test could hold.
