@@ -5,7 +5,11 @@
 //! objects (each chain END-terminated, as a thread cache's flush detached
 //! it), pushed and popped whole in restartable sequences (`sys::rseq`): no
 //! lock and no atomic read-modify-write, and any length of chain, which the
-//! central transfer caches (whole batches only) cannot take. A thread whose
+//! central transfer caches (whole batches only) cannot take. Beside the
+//! chains, a list of single objects, pushed and popped one at a time by
+//! threads whose own lists are at limit 0 (over budget, or asleep between
+//! bursts): one section per object, where a chain of one took two
+//! (many-threads at 256 and 1024 threads: 12-17% less CPU). A thread whose
 //! list overflows leaves a chain here; the next thread on the same CPU that
 //! runs dry takes it. With many more threads than CPUs (a thread-per-request
 //! server) each thread's share of the cache budget is small, its lists
@@ -15,7 +19,7 @@
 //! Bounds, per CPU c and class k (`rseq`'s block equations, plus):
 //!
 //! ```text
-//!   objects(c, k) ≤ cap(k) = max(1, MEMX_CPU_CACHE_BYTES / size(k))
+//!   objects(c, k) + ones(c, k) ≤ cap(k) = max(1, MEMX_CPU_CACHE_BYTES / size(k))
 //! ```
 //!
 //! so the layer holds at most Σ_k cap(k) × size(k) ≈ 129 × the option's
@@ -181,6 +185,64 @@ unsafe fn push_in(b: *mut u64, ncpu: u32, cap: u64, head: *mut FreeObject, n: us
     unsafe { rseq::push(b, entry, n as u64, cap, ncpu) }
 }
 
+/// Leaves one free object of `class` on this CPU's single-object list;
+/// false (it is still the caller's) if the layer is not in use or the list
+/// is full.
+///
+/// # Safety
+/// `obj` is a free object of `class`, the caller's to give.
+pub unsafe fn push_one(class: usize, obj: *mut FreeObject, key: usize) -> bool {
+    // SAFETY: the global list words (or none), as the caller promises.
+    unsafe {
+        push_one_in(
+            active_block0(class),
+            NCPU.load(Relaxed),
+            cap(class),
+            obj,
+            key,
+        )
+    }
+}
+
+/// `push_one` onto the blocks at `b` (null: none).
+///
+/// # Safety
+/// As `push_one`; `b` is null or a block array as `rseq::push_one` requires.
+unsafe fn push_one_in(b: *mut u64, ncpu: u32, cap: u64, obj: *mut FreeObject, key: usize) -> bool {
+    // SAFETY: as the caller promises.
+    !b.is_null() && unsafe { rseq::push_one(b, obj as *mut u64, key, cap, ncpu) }
+}
+
+/// Takes one object of `class` from this CPU's single-object list.
+pub fn pop_one(class: usize, key: usize) -> Option<*mut FreeObject> {
+    // SAFETY: the global blocks (or none), holding free objects of `class`
+    // linked with the process's key.
+    unsafe { pop_one_in(active_block0(class), NCPU.load(Relaxed), class, key) }
+}
+
+/// `pop_one` from the blocks at `b` (null: none).
+///
+/// # Safety
+/// `b` is null or a block array as `rseq::pop_one` requires, holding free
+/// objects of `class` linked with `key`.
+unsafe fn pop_one_in(b: *mut u64, ncpu: u32, class: usize, key: usize) -> Option<*mut FreeObject> {
+    if b.is_null() {
+        return None;
+    }
+    // SAFETY: as the caller promises.
+    match unsafe { rseq::pop_one(b, key, ncpu) } {
+        0 => None,
+        v if v & 15 != 0 => crate::diag::corrupt_free_list(
+            class,
+            crate::free_object::BadLink {
+                at: 0,
+                value: (v & !1) as usize,
+            },
+        ),
+        v => Some(v as *mut FreeObject),
+    }
+}
+
 /// Takes a chain of at most `max` (≥ 1) objects of `class` from this CPU's
 /// cache: its head and length, END-terminated. A longer chain is cut; its
 /// rest goes back (or, if the cache filled meanwhile, to the central list).
@@ -259,6 +321,15 @@ pub fn drain_this_cpu() {
             // SAFETY: a popped chain of `n` free objects of `class`.
             unsafe { central.lock().insert_range(head, n) };
         }
+        let key = crate::free_object::link_key();
+        // SAFETY: the global blocks (or none), as in `pop_one`.
+        while let Some(obj) = unsafe { pop_one_in(block0(class), NCPU.load(Relaxed), class, key) } {
+            // SAFETY: a popped free object of `class`, a chain of one.
+            unsafe {
+                set_link(obj, END, key);
+                central.lock().insert_range(obj, 1);
+            }
+        }
     }
 }
 
@@ -277,6 +348,7 @@ pub fn held_bytes() -> usize {
             // through a volatile load sees some committed value.
             let word = unsafe { w.read_volatile() };
             bytes += (word >> 16) as usize * size_of(class);
+            bytes += rseq::single_len(w) as usize * size_of(class);
         }
     }
     bytes

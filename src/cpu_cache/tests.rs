@@ -368,3 +368,250 @@ fn the_mode_follows_rseq() {
     };
     assert_eq!(mode(), want);
 }
+
+/// `n` 16-byte objects in a mapping of their own (the single-object
+/// sections write links into them).
+struct Arena {
+    base: *mut FreeObject,
+    n: usize,
+}
+
+// SAFETY: the objects are handed between threads whole, one owner at a time.
+unsafe impl Send for Arena {}
+// SAFETY: as above.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    fn new(n: usize) -> Arena {
+        let base = sys::map(n * 16) as *mut FreeObject;
+        assert!(!base.is_null());
+        Arena { base, n }
+    }
+
+    fn obj(&self, i: usize) -> *mut FreeObject {
+        assert!(i < self.n);
+        self.base.wrapping_byte_add(i * 16)
+    }
+
+    fn index(&self, p: *mut FreeObject) -> usize {
+        (p as usize - self.base as usize) / 16
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        sys::unmap(self.base as *mut u8, self.n * 16);
+    }
+}
+
+/// One step of a worker holding objects `held`: pushes one onto the
+/// single-object list (`push`, if it holds any), else pops one.
+fn single_step(blocks: &Blocks, held: &mut Vec<*mut FreeObject>, push: bool, key: usize) {
+    if push && !held.is_empty() {
+        let p = held.pop().unwrap();
+        // SAFETY: our own block array; `p` is an arena object we hold.
+        if !unsafe { rseq::push_one(blocks.base, p as *mut u64, key, u64::MAX, blocks.ncpu) } {
+            held.push(p);
+        }
+    } else {
+        // SAFETY: as above.
+        match unsafe { rseq::pop_one(blocks.base, key, blocks.ncpu) } {
+            0 => {}
+            v => {
+                assert_eq!(v & 15, 0, "a corrupted head");
+                held.push(v as *mut FreeObject);
+            }
+        }
+    }
+}
+
+static SINGLE_BLOCKS: AtomicU64 = AtomicU64::new(0);
+static SINGLE_NCPU: AtomicU64 = AtomicU64::new(0);
+static SINGLE_KEY: AtomicU64 = AtomicU64::new(0);
+static SINGLE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+std::thread_local! {
+    /// What this thread's signal handlers took from the single lists.
+    static SINGLE_STASH: core::cell::Cell<([u64; 64], usize)> =
+        const { core::cell::Cell::new(([0; 64], 0)) };
+}
+
+/// As `on_signal`, on the single-object lists: takes an object into the
+/// thread's stash or puts one back, changing the list under the section
+/// it interrupted.
+extern "C" fn on_single_signal(_: libc::c_int) {
+    let b = SINGLE_BLOCKS.load(SeqCst) as *mut u64;
+    let ncpu = SINGLE_NCPU.load(SeqCst) as u32;
+    let key = SINGLE_KEY.load(SeqCst) as usize;
+    let (mut stash, mut n) = SINGLE_STASH.get();
+    if SINGLE_RUNS.fetch_add(1, SeqCst).is_multiple_of(2) || n == 0 {
+        // SAFETY: the test's block array, used only through rseq.
+        let v = unsafe { rseq::pop_one(b, key, ncpu) };
+        if v & 15 != 0 {
+            std::process::abort();
+        }
+        if v != 0 && n < stash.len() {
+            stash[n] = v;
+            n += 1;
+        // SAFETY: as above; `v` was just popped, so it is ours.
+        } else if v != 0 && !unsafe { rseq::push_one(b, v as *mut u64, key, u64::MAX, ncpu) } {
+            std::process::abort();
+        }
+    // SAFETY: as above; the object is ours (from the stash).
+    } else if unsafe { rseq::push_one(b, stash[n - 1] as *mut u64, key, u64::MAX, ncpu) } {
+        n -= 1;
+    }
+    SINGLE_STASH.set((stash, n));
+}
+
+/// Single objects pushed and popped by threads that change their CPU every
+/// few operations, while a signal storm runs a handler that uses the same
+/// lists: every object comes back exactly once (a section restarted after
+/// committing, or committing a stale head, would lose or double one), and
+/// no link is left broken.
+#[test]
+fn single_objects_survive_migration_and_signals() {
+    let Some(blocks) = Blocks::new() else { return };
+    let (threads, per) = (4, 300);
+    let arena = Arc::new(Arena::new(threads * per));
+    let key = link_key();
+    SINGLE_BLOCKS.store(blocks.base as u64, SeqCst);
+    SINGLE_NCPU.store(blocks.ncpu as u64, SeqCst);
+    SINGLE_KEY.store(key as u64, SeqCst);
+    let sig = libc::SIGWINCH;
+    // SAFETY: installs a handler that is async-signal-safe (atomics, a
+    // thread-local cell and rseq sections only).
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_single_signal as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        assert_eq!(libc::sigaction(sig, &sa, core::ptr::null_mut()), 0);
+    }
+    let blocks = Arc::new(blocks);
+    let all = cpus();
+    let stop = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (blocks, arena, all) = (blocks.clone(), arena.clone(), all.clone());
+            let finished = finished.clone();
+            std::thread::spawn(move || {
+                let mut held: Vec<*mut FreeObject> =
+                    (0..per).map(|i| arena.obj(t * per + i)).collect();
+                let mut x = t as u64 * 2654435761 + 1;
+                let mut step = 0;
+                while step < 400_000 || (SINGLE_RUNS.load(SeqCst) <= 1000 && step < 5_000_000) {
+                    if step % 16 == 0 {
+                        pin(all[(step / 16 + t) % all.len()]);
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    single_step(&blocks, &mut held, !x.is_multiple_of(3), key);
+                    step += 1;
+                }
+                // SAFETY: blocks the signal for this thread, so its stash
+                // is final.
+                unsafe {
+                    let mut set: libc::sigset_t = core::mem::zeroed();
+                    libc::sigaddset(&mut set, sig);
+                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+                }
+                let (stash, n) = SINGLE_STASH.get();
+                held.extend(stash[..n].iter().map(|&v| v as *mut FreeObject));
+                finished.fetch_add(1, SeqCst);
+                held.into_iter().map(|p| p as usize).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let targets: Vec<libc::pthread_t> = {
+        use std::os::unix::thread::JoinHandleExt;
+        handles.iter().map(|h| h.as_pthread_t()).collect()
+    };
+    let killer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                for &t in &targets {
+                    // SAFETY: the workers are joined only after `stop`.
+                    unsafe { libc::pthread_kill(t, sig) };
+                }
+            }
+        })
+    };
+    while finished.load(SeqCst) < threads {
+        std::thread::yield_now();
+    }
+    stop.store(true, SeqCst);
+    killer.join().unwrap();
+    let mut seen: Vec<usize> = Vec::new();
+    for h in handles {
+        seen.extend(h.join().unwrap());
+    }
+    for cpu in cpus() {
+        pin(cpu);
+        let mut held = Vec::new();
+        loop {
+            let before = held.len();
+            single_step(&blocks, &mut held, false, key);
+            if held.len() == before {
+                break;
+            }
+        }
+        seen.extend(held.into_iter().map(|p| p as usize));
+    }
+    assert!(
+        SINGLE_RUNS.load(SeqCst) > 1000,
+        "the handler ran {} times",
+        SINGLE_RUNS.load(SeqCst)
+    );
+    let mut idx: Vec<usize> = seen
+        .into_iter()
+        .map(|p| arena.index(p as *mut FreeObject))
+        .collect();
+    idx.sort_unstable();
+    assert_eq!(
+        idx,
+        (0..threads * per).collect::<Vec<_>>(),
+        "objects lost or doubled"
+    );
+}
+
+/// Chains and single objects share a block's cap; singles come back last
+/// in, first out; a head whose link was overwritten is reported, not
+/// followed.
+#[test]
+fn singles_share_the_cap_with_chains() {
+    let Some(blocks) = Blocks::new() else { return };
+    pin(cpus()[0]);
+    let arena = Arena::new(8);
+    let key = link_key();
+    let (b, ncpu) = (blocks.base, blocks.ncpu);
+    // SAFETY: our own block array and arena objects, each given once.
+    unsafe {
+        assert!(rseq::push(b, token(2, 0) | 3 << 48, 3, 5, ncpu));
+        assert!(rseq::push_one(b, arena.obj(0) as *mut u64, key, 5, ncpu));
+        assert!(rseq::push_one(b, arena.obj(1) as *mut u64, key, 5, ncpu));
+        assert!(
+            !rseq::push_one(b, arena.obj(2) as *mut u64, key, 5, ncpu),
+            "past the cap"
+        );
+        assert!(
+            !rseq::push(b, token(2, 1) | 1 << 48, 1, 5, ncpu),
+            "past the cap"
+        );
+        assert_eq!(rseq::single_len(b), 2);
+        assert_eq!(rseq::pop_one(b, key, ncpu), arena.obj(1) as u64);
+        assert_eq!(rseq::pop_one(b, key, ncpu), arena.obj(0) as u64);
+        assert_eq!(rseq::pop_one(b, key, ncpu), 0);
+        assert_eq!(rseq::pop(b, ncpu), token(2, 0) | 3 << 48);
+        // A use-after-free write over a free object's link.
+        assert!(rseq::push_one(b, arena.obj(3) as *mut u64, key, 5, ncpu));
+        assert!(rseq::push_one(b, arena.obj(4) as *mut u64, key, 5, ncpu));
+        *(arena.obj(4) as *mut u64) = 0x4141_4141_4141_4141;
+        assert_eq!(rseq::pop_one(b, key, ncpu), arena.obj(4) as u64);
+        let bad = rseq::pop_one(b, key, ncpu);
+        assert_eq!(bad & 1, 1, "a broken head came back as an object");
+        assert_eq!(rseq::single_len(b), 1, "the broken head stays");
+    }
+}

@@ -10,28 +10,39 @@
 //! current, and restarts a critical section at its abort handler when the
 //! thread is preempted, migrated or sent a signal inside it.
 //!
-//! The sections operate on one *slot block*: a word and `SLOTS` slots,
+//! The sections operate on one *block*: a word, `SLOTS` slots of chains and
+//! a list of single objects,
 //!
 //! ```text
 //!   word  = chains | objects << 16
 //!   slot[i] = head | len << 48        for i < chains (the pushed chains)
+//!   single  = head | ones << 48       (a list linked through the objects;
+//!                                      ones = 0: empty, whatever the head)
 //!   chains ≤ SLOTS,   objects = Σ len over slot[0..chains]
+//!   objects + ones ≤ cap              (checked by both pushes)
 //! ```
 //!
 //! and pick the block of the CPU they run on: `base + (cpu << CPU_SHIFT)`.
-//! Each commits with one store to the word, its last instruction; before it
-//! they write only a slot past `chains`, which nothing reads until a commit
-//! counts it, so a restart leaves no trace.
+//! The chain sections commit with one store to the word, their last
+//! instruction; before it they write only a slot past `chains`, which
+//! nothing reads until a commit counts it. The single-object sections
+//! commit with one store to `single`; before it, a push writes only the
+//! link of the object it pushes, which is still the caller's. So a
+//! restart leaves no trace. Threads over budget and threads asleep between
+//! bursts pass objects one at a time (`pop_one`/`push_one`): a chain of one
+//! per slot would take two sections per object and fill the slots.
 //!
 //! Owns: nothing but code. Must never: register rseq itself (glibc owns the
 //! registration), or be called where `available()` said no.
 
 use core::sync::atomic::{AtomicIsize, AtomicU8, Ordering::Relaxed};
 
-/// Slots of one block: `8 × (1 + SLOTS)` = 128 bytes, two cache lines.
-pub const SLOTS: usize = 15;
-/// Bytes of one block.
-pub const BLOCK_BYTES: usize = 8 * (1 + SLOTS);
+/// Slots of one block: `8 × (2 + SLOTS)` = 128 bytes, two cache lines.
+pub const SLOTS: usize = 14;
+/// Bytes of one block: the word, the slots, the single-object list.
+pub const BLOCK_BYTES: usize = 8 * (2 + SLOTS);
+/// Byte offset of the single-object list in a block.
+const SINGLE: usize = 8 * (1 + SLOTS);
 /// log2 of the bytes between two CPUs' block arrays.
 pub const CPU_SHIFT: u32 = 15;
 /// The abort signature glibc registers on x86-64 (`RSEQ_SIG`): the kernel
@@ -55,6 +66,14 @@ core::arch::global_asm!(
     "memx_rseq_pop_cs:",
     ".long 0, 0",
     ".quad 31f, 32f - 31f, 34f",
+    ".balign 32",
+    "memx_rseq_push1_cs:",
+    ".long 0, 0",
+    ".quad 61f, 62f - 61f, 64f",
+    ".balign 32",
+    "memx_rseq_pop1_cs:",
+    ".long 0, 0",
+    ".quad 71f, 72f - 71f, 74f",
     ".popsection",
     ".pushsection .text.memx_rseq,\"ax\",@progbits",
     // memx_rseq_offset_ptr() -> &__rseq_offset, or null (weak, absent)
@@ -76,6 +95,7 @@ core::arch::global_asm!(
     ".hidden memx_rseq_push",
     ".type memx_rseq_push,@function",
     "memx_rseq_push:",
+    "push rbx",
     "20:",
     "lea r10, [rip + memx_rseq_push_cs]",
     "mov qword ptr fs:[r8 + 8], r10",
@@ -92,6 +112,9 @@ core::arch::global_asm!(
     "mov r11, r10",
     "shr r11, 16",
     "add r11, rdx",
+    "mov rbx, qword ptr [rax + {single}]",
+    "shr rbx, 48",
+    "add r11, rbx",
     "cmp r11, rcx",
     "ja 23f",
     "movzx r11d, r10w",
@@ -102,9 +125,11 @@ core::arch::global_asm!(
     "mov qword ptr [rax], r10",
     "22:",
     "mov eax, 1",
+    "pop rbx",
     "ret",
     "23:",
     "xor eax, eax",
+    "pop rbx",
     "ret",
     ".long {sig}",
     "24:",
@@ -145,9 +170,116 @@ core::arch::global_asm!(
     "34:",
     "jmp 30b",
     ".size memx_rseq_pop, . - memx_rseq_pop",
+    // memx_rseq_push1(block0 rdi, obj rsi, key rdx, cap rcx, rseq_off r8,
+    //                 ncpu r9) -> 1 pushed, 0 full or no valid CPU.
+    // rbx is saved before the section starts, so that a restart (at 60)
+    // finds the stack as it was (as in push).
+    ".globl memx_rseq_push1",
+    ".hidden memx_rseq_push1",
+    ".type memx_rseq_push1,@function",
+    "memx_rseq_push1:",
+    "push rbx",
+    "60:",
+    "lea r10, [rip + memx_rseq_push1_cs]",
+    "mov qword ptr fs:[r8 + 8], r10",
+    "61:",
+    "mov eax, dword ptr fs:[r8 + 4]",
+    "cmp eax, r9d",
+    "jae 63f",
+    "shl rax, {shift}",
+    "add rax, rdi",
+    "mov r11, qword ptr [rax]",
+    "shr r11, 16",
+    "mov r10, qword ptr [rax + {single}]",
+    "mov rbx, r10",
+    "shr rbx, 48",
+    "add r11, rbx",
+    "cmp r11, rcx",
+    "jae 63f",
+    "mov r11, rbx",
+    // The old head, or END (all ones) if the list is empty.
+    "mov rbx, -1",
+    "test r11, r11",
+    "jz 65f",
+    "mov rbx, r10",
+    "shl rbx, 16",
+    "shr rbx, 16",
+    "65:",
+    "xor rbx, rdx",
+    "mov qword ptr [rsi], rbx",
+    "inc r11",
+    "shl r11, 48",
+    "or r11, rsi",
+    "mov qword ptr [rax + {single}], r11",
+    "62:",
+    "mov eax, 1",
+    "pop rbx",
+    "ret",
+    "63:",
+    "xor eax, eax",
+    "pop rbx",
+    "ret",
+    ".long {sig}",
+    "64:",
+    "jmp 60b",
+    ".size memx_rseq_push1, . - memx_rseq_push1",
+    // memx_rseq_pop1(block0 rdi, rseq_off rsi, ncpu rdx, key rcx) -> the
+    // object, 0 if none, or (a head that is no object) | 1, uncommitted.
+    ".globl memx_rseq_pop1",
+    ".hidden memx_rseq_pop1",
+    ".type memx_rseq_pop1,@function",
+    "memx_rseq_pop1:",
+    "push rbx",
+    "70:",
+    "lea r10, [rip + memx_rseq_pop1_cs]",
+    "mov qword ptr fs:[rsi + 8], r10",
+    "71:",
+    "mov eax, dword ptr fs:[rsi + 4]",
+    "cmp eax, edx",
+    "jae 73f",
+    "shl rax, {shift}",
+    "add rax, rdi",
+    "mov r10, qword ptr [rax + {single}]",
+    "mov r11, r10",
+    "shr r11, 48",
+    "jz 73f",
+    "mov rbx, r10",
+    "shl rbx, 16",
+    "shr rbx, 16",
+    "test bl, 15",
+    "jnz 75f",
+    "test rbx, rbx",
+    "jz 75f",
+    // The head's link, decoded and cut to 48 bits (END: the list empties).
+    "mov r10, qword ptr [rbx]",
+    "xor r10, rcx",
+    "shl r10, 16",
+    "shr r10, 16",
+    "dec r11",
+    "shl r11, 48",
+    "or r10, r11",
+    "mov qword ptr [rax + {single}], r10",
+    "72:",
+    "mov rax, rbx",
+    "pop rbx",
+    "ret",
+    "73:",
+    "xor eax, eax",
+    "pop rbx",
+    "ret",
+    "75:",
+    "mov rax, rbx",
+    "or rax, 1",
+    "pop rbx",
+    "ret",
+    ".long {sig}",
+    "74:",
+    "jmp 70b",
+    ".size memx_rseq_pop1, . - memx_rseq_pop1",
     ".popsection",
     shift = const CPU_SHIFT,
     slots = const SLOTS,
+    single = const SINGLE,
     sig = const RSEQ_SIG,
 );
 
@@ -163,6 +295,15 @@ extern "C" {
         ncpu: u64,
     ) -> u64;
     fn memx_rseq_pop(block0: *mut u64, off: isize, ncpu: u64) -> u64;
+    fn memx_rseq_push1(
+        block0: *mut u64,
+        obj: *mut u64,
+        key: usize,
+        cap: u64,
+        off: isize,
+        ncpu: u64,
+    ) -> u64;
+    fn memx_rseq_pop1(block0: *mut u64, off: isize, ncpu: u64, key: usize) -> u64;
 }
 
 const UNKNOWN: u8 = 0;
@@ -238,6 +379,40 @@ pub unsafe fn push(block0: *mut u64, entry: u64, len: u64, cap: u64, ncpu: u32) 
 pub unsafe fn pop(block0: *mut u64, ncpu: u32) -> u64 {
     // SAFETY: as the caller promises.
     unsafe { memx_rseq_pop(block0, OFFSET.load(Relaxed), ncpu as u64) }
+}
+
+/// Pushes the free object `obj` onto the single-object list of the block
+/// of the CPU this runs on, if `objects + ones < cap`: `obj`'s link
+/// (encoded with `key`) becomes the old head.
+///
+/// # Safety
+/// As `push`, with the lists' members free objects linked with `key`;
+/// `obj` is such an object, the caller's to give.
+#[inline]
+pub unsafe fn push_one(block0: *mut u64, obj: *mut u64, key: usize, cap: u64, ncpu: u32) -> bool {
+    // SAFETY: as the caller promises; the section writes `obj`'s link and
+    // the block's list word.
+    unsafe { memx_rseq_push1(block0, obj, key, cap, OFFSET.load(Relaxed), ncpu as u64) != 0 }
+}
+
+/// Pops the head of this CPU's single-object list: the object; 0 if the
+/// list is empty (or this thread has no valid CPU); or, left in place, a
+/// head that is no object (a link overwritten while it was free) with bit
+/// 0 set.
+///
+/// # Safety
+/// As `push_one`.
+#[inline]
+pub unsafe fn pop_one(block0: *mut u64, key: usize, ncpu: u32) -> u64 {
+    // SAFETY: as the caller promises; the section reads the head's link.
+    unsafe { memx_rseq_pop1(block0, OFFSET.load(Relaxed), ncpu as u64, key) }
+}
+
+/// The objects on a block's single-object list, from its word.
+pub fn single_len(block: *const u64) -> u64 {
+    // SAFETY: a block's list word; a racy read of an aligned u64 through a
+    // volatile load sees some committed value.
+    unsafe { block.wrapping_byte_add(SINGLE).read_volatile() >> 48 }
 }
 
 /// The highest possible CPU number + 1, from

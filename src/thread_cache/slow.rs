@@ -75,7 +75,8 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
             );
         }
         if starved_list(t, class) {
-            if let Some((obj, _)) = cpu_cache::pop(class, 1, t.key) {
+            let one = cpu_cache::pop_one(class, t.key);
+            if let Some(obj) = one.or_else(|| cpu_cache::pop(class, 1, t.key).map(|c| c.0)) {
                 // SAFETY: owner-only state.
                 unsafe { t.cold() }.sizing.starved_objects += 1;
                 return obj as *mut u8;
@@ -244,6 +245,9 @@ fn cpu_or_central_free_one(p: *mut u8, class: usize) {
     let obj = p as *mut FreeObject;
     // SAFETY: `p` is a free object of `class`; a chain of one.
     unsafe {
+        if cpu_cache::push_one(class, obj, link_key()) {
+            return;
+        }
         set_link(obj, END, link_key());
         if !cpu_cache::push(class, obj, 1) {
             CENTRAL[class].lock().insert_range(obj, 1);
