@@ -163,84 +163,148 @@ fn migration_keeps_every_token_once() {
     check_all_once(seen, threads, per);
 }
 
-static SIG_BLOCKS: AtomicU64 = AtomicU64::new(0);
-static SIG_NCPU: AtomicU64 = AtomicU64::new(0);
-static SIG_RUNS: AtomicUsize = AtomicUsize::new(0);
+/// A signal storm's state, one per kind of section it exercises (the two
+/// storm tests may run at once, each on its own signal).
+struct Storm {
+    blocks: AtomicU64,
+    ncpu: AtomicU64,
+    key: AtomicU64,
+    runs: AtomicUsize,
+}
+
+impl Storm {
+    const fn new() -> Storm {
+        Storm {
+            blocks: AtomicU64::new(0),
+            ncpu: AtomicU64::new(0),
+            key: AtomicU64::new(0),
+            runs: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Storms: chains (`rseq::push`/`pop`) and single objects (`push_one`/
+/// `pop_one`).
+const CHAINS: usize = 0;
+const SINGLES: usize = 1;
+static STORMS: [Storm; 2] = [const { Storm::new() }; 2];
 
 std::thread_local! {
-    /// What this thread's signal handlers took and hold, and how many.
-    static STASH: core::cell::Cell<([u64; 64], usize)> =
-        const { core::cell::Cell::new(([0; 64], 0)) };
+    /// Per storm: what this thread's signal handlers took and hold, and
+    /// how many.
+    static STASHES: [core::cell::Cell<([u64; 64], usize)>; 2] =
+        const { [const { core::cell::Cell::new(([0; 64], 0)) }; 2] };
+}
+
+/// Storm `S`'s handler taking an entry from its CPU's block (0: none).
+fn take<const S: usize>(st: &Storm) -> u64 {
+    let (b, ncpu) = (
+        st.blocks.load(SeqCst) as *mut u64,
+        st.ncpu.load(SeqCst) as u32,
+    );
+    // SAFETY: the test's block array, used only through rseq.
+    let e = unsafe {
+        match S {
+            CHAINS => rseq::pop(b, ncpu),
+            _ => rseq::pop_one(b, st.key.load(SeqCst) as usize, ncpu),
+        }
+    };
+    if e & 15 != 0 && S == SINGLES {
+        std::process::abort();
+    }
+    e
+}
+
+/// Storm `S`'s handler putting an entry it took back (false: no room).
+fn put<const S: usize>(st: &Storm, e: u64) -> bool {
+    let (b, ncpu) = (
+        st.blocks.load(SeqCst) as *mut u64,
+        st.ncpu.load(SeqCst) as u32,
+    );
+    // SAFETY: the test's block array, used only through rseq; `e` was taken
+    // from it by this thread's handler, so it is ours to give.
+    unsafe {
+        match S {
+            CHAINS => rseq::push(b, e, 1, u64::MAX, ncpu),
+            _ => rseq::push_one(
+                b,
+                e as *mut u64,
+                st.key.load(SeqCst) as usize,
+                u64::MAX,
+                ncpu,
+            ),
+        }
+    }
 }
 
 /// Takes an entry into the thread's stash, or puts one back, in turn: a
 /// handler that changes the block under a section it interrupted on the
 /// same CPU, which the kernel must restart (else the section commits a
 /// stale word and an entry is lost or doubled).
-extern "C" fn on_signal(_: libc::c_int) {
-    let b = SIG_BLOCKS.load(SeqCst) as *mut u64;
-    let ncpu = SIG_NCPU.load(SeqCst) as u32;
-    let (mut stash, mut n) = STASH.get();
-    if SIG_RUNS.fetch_add(1, SeqCst).is_multiple_of(2) || n == 0 {
-        // SAFETY: the test's block array, used only through rseq.
-        let e = unsafe { rseq::pop(b, ncpu) };
-        if e != 0 && n < stash.len() {
-            stash[n] = e;
-            n += 1;
-        // SAFETY: as above.
-        } else if e != 0 && !unsafe { rseq::push(b, e, 1, u64::MAX, ncpu) } {
-            std::process::abort();
+extern "C" fn on_signal<const S: usize>(_: libc::c_int) {
+    let st = &STORMS[S];
+    STASHES.with(|stashes| {
+        let (mut stash, mut n) = stashes[S].get();
+        if st.runs.fetch_add(1, SeqCst).is_multiple_of(2) || n == 0 {
+            let e = take::<S>(st);
+            if e != 0 && n < stash.len() {
+                stash[n] = e;
+                n += 1;
+            } else if e != 0 && !put::<S>(st, e) {
+                std::process::abort();
+            }
+        } else if put::<S>(st, stash[n - 1]) {
+            n -= 1;
         }
-    // SAFETY: as above.
-    } else if unsafe { rseq::push(b, stash[n - 1], 1, u64::MAX, ncpu) } {
-        n -= 1;
-    }
-    STASH.set((stash, n));
+        stashes[S].set((stash, n));
+    });
 }
 
-/// A signal storm: every worker is sent SIGUSR2 as fast as possible while
-/// it pushes and pops; the handler uses the same blocks.
-#[test]
-fn signal_handlers_using_the_blocks_keep_every_token_once() {
-    let Some(blocks) = Blocks::new() else { return };
-    SIG_BLOCKS.store(blocks.base as u64, SeqCst);
-    SIG_NCPU.store(blocks.ncpu as u64, SeqCst);
-    // SAFETY: installs a handler that is async-signal-safe (atomics and
-    // rseq sections only).
+/// Whether storm `S`'s handler has run often enough yet.
+fn storm_ran<const S: usize>() -> bool {
+    STORMS[S].runs.load(SeqCst) > 1000
+}
+
+/// Runs `threads` workers (`work(t)` returns what worker t holds at its
+/// end) while another thread sends them `sig` as fast as it can, handled by
+/// `on_signal::<S>` on `blocks`; returns what the workers and their
+/// handlers hold. Workers should go on until `storm_ran::<S>()`: a loaded
+/// machine may schedule the sender late.
+fn storm<const S: usize>(
+    blocks: &Blocks,
+    key: usize,
+    sig: libc::c_int,
+    threads: usize,
+    work: impl Fn(usize) -> Vec<u64> + Send + Sync + 'static,
+) -> Vec<u64> {
+    let st = &STORMS[S];
+    st.blocks.store(blocks.base as u64, SeqCst);
+    st.ncpu.store(blocks.ncpu as u64, SeqCst);
+    st.key.store(key as u64, SeqCst);
+    // SAFETY: installs a handler that is async-signal-safe (atomics, a
+    // thread-local cell and rseq sections only).
     unsafe {
         let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_signal as *const () as usize;
+        sa.sa_sigaction = on_signal::<S> as *const () as usize;
         sa.sa_flags = libc::SA_RESTART;
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()),
-            0
-        );
+        assert_eq!(libc::sigaction(sig, &sa, core::ptr::null_mut()), 0);
     }
-    let blocks = Arc::new(blocks);
+    let work = Arc::new(work);
     let stop = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicUsize::new(0));
-    let (threads, per) = (4, 300);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let blocks = blocks.clone();
-            let finished = finished.clone();
+            let (work, finished) = (work.clone(), finished.clone());
             std::thread::spawn(move || {
-                let mut held: Vec<u64> = (0..per).map(|i| token(t, i)).collect();
-                // At least 800,000 steps, and on until the handler has run
-                // often (a loaded machine may schedule the killer late).
-                let mut step = 0;
-                while step < 800_000 || (SIG_RUNS.load(SeqCst) <= 1000 && step < 100_000_000) {
-                    blocks.push_or_pop(&mut held, step % 3 != 0);
-                    step += 1;
-                }
-                // SAFETY: blocks SIGUSR2 for this thread, so its stash is
+                let mut held = work(t);
+                // SAFETY: blocks `sig` for this thread, so its stash is
                 // final.
                 unsafe {
                     let mut set: libc::sigset_t = core::mem::zeroed();
-                    libc::sigaddset(&mut set, libc::SIGUSR2);
+                    libc::sigaddset(&mut set, sig);
                     libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
                 }
-                let (stash, n) = STASH.get();
+                let (stash, n) = STASHES.with(|s| s[S].get());
                 held.extend_from_slice(&stash[..n]);
                 finished.fetch_add(1, SeqCst);
                 held
@@ -257,7 +321,7 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
             while !stop.load(SeqCst) {
                 for &t in &targets {
                     // SAFETY: the workers are joined only after `stop`.
-                    unsafe { libc::pthread_kill(t, libc::SIGUSR2) };
+                    unsafe { libc::pthread_kill(t, sig) };
                 }
             }
         })
@@ -270,16 +334,37 @@ fn signal_handlers_using_the_blocks_keep_every_token_once() {
     }
     stop.store(true, SeqCst);
     killer.join().unwrap();
-    let mut seen: Vec<u64> = Vec::new();
-    for h in handles {
-        seen.extend(h.join().unwrap());
-    }
-    seen.extend(blocks.drain_all());
+    let seen = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     assert!(
-        SIG_RUNS.load(SeqCst) > 1000,
+        storm_ran::<S>(),
         "the handler ran {} times",
-        SIG_RUNS.load(SeqCst)
+        st.runs.load(SeqCst)
     );
+    seen
+}
+
+/// A signal storm: every worker is sent SIGUSR2 as fast as possible while
+/// it pushes and pops; the handler uses the same blocks.
+#[test]
+fn signal_handlers_using_the_blocks_keep_every_token_once() {
+    let Some(blocks) = Blocks::new() else { return };
+    let blocks = Arc::new(blocks);
+    let (threads, per) = (4, 300);
+    let worker_blocks = blocks.clone();
+    let mut seen = storm::<CHAINS>(&blocks, 0, libc::SIGUSR2, threads, move |t| {
+        let mut held: Vec<u64> = (0..per).map(|i| token(t, i)).collect();
+        // At least 800,000 steps, and on until the handler has run often.
+        let mut step = 0;
+        while step < 800_000 || (!storm_ran::<CHAINS>() && step < 100_000_000) {
+            worker_blocks.push_or_pop(&mut held, step % 3 != 0);
+            step += 1;
+        }
+        held
+    });
+    seen.extend(blocks.drain_all());
     check_all_once(seen, threads, per);
 }
 
@@ -425,45 +510,6 @@ fn single_step(blocks: &Blocks, held: &mut Vec<*mut FreeObject>, push: bool, key
     }
 }
 
-static SINGLE_BLOCKS: AtomicU64 = AtomicU64::new(0);
-static SINGLE_NCPU: AtomicU64 = AtomicU64::new(0);
-static SINGLE_KEY: AtomicU64 = AtomicU64::new(0);
-static SINGLE_RUNS: AtomicUsize = AtomicUsize::new(0);
-
-std::thread_local! {
-    /// What this thread's signal handlers took from the single lists.
-    static SINGLE_STASH: core::cell::Cell<([u64; 64], usize)> =
-        const { core::cell::Cell::new(([0; 64], 0)) };
-}
-
-/// As `on_signal`, on the single-object lists: takes an object into the
-/// thread's stash or puts one back, changing the list under the section
-/// it interrupted.
-extern "C" fn on_single_signal(_: libc::c_int) {
-    let b = SINGLE_BLOCKS.load(SeqCst) as *mut u64;
-    let ncpu = SINGLE_NCPU.load(SeqCst) as u32;
-    let key = SINGLE_KEY.load(SeqCst) as usize;
-    let (mut stash, mut n) = SINGLE_STASH.get();
-    if SINGLE_RUNS.fetch_add(1, SeqCst).is_multiple_of(2) || n == 0 {
-        // SAFETY: the test's block array, used only through rseq.
-        let v = unsafe { rseq::pop_one(b, key, ncpu) };
-        if v & 15 != 0 {
-            std::process::abort();
-        }
-        if v != 0 && n < stash.len() {
-            stash[n] = v;
-            n += 1;
-        // SAFETY: as above; `v` was just popped, so it is ours.
-        } else if v != 0 && !unsafe { rseq::push_one(b, v as *mut u64, key, u64::MAX, ncpu) } {
-            std::process::abort();
-        }
-    // SAFETY: as above; the object is ours (from the stash).
-    } else if unsafe { rseq::push_one(b, stash[n - 1] as *mut u64, key, u64::MAX, ncpu) } {
-        n -= 1;
-    }
-    SINGLE_STASH.set((stash, n));
-}
-
 /// Single objects pushed and popped by threads that change their CPU every
 /// few operations, while a signal storm runs a handler that uses the same
 /// lists: every object comes back exactly once (a section restarted after
@@ -472,103 +518,41 @@ extern "C" fn on_single_signal(_: libc::c_int) {
 #[test]
 fn single_objects_survive_migration_and_signals() {
     let Some(blocks) = Blocks::new() else { return };
+    let blocks = Arc::new(blocks);
     let (threads, per) = (4, 300);
     let arena = Arc::new(Arena::new(threads * per));
     let key = link_key();
-    SINGLE_BLOCKS.store(blocks.base as u64, SeqCst);
-    SINGLE_NCPU.store(blocks.ncpu as u64, SeqCst);
-    SINGLE_KEY.store(key as u64, SeqCst);
-    let sig = libc::SIGWINCH;
-    // SAFETY: installs a handler that is async-signal-safe (atomics, a
-    // thread-local cell and rseq sections only).
-    unsafe {
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_single_signal as *const () as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        assert_eq!(libc::sigaction(sig, &sa, core::ptr::null_mut()), 0);
-    }
-    let blocks = Arc::new(blocks);
     let all = cpus();
-    let stop = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicUsize::new(0));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let (blocks, arena, all) = (blocks.clone(), arena.clone(), all.clone());
-            let finished = finished.clone();
-            std::thread::spawn(move || {
-                let mut held: Vec<*mut FreeObject> =
-                    (0..per).map(|i| arena.obj(t * per + i)).collect();
-                let mut x = t as u64 * 2654435761 + 1;
-                let mut step = 0;
-                while step < 400_000 || (SINGLE_RUNS.load(SeqCst) <= 1000 && step < 5_000_000) {
-                    if step % 16 == 0 {
-                        pin(all[(step / 16 + t) % all.len()]);
-                    }
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    single_step(&blocks, &mut held, !x.is_multiple_of(3), key);
-                    step += 1;
-                }
-                // SAFETY: blocks the signal for this thread, so its stash
-                // is final.
-                unsafe {
-                    let mut set: libc::sigset_t = core::mem::zeroed();
-                    libc::sigaddset(&mut set, sig);
-                    libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
-                }
-                let (stash, n) = SINGLE_STASH.get();
-                held.extend(stash[..n].iter().map(|&v| v as *mut FreeObject));
-                finished.fetch_add(1, SeqCst);
-                held.into_iter().map(|p| p as usize).collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let targets: Vec<libc::pthread_t> = {
-        use std::os::unix::thread::JoinHandleExt;
-        handles.iter().map(|h| h.as_pthread_t()).collect()
-    };
-    let killer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(SeqCst) {
-                for &t in &targets {
-                    // SAFETY: the workers are joined only after `stop`.
-                    unsafe { libc::pthread_kill(t, sig) };
-                }
+    let (worker_blocks, worker_arena) = (blocks.clone(), arena.clone());
+    let seen = storm::<SINGLES>(&blocks, key, libc::SIGWINCH, threads, move |t| {
+        let mut held: Vec<*mut FreeObject> =
+            (0..per).map(|i| worker_arena.obj(t * per + i)).collect();
+        let mut x = t as u64 * 2654435761 + 1;
+        let mut step = 0;
+        while step < 400_000 || (!storm_ran::<SINGLES>() && step < 5_000_000) {
+            if step % 16 == 0 {
+                pin(all[(step / 16 + t) % all.len()]);
             }
-        })
-    };
-    while finished.load(SeqCst) < threads {
-        std::thread::yield_now();
-    }
-    stop.store(true, SeqCst);
-    killer.join().unwrap();
-    let mut seen: Vec<usize> = Vec::new();
-    for h in handles {
-        seen.extend(h.join().unwrap());
-    }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            single_step(&worker_blocks, &mut held, !x.is_multiple_of(3), key);
+            step += 1;
+        }
+        held.into_iter().map(|p| p as u64).collect()
+    });
+    let mut seen: Vec<*mut FreeObject> = seen.into_iter().map(|p| p as *mut FreeObject).collect();
     for cpu in cpus() {
         pin(cpu);
-        let mut held = Vec::new();
         loop {
-            let before = held.len();
-            single_step(&blocks, &mut held, false, key);
-            if held.len() == before {
+            let before = seen.len();
+            single_step(&blocks, &mut seen, false, key);
+            if seen.len() == before {
                 break;
             }
         }
-        seen.extend(held.into_iter().map(|p| p as usize));
     }
-    assert!(
-        SINGLE_RUNS.load(SeqCst) > 1000,
-        "the handler ran {} times",
-        SINGLE_RUNS.load(SeqCst)
-    );
-    let mut idx: Vec<usize> = seen
-        .into_iter()
-        .map(|p| arena.index(p as *mut FreeObject))
-        .collect();
+    let mut idx: Vec<usize> = seen.into_iter().map(|p| arena.index(p)).collect();
     idx.sort_unstable();
     assert_eq!(
         idx,
