@@ -243,6 +243,26 @@ unsafe fn pop_one_in(b: *mut u64, ncpu: u32, class: usize, key: usize) -> Option
     }
 }
 
+/// Takes up to `max` (≥ 1) objects of `class` from this CPU's single-object
+/// list as an END-terminated chain: its head and length. Refills come here
+/// when the CPU has no chain: what threads at limit 0 freed would otherwise
+/// sit on the list while refills went to the central lists (larson: 4.1 MB
+/// left in the per-CPU caches against 1.9 MB with chains of one).
+pub fn pop_ones(class: usize, max: usize, key: usize) -> Option<(*mut FreeObject, usize)> {
+    let mut head = END;
+    let mut n = 0;
+    while n < max {
+        let Some(obj) = pop_one(class, key) else {
+            break;
+        };
+        // SAFETY: a popped object is ours.
+        unsafe { set_link(obj, head, key) };
+        head = obj;
+        n += 1;
+    }
+    (n > 0).then_some((head, n))
+}
+
 /// Takes a chain of at most `max` (≥ 1) objects of `class` from this CPU's
 /// cache: its head and length, END-terminated. A longer chain is cut; its
 /// rest goes back (or, if the cache filled meanwhile, to the central list).

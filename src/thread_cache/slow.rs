@@ -124,7 +124,8 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
         sizing::grow(t, class);
     }
     let want = (k.batch).min(list.max_len().max(1)) as usize;
-    let (head, n) = match cpu_cache::pop(class, want, t.key) {
+    let from_cpu = cpu_cache::pop(class, want, t.key);
+    let (head, n) = match from_cpu.or_else(|| cpu_cache::pop_ones(class, want, t.key)) {
         Some(chain) => chain,
         None => match central::take_batch(class, want) {
             Some(batch) => (batch, want),
