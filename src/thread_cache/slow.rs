@@ -242,17 +242,12 @@ fn central_alloc_one(class: usize) -> *mut u8 {
 /// One object past the thread's cache: onto this CPU's cache, whose next
 /// user on this CPU takes it (no other CPU's cache lines are involved), or
 /// back to its span.
+/// (A chain of one is not tried after a refused `push_one`: the block's cap
+/// counts chains and single objects together, so it would be refused too.)
 fn cpu_or_central_free_one(p: *mut u8, class: usize) {
-    let obj = p as *mut FreeObject;
-    // SAFETY: `p` is a free object of `class`; a chain of one.
-    unsafe {
-        if cpu_cache::push_one(class, obj, link_key()) {
-            return;
-        }
-        set_link(obj, END, link_key());
-        if !cpu_cache::push(class, obj, 1) {
-            CENTRAL[class].lock().insert_range(obj, 1);
-        }
+    // SAFETY: `p` is a free object of `class`, given up by the caller.
+    if !unsafe { cpu_cache::push_one(class, p as *mut FreeObject, link_key()) } {
+        central_free_one(p, class);
     }
 }
 
