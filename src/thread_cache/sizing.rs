@@ -252,6 +252,8 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
     if sz.sleeper {
         release_all(t, sz);
     }
+    // Checked mode keeps every object to itself (`central::check`).
+    t.set_via_cpu(sz.sleeper && !crate::central::check::enabled());
 }
 
 /// What a thread did until a moment: blocked `switches` times, ran

@@ -12,7 +12,7 @@ use super::sampling::{
     alloc_guarded, alloc_large, alloc_sampled, countdown_expired, free_guarded, free_large,
 };
 use super::sizing::{self, central};
-use super::{ThreadCache, LIST_STRIDE, MAX_LEN};
+use super::{Countdown, ThreadCache, LIST_STRIDE, MAX_LEN};
 use crate::central::{self, check, CENTRAL};
 use crate::cpu_cache;
 use crate::diag;
@@ -22,10 +22,11 @@ use crate::pagemap::PAGEMAP;
 use crate::sampler;
 use crate::size_class::{CLASSES, MAX_SMALL};
 
-/// `counted`: the fast path already took `size` off the countdown.
+/// `countdown`: whether the fast path already took `size` off the
+/// countdown, and whether that ran it out.
 #[cold]
 #[inline(never)]
-pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 {
+pub(super) fn malloc_slow(size: usize, offset: usize, countdown: Countdown) -> *mut u8 {
     // Large and zero-byte requests reach here through the always-empty list 0.
     if offset == 0 && size > MAX_SMALL {
         return alloc_large(size, 16);
@@ -33,9 +34,12 @@ pub(super) fn malloc_slow(size: usize, offset: usize, counted: bool) -> *mut u8 
     let class = (offset / LIST_STRIDE).max(1);
     let tc = current_or_create();
     if let Some(tc) = tc {
-        // SAFETY: this thread's own live cache. If `counted`, the fast
-        // path's charge already ran the countdown out.
-        let expired = counted || unsafe { ThreadCache::charge(tc, size) };
+        let expired = match countdown {
+            Countdown::Expired => true,
+            Countdown::Charged => false,
+            // SAFETY: this thread's own live cache.
+            Countdown::Uncharged => unsafe { ThreadCache::charge(tc, size) },
+        };
         // SAFETY: as above.
         if expired {
             // SAFETY: as above.

@@ -312,6 +312,34 @@ fn a_sleeping_thread_gives_its_whole_cache_back() {
     });
 }
 
+/// A sleeping thread's misses (`via_cpu`) charge the countdown exactly
+/// once, whether its CPU's single-object list serves them or the slow path
+/// does (the layer may be idle in a test process), and its objects come
+/// back whole.
+#[test]
+fn a_sleeping_threads_misses_charge_the_countdown_once() {
+    with_fresh_cache(|t, cold| {
+        release_all(t, cold);
+        cold.sleeper = true;
+        t.set_via_cpu(true);
+        let until = || {
+            // SAFETY: this thread's own countdown, read between its calls.
+            unsafe { core::ptr::read_volatile(t.until_sample.get()) }
+        };
+        for size in [32, 200, 1000, 1000, 200, 32] {
+            // SAFETY: as above; far from running out.
+            unsafe { *t.until_sample.get() = 1 << 40 };
+            let p = malloc(size);
+            assert!(!p.is_null());
+            assert_eq!(until(), (1 << 40) - size as isize, "size {size}");
+            // SAFETY: `p` is a fresh object of `size` bytes.
+            unsafe { core::ptr::write_bytes(p, 0xa5, size) };
+            free(p);
+        }
+        t.set_via_cpu(false);
+    });
+}
+
 /// The calling thread's (refills, overflows) since its last scavenge,
 /// read afresh each time: malloc and free update them behind any
 /// reference a test could hold.
