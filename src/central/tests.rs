@@ -3,7 +3,7 @@
 //! `transfer/tests.rs`.
 
 use super::*;
-use crate::size_class::size_of;
+use crate::size_class::{class_of, size_of};
 
 fn chain_len(h: *mut FreeObject) -> usize {
     // SAFETY: chains from remove_range are END-terminated and encoded.
@@ -65,6 +65,34 @@ fn a_span_without_a_whole_object_left_leaves_the_list() {
         c.insert_range(h, n);
         c.insert_range(h2, n2);
     }
+}
+
+/// Refills take never-used objects in whole cache lines: the chain ends on
+/// a line boundary of the span's bump region, whatever `max` was, with at
+/// most LINE_EXTRA objects more; `remove_range` takes exactly `max`.
+#[test]
+fn refills_take_never_used_objects_in_whole_lines() {
+    let class = class_of(80);
+    assert_eq!(CLASSES[class].size, 80);
+    let mut c = CentralFreeList::new(class);
+    let mut taken = Vec::new();
+    for max in [1, 1, 3, 2, 5, 1] {
+        let (h, n) = c.remove_lines(max);
+        assert!(n >= max && n <= max + LINE_EXTRA, "max {max}: {n} objects");
+        assert_eq!(chain_len(h), n);
+        let s = c.nonempty.first();
+        // SAFETY: a live span of this private list.
+        assert_eq!(unsafe { (*s).small.bump } % 64, 0, "max {max}");
+        taken.push((h, n));
+    }
+    let (h, n) = c.remove_range(1);
+    assert_eq!(n, 1);
+    taken.push((h, n));
+    for (h, n) in taken {
+        // SAFETY: returning what was taken.
+        unsafe { c.insert_range(h, n) };
+    }
+    assert_eq!(c.spans, 0);
 }
 
 #[test]

@@ -79,8 +79,11 @@ const MAX_LEN: u32 = 8192;
 /// the only writers of `avail` and `max_len`, and keep, between calls:
 ///
 ///   avail = max_len − len      (len: objects on the chain from `head`)
-///   0 ≤ len ≤ max_len ≤ MAX_LEN
+///   0 ≤ len ≤ max_len + LINE_EXTRA,  max_len ≤ MAX_LEN
 ///
+/// (a refill from the spans brings never-used objects in whole cache lines,
+/// up to `central::LINE_EXTRA` past the limit: `avail` is then negative
+/// until they are taken, and the list takes no free meanwhile)
 /// except in the static caches, whose `avail` is far below zero (no room
 /// ever) and whose lists never hold an object.
 #[repr(C)]

@@ -133,7 +133,7 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
         Some(chain) => chain,
         None => match central::take_batch(class, want) {
             Some(batch) => (batch, want),
-            None => central(t, class).remove_range(want),
+            None => central(t, class).remove_lines(want),
         },
     };
     if n == 0 {
