@@ -116,25 +116,23 @@ impl CentralFreeList {
             }
             // SAFETY: `s` is a live Small span of this class on our list.
             let span = unsafe { &mut *s };
-            while n < max {
-                // SAFETY: our span, under our lock.
-                let Some(obj) = (unsafe { take_from_span(span, class, key) }) else {
+            loop {
+                let obj = if n < max {
+                    // SAFETY: our span, under our lock.
+                    unsafe { take_from_span(span, class, key) }
+                } else if whole_lines && span.small.bump % LINE_BYTES != 0 {
+                    // The bump region's next object shares a line with the
+                    // last one taken: it goes too (a line is 64 B; classes
+                    // are multiples of 16).
+                    // SAFETY: as above.
+                    unsafe { take_from_bump(span, class) }
+                } else {
+                    None
+                };
+                let Some(obj) = obj else {
                     break;
                 };
                 // SAFETY: `obj` is a free object of this span, ours to link.
-                unsafe { set_link(obj, head, key) };
-                head = obj;
-                n += 1;
-                self.free_in_spans -= 1;
-            }
-            // The bump region's next object shares a line with the last one
-            // taken: it goes too (a line is 64 B; classes are multiples of 16).
-            while whole_lines && n >= max && span.small.bump % LINE_BYTES != 0 {
-                // SAFETY: as above.
-                let Some(obj) = (unsafe { take_from_bump(span, class) }) else {
-                    break;
-                };
-                // SAFETY: `obj` is a never-used object of this span, ours.
                 unsafe { set_link(obj, head, key) };
                 head = obj;
                 n += 1;
@@ -353,32 +351,26 @@ pub fn is_dry(span: &Span, class: usize) -> bool {
 /// # Safety
 /// `span` is a live Small span of `class`, guarded by the caller's lock.
 unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*mut FreeObject> {
-    if is_dry(span, class) {
-        return None;
+    let o = span.small.freelist;
+    if o == END {
+        // SAFETY: as the caller promises.
+        return unsafe { take_from_bump(span, class) };
     }
-    let obj = if span.small.freelist != END {
-        let o = span.small.freelist;
-        // SAFETY: objects on a span's free list hold a link.
-        let next = unsafe { next_or_abort(class, o, key) };
-        let base = span.addr();
-        if next != END && (next as usize).wrapping_sub(base) >= span.small.limit - base {
-            diag::corrupt_free_list(
-                class,
-                BadLink {
-                    at: o as usize,
-                    value: next as usize,
-                },
-            );
-        }
-        span.small.freelist = next;
-        o
-    } else {
-        let o = span.small.bump as *mut FreeObject;
-        span.small.bump += CLASSES[class].size as usize;
-        o
-    };
+    // SAFETY: objects on a span's free list hold a link.
+    let next = unsafe { next_or_abort(class, o, key) };
+    let base = span.addr();
+    if next != END && (next as usize).wrapping_sub(base) >= span.small.limit - base {
+        diag::corrupt_free_list(
+            class,
+            BadLink {
+                at: o as usize,
+                value: next as usize,
+            },
+        );
+    }
+    span.small.freelist = next;
     span.small.allocated += 1;
-    Some(obj)
+    Some(o)
 }
 
 /// Cache-line size, for `remove_lines`.

@@ -431,23 +431,26 @@ enum Countdown {
 #[inline(never)]
 fn malloc_miss(size: usize, offset: usize) -> *mut u8 {
     let tc = current();
-    // SAFETY: the slot names this thread's live cache or a static one;
-    // `offset` is 16 x class. `via_cpu` is false in the static caches, so
-    // only a live cache is charged or counted, by its owner.
-    unsafe {
-        if offset == 0 || !*(*tc).via_cpu.get() || !list_at(tc, offset).is_empty() {
-            return slow::malloc_slow(size, offset, Countdown::Uncharged);
+    // SAFETY: the slot names this thread's live cache or a static one; a
+    // static cache's `via_cpu` is false and never written.
+    let via_cpu = unsafe { *(*tc).via_cpu.get() };
+    // SAFETY: `offset` is 16 x class with class < NUM_CLASSES.
+    if offset == 0 || !via_cpu || !unsafe { list_at(tc, offset) }.is_empty() {
+        return slow::malloc_slow(size, offset, Countdown::Uncharged);
+    }
+    // SAFETY: only live caches set `via_cpu`, so `tc` is this thread's own.
+    if unsafe { ThreadCache::charge(tc, size) } {
+        return slow::malloc_slow(size, offset, Countdown::Expired);
+    }
+    // SAFETY: as above.
+    let t = unsafe { &*tc };
+    match crate::cpu_cache::pop_one(offset / LIST_STRIDE, t.key) {
+        Some(obj) => {
+            // SAFETY: owner-only state, read by its owner.
+            unsafe { t.cold() }.sizing.starved_objects += 1;
+            obj as *mut u8
         }
-        if ThreadCache::charge(tc, size) {
-            return slow::malloc_slow(size, offset, Countdown::Expired);
-        }
-        match crate::cpu_cache::pop_one(offset / LIST_STRIDE, (*tc).key) {
-            Some(obj) => {
-                (*tc).cold().sizing.starved_objects += 1;
-                obj as *mut u8
-            }
-            None => slow::malloc_slow(size, offset, Countdown::Charged),
-        }
+        None => slow::malloc_slow(size, offset, Countdown::Charged),
     }
 }
 
@@ -456,15 +459,17 @@ fn malloc_miss(size: usize, offset: usize) -> *mut u8 {
 /// single-object list here, and everything else to `free_overflow`.
 #[inline(never)]
 fn free_miss(p: *mut u8, offset: usize) {
-    let tc = current();
-    // SAFETY: as in `malloc_miss`; `p` starts a free object of class
-    // offset / 16 (from its page-map entry), the caller's to give.
-    unsafe {
-        if offset != 0
-            && *(*tc).via_cpu.get()
-            && crate::cpu_cache::push_one(offset / LIST_STRIDE, p as *mut FreeObject, (*tc).key)
-        {
-            (*tc).cold().sizing.starved_objects += 1;
+    // SAFETY: the slot names this thread's live cache or a static one,
+    // whose `via_cpu` is false and never written.
+    let t = unsafe { &*current() };
+    // SAFETY: as above.
+    if offset != 0 && unsafe { *t.via_cpu.get() } {
+        let obj = p as *mut FreeObject;
+        // SAFETY: `p` starts a free object of class offset / 16 (its page-map
+        // entry says so), the caller's to give.
+        if unsafe { crate::cpu_cache::push_one(offset / LIST_STRIDE, obj, t.key) } {
+            // SAFETY: `via_cpu` is set only in live caches: this is the owner.
+            unsafe { t.cold() }.sizing.starved_objects += 1;
             return;
         }
     }
