@@ -173,7 +173,10 @@ mod tests {
             })
             .collect();
         let mut hits = 0;
-        while !writers.iter().all(|w| w.is_finished()) {
+        // A pass after the writers are done too: the entry then holds a
+        // last write, so a reader that ran no pass meanwhile still sees one.
+        loop {
+            let done = writers.iter().all(|w| w.is_finished());
             for t in 1..=3usize {
                 for j in 0..7 {
                     let name = t * 1000 + j;
@@ -182,6 +185,9 @@ mod tests {
                         hits += 1;
                     }
                 }
+            }
+            if done {
+                break;
             }
         }
         for w in writers {
