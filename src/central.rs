@@ -20,7 +20,7 @@
 pub mod check;
 pub mod transfer;
 
-pub use transfer::{give_batch, set_sharing, take_batch, TRANSFER};
+pub use transfer::{give_batch, set_sharing, sharing, take_batch, TRANSFER};
 
 use crate::diag;
 use crate::free_object::{link_checked, link_key, set_link, BadLink, FreeObject, END};
@@ -373,8 +373,8 @@ unsafe fn take_from_span(span: &mut Span, class: usize, key: usize) -> Option<*m
     Some(o)
 }
 
-/// Cache-line size, for `remove_lines`.
-const LINE_BYTES: usize = 64;
+/// Cache-line size, for `remove_lines` and the thread caches' scavenge.
+pub const LINE_BYTES: usize = 64;
 /// Most objects `remove_lines` adds to a chain: a run of objects of a
 /// class (a multiple of 16 B) ends on a line boundary within 4 objects.
 pub const LINE_EXTRA: usize = LINE_BYTES / 16 - 1;

@@ -65,6 +65,11 @@ pub fn set_sharing(on: bool) {
     SHARING.store(on, Ordering::Relaxed);
 }
 
+/// Whether more than one thread caches objects (`SHARING`).
+pub fn sharing() -> bool {
+    SHARING.load(Ordering::Relaxed)
+}
+
 /// One cache line of its own, so pushers and poppers do not share one.
 #[repr(align(64))]
 struct Pos(AtomicUsize);
@@ -132,7 +137,7 @@ pub fn take_batch(class: usize, n: usize) -> Option<*mut FreeObject> {
 /// `class`, given up by the caller if this returns true.
 pub unsafe fn give_batch(class: usize, head: *mut FreeObject, n: usize) -> bool {
     let k = &CLASSES[class];
-    if n != k.batch as usize || !SHARING.load(Ordering::Relaxed) {
+    if n != k.batch as usize || !sharing() {
         return false;
     }
     let t = &TRANSFER[class];

@@ -118,6 +118,15 @@ impl FreeList {
         self.max_len.load(Relaxed)
     }
 
+    /// A fingerprint of the list (its head and length): the same at two
+    /// moments if nobody took or gave an object in between, and seldom the
+    /// same otherwise (a length back where it was has a new head, unless
+    /// the last object given was the last one taken).
+    fn mark(&self) -> u32 {
+        let head = self.head.load(Relaxed) as usize;
+        ((head >> 4) as u32) ^ (self.len() as u32).rotate_left(16)
+    }
+
     /// Room for one more push. Two loads on purpose in `push`: with this
     /// test they compile to a compare and a decrement in memory, one
     /// instruction fewer than a load, test, decrement and store.

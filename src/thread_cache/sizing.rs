@@ -31,9 +31,9 @@
 
 use super::slow::{flush, flush_to_central};
 use super::{ThreadCache, MAX_LEN};
-use crate::central::{CentralFreeList, CENTRAL};
+use crate::central::{CentralFreeList, CENTRAL, LINE_BYTES};
 use crate::sampler;
-use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
+use crate::size_class::{class_of, ClassInfo, CLASSES, NUM_CLASSES};
 use crate::sys::lock::LockedGuard;
 use crate::util::bitset::BitSet;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -151,6 +151,9 @@ pub(super) struct Sizing {
     pub(super) cap: usize,
     /// Per class: overflows of a list above one batch since it last shrank.
     overages: [u32; NUM_CLASSES],
+    /// Per class: the list's `mark` as the last scavenge left it. The same
+    /// mark at the next one: nobody used the list in the period (`scavenge`).
+    scavenged_mark: [u32; NUM_CLASSES],
     /// The next class `steal` shrinks (round robin over 1..NUM_CLASSES).
     pub(super) steal_cursor: usize,
     /// Classes whose list ran empty since the last scavenge (bit per class).
@@ -191,6 +194,7 @@ impl Sizing {
             limit: 0,
             cap: START_CAP,
             overages: [0; NUM_CLASSES],
+            scavenged_mark: [0; NUM_CLASSES],
             steal_cursor: 1,
             dry: ClassSet::EMPTY,
             active: ClassSet::EMPTY,
@@ -222,6 +226,19 @@ impl Sizing {
 /// same speed. A class in steady use runs dry within a period and keeps its
 /// limit. A thread that went to the central lists often in the period gets
 /// a higher cap instead.
+///
+/// Except, while other threads cache objects too, a list of objects smaller
+/// than two cache lines that is in use (its `FreeList::mark` moved): their
+/// neighbours on the same lines are most likely this thread's live objects,
+/// and halving the list every period sent them through the central lists to
+/// the other threads. glibc-thread's two threads then wrote to the same
+/// lines of 16-112 B objects (about 1,000 lines, each written by both
+/// within microseconds thousands of times), and half its runs went at half
+/// speed (92-97 M iterations against 177-189 M; mimalloc and jemalloc, whose
+/// objects never change threads there, share no line). Larger objects share
+/// at most their end lines; keeping their lists whole too raised the peak
+/// RSS of mimalloc-bench's larson from 16 to 18 MiB (this rule: ours from
+/// 8.2 to 8.8).
 pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
     // Trips per SCAVENGE_BYTES allocated: with profiling on, periods vary
     // (they are sums of random sampling intervals).
@@ -231,10 +248,14 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
     sz.starved = false;
     // Also restarts the period's trip count.
     publish_counts(sz);
+    // Objects given back can reach another thread only if there is one.
+    let shares_lines = crate::central::sharing();
     for class in sz.active.minus(sz.dry) {
         let list = &t.lists[class];
         let len = list.len();
-        if len == 0 {
+        let mark = list.mark();
+        let in_use = mark != core::mem::replace(&mut sz.scavenged_mark[class], mark);
+        if len == 0 || in_use && shares_lines && (CLASSES[class].size as usize) < 2 * LINE_BYTES {
             continue;
         }
         flush_to_central(t, class, len.div_ceil(2));
@@ -246,6 +267,7 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
             class,
             if max_len > batch { batch } else { max_len / 2 },
         );
+        sz.scavenged_mark[class] = list.mark();
     }
     sz.dry = ClassSet::EMPTY;
     sz.sleeper = slept_through(sz);
@@ -399,11 +421,29 @@ fn return_claim(sz: &mut Sizing) {
 /// bytes fit. Visits only the lists with a limit (`active`): a thread that
 /// uses one class (xmalloc-test's producers) found nothing to take on each
 /// of its refills after scanning all 128 lists, 15 instructions per object.
+/// Lists of objects smaller than two cache lines are taken from last: what
+/// they flush goes to the shared lists, where another thread may take an
+/// object whose neighbours on its line this thread still writes (as in
+/// `scavenge`). With thread caches only (no rseq), glibc-thread's growing
+/// lists of large objects took from them round robin: 36-53 neighbours of
+/// the two threads on one line in `threads_keep_their_lines`, 1-4 after.
 pub(super) fn steal(t: &ThreadCache, sz: &mut Sizing, class: usize, cost: usize) -> bool {
     let mut others = sz.active;
     others.remove(class);
+    let mut small = ClassSet::EMPTY;
+    for c in 1..class_of(2 * LINE_BYTES) {
+        if others.contains(c) {
+            others.remove(c);
+            small.insert(c);
+        }
+    }
+    steal_from(t, sz, others, cost) || steal_from(t, sz, small, cost)
+}
+
+/// `steal` from the lists in `victims`.
+fn steal_from(t: &ThreadCache, sz: &mut Sizing, mut victims: ClassSet, cost: usize) -> bool {
     while sz.capacity + cost > sz.limit {
-        let Some(v) = others.next_from(sz.steal_cursor) else {
+        let Some(v) = victims.next_from(sz.steal_cursor) else {
             return false;
         };
         sz.steal_cursor = if v + 1 >= NUM_CLASSES { 1 } else { v + 1 };
@@ -411,7 +451,7 @@ pub(super) fn steal(t: &ThreadCache, sz: &mut Sizing, class: usize, cost: usize)
             shrink(t, sz, v);
         }
         if t.lists[v].max_len() == 0 {
-            others.remove(v);
+            victims.remove(v);
         }
     }
     true

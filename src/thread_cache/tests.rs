@@ -213,20 +213,9 @@ fn a_list_that_never_ran_dry_halves_its_limit_at_scavenge() {
     with_fresh_cache(|t, cold| {
         let size = 1000;
         let class = class_of(size);
-        let batch = CLASSES[class].batch;
-        for _ in 0..8 {
-            grow_with(t, class, true);
-        }
-        let list = &t.lists[class];
-        let ptrs: Vec<_> = (0..8).map(|_| malloc(size)).collect();
-        slow::flush(t, class, list.len());
-        for &p in &ptrs {
-            // SAFETY: `p` is a live object of `class`, given up here; the
-            // emptied list has room for 8 (its limit grew past 8 above).
-            unsafe { list.push(p as *mut FreeObject, t.key) };
-        }
+        let list = fill_unused_list(t, class, size, 8);
         let max_len = list.max_len();
-        assert!(max_len >= 8 && max_len <= batch, "{max_len}");
+        assert!(max_len >= 8 && max_len <= CLASSES[class].batch, "{max_len}");
         let capacity = cold.capacity;
         cold.dry = ClassSet::EMPTY;
         scavenge(t, cold, sampler::SCAVENGE_BYTES);
@@ -244,6 +233,83 @@ fn a_list_that_never_ran_dry_halves_its_limit_at_scavenge() {
         scavenge(t, cold, sampler::SCAVENGE_BYTES);
         assert_eq!(list.max_len(), max_len - max_len / 2);
     });
+}
+
+/// With other threads about, a list of objects smaller than two cache lines
+/// keeps its objects while it is in use, even if it never ran dry: halving it sent them through the
+/// central lists to other threads every period, and glibc-thread's two
+/// threads then wrote to the same cache lines (its slow runs: 92 M
+/// iterations against 180 M). Once idle for a period, it halves.
+#[test]
+fn a_list_of_small_objects_in_use_keeps_them_at_scavenge() {
+    // Another thread with a cache for the whole test: with none, objects
+    // given back could not reach another thread, and the list halves.
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (done, done_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        free(malloc(64));
+        ready_tx.send(()).unwrap();
+        done_rx.recv().ok();
+    });
+    ready.recv().unwrap();
+    with_fresh_cache(|t, cold| {
+        let size = 48;
+        let class = class_of(size);
+        let mut spare = malloc(size);
+        let list = fill_unused_list(t, class, size, 8);
+        let max_len = list.max_len();
+        cold.dry = ClassSet::EMPTY;
+        for round in 0..4 {
+            scavenge(t, cold, sampler::SCAVENGE_BYTES);
+            assert_eq!((list.max_len(), list.len()), (max_len, 8), "round {round}");
+            // The period's traffic: an object taken and another given back,
+            // at the same length.
+            let taken = malloc(size);
+            free(spare);
+            spare = taken;
+        }
+        scavenge(t, cold, sampler::SCAVENGE_BYTES);
+        assert_eq!(list.len(), 8, "changed in the last period");
+        scavenge(t, cold, sampler::SCAVENGE_BYTES);
+        assert_eq!(list.len(), 4, "idle for a period");
+        assert!(list.max_len() < max_len);
+        free(spare);
+    });
+    done.send(()).unwrap();
+    other.join().unwrap();
+}
+
+/// Raises `class`'s limit to at least `n`. The global budget is shared
+/// with the other tests' threads (2 MiB with per-CPU caches on 2 CPUs), so
+/// a claim may have to wait until they give theirs back.
+fn grow_to(t: &ThreadCache, class: usize, n: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while t.lists[class].max_len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no budget for {n} objects"
+        );
+        let before = t.lists[class].max_len();
+        grow_with(t, class, false);
+        if t.lists[class].max_len() == before {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// Empties `class`'s list, raises its limit to at least `n` and leaves `n`
+/// objects of `size` on it.
+fn fill_unused_list(t: &ThreadCache, class: usize, size: usize, n: usize) -> &FreeList {
+    let list = &t.lists[class];
+    grow_to(t, class, n as u32);
+    let ptrs: Vec<_> = (0..n).map(|_| malloc(size)).collect();
+    slow::flush(t, class, list.len());
+    for &p in &ptrs {
+        // SAFETY: `p` is a live object of `class`, given up here; the
+        // emptied list has room for `n` (its limit is at least `n`).
+        unsafe { list.push(p as *mut FreeObject, t.key) };
+    }
+    list
 }
 
 /// A period of `blocked` voluntary switches in which the thread ran
@@ -502,6 +568,38 @@ fn class_set_next_from_wraps_around() {
     assert_eq!(a.next_from(65), Some(64), "wraps within one word");
 }
 
+/// Stealing takes from lists of objects smaller than two cache lines only
+/// when the others cannot give enough: what they flush may go to another
+/// thread while this one still writes their neighbours on the same lines.
+#[test]
+fn steal_takes_from_lists_of_small_objects_last() {
+    with_fresh_cache(|t, cold| {
+        let (small, large, growing) = (class_of(48), class_of(2000), class_of(600));
+        grow_to(t, small, 1);
+        grow_to(t, large, 3);
+        let (small_len, large_len) = (t.lists[small].max_len(), t.lists[large].max_len());
+        cold.steal_cursor = 1;
+        let room = cold.limit - cold.capacity;
+        assert!(steal(t, cold, growing, room + size_of(large)));
+        assert_eq!(
+            t.lists[small].max_len(),
+            small_len,
+            "took from the small objects first"
+        );
+        assert!(t.lists[large].max_len() < large_len);
+        let all = (1..NUM_CLASSES)
+            .filter(|&c| c != growing)
+            .map(|c| t.lists[c].max_len() as usize * CLASSES[c].size as usize)
+            .sum::<usize>();
+        assert!(steal(t, cold, growing, cold.limit - cold.capacity + all));
+        assert_eq!(
+            t.lists[small].max_len(),
+            0,
+            "the small objects' list gave last"
+        );
+    });
+}
+
 /// Stealing takes from the thread's other lists with a limit and from
 /// nothing else, however far the cursor is from them.
 #[test]
@@ -512,9 +610,7 @@ fn steal_takes_only_from_other_active_lists() {
         // SAFETY: this thread's own live cache.
         let t = unsafe { &*tc };
         let (a, b) = (class_of(48), class_of(2000));
-        for _ in 0..3 {
-            grow_with(t, b, false);
-        }
+        grow_to(t, b, 3);
         // SAFETY: owner-only state, no other reference to it alive now.
         let cold = unsafe { &mut (*t.cold.get()).sizing };
         let before = t.lists[b].max_len();

@@ -1,0 +1,121 @@
+/*
+ * threads_keep_their_lines: two threads that each churn their own objects
+ * for a long time are not left holding neighbours on the same cache line.
+ *
+ * Allocator hazard: a thread cache that gives back part of every list at
+ * its periodic scavenge, also of the lists it is using (or that shrinks
+ * them to let another list grow), sends those objects through the shared
+ * lists to the other thread. Small objects share lines,
+ * so a thread's live object and the object it gave away then sit on one
+ * line in two threads, and every write moves the line between the cores
+ * (false sharing). glibc's bench-malloc-thread (mimalloc-bench's
+ * glibc-thread) is this program timed: under memx it ran at half speed in
+ * about half the runs, with about 1,000 lines written by both threads.
+ * threads_share_no_line covers the other way in: objects handed out fresh.
+ *
+ * Each thread replaces random slots of its own 1024 with objects of random
+ * sizes (inverse-square on 4 B-32 KiB, as the benchmark; the same sequence
+ * in both threads) for enough allocations to pass many scavenge periods,
+ * then keeps them. All live objects are sorted by address and neighbours
+ * of different threads on one line are counted: 49-205 such pairs in 14
+ * runs of memx before the fix (91-235 without rseq), 0-4 after it (1-4).
+ * Only memx promises this (glibc's chunks are adjacent by design), and
+ * only with two CPUs or more: threads that share one CPU share its cache of
+ * free objects (16-17 pairs here with both on one CPU), and their lines
+ * never move between cores. The test runs again in a child without rseq
+ * (GLIBC_TUNABLES=glibc.pthread.rseq=0: thread caches only, which steal
+ * capacity from their own lists).
+ */
+#include "run_built.h"
+#include <pthread.h>
+#include <sched.h>
+
+enum { SLOTS = 1024, LINE = 64, THREADS = 2, MOST_SHARED = 16 };
+
+static const long REPLACEMENTS = 3000000;
+static void *objs[THREADS][SLOTS];
+static size_t sizes[THREADS][SLOTS];
+
+static uint64_t next_random(uint64_t *s)
+{
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 11;
+}
+
+/* Inverse-square distribution on [4, 32768]: 1 / (1/4 - r (1/4 - 1/32768)). */
+static size_t random_size(uint64_t *s)
+{
+    double r = (double)next_random(s) / 9007199254740992.0;
+    double lo = 1.0 / 4, hi = 1.0 / 32768;
+    return (size_t)(1.0 / (lo - r * (lo - hi)));
+}
+
+static void *churn(void *arg)
+{
+    unsigned me = (unsigned)(uintptr_t)arg;
+    uint64_t s = 88;
+    for (long i = 0; i < REPLACEMENTS; i++) {
+        size_t size = random_size(&s);
+        unsigned slot = (unsigned)(next_random(&s) % SLOTS);
+        free(objs[me][slot]);
+        objs[me][slot] = malloc(size);
+        CHECK(objs[me][slot] != NULL, "malloc(%zu)", size);
+        sizes[me][slot] = size;
+        memset(objs[me][slot], (int)me + 1, size);
+    }
+    return NULL;
+}
+
+struct owned {
+    uintptr_t first, last;
+    unsigned owner;
+};
+
+static int by_addr(const void *a, const void *b)
+{
+    uintptr_t x = ((const struct owned *)a)->first, y = ((const struct owned *)b)->first;
+    return x < y ? -1 : x > y;
+}
+
+int main(void)
+{
+    pthread_t th[THREADS];
+    for (unsigned t = 0; t < THREADS; t++)
+        CHECK(pthread_create(&th[t], NULL, churn, (void *)(uintptr_t)t) == 0, "pthread_create");
+    for (unsigned t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
+
+    static struct owned all[THREADS * SLOTS];
+    unsigned n = 0;
+    for (unsigned t = 0; t < THREADS; t++)
+        for (unsigned k = 0; k < SLOTS; k++) {
+            const unsigned char *p = objs[t][k];
+            if (!p)
+                continue;
+            CHECK(p[0] == t + 1 && p[sizes[t][k] - 1] == t + 1, "object overwritten");
+            all[n++] = (struct owned){(uintptr_t)p, (uintptr_t)p + sizes[t][k] - 1, t};
+        }
+    qsort(all, n, sizeof all[0], by_addr);
+    unsigned shared = 0;
+    for (unsigned i = 1; i < n; i++)
+        if (all[i - 1].owner != all[i].owner && all[i - 1].last / LINE == all[i].first / LINE)
+            shared++;
+    say("threads_keep_their_lines: %u live objects, %u neighbours of different threads on one "
+        "line\n",
+        n, shared);
+    cpu_set_t cpus;
+    CHECK(sched_getaffinity(0, sizeof cpus, &cpus) == 0, "sched_getaffinity");
+    if (lib_is_memx() && CPU_COUNT(&cpus) >= 2)
+        CHECK(shared <= MOST_SHARED,
+              "%u live objects of two threads share a cache line with the other's (at most %d)",
+              shared, MOST_SHARED);
+    for (unsigned t = 0; t < THREADS; t++)
+        for (unsigned k = 0; k < SLOTS; k++)
+            free(objs[t][k]);
+    if (!getenv("GLIBC_TUNABLES")) {
+        static const char *const self[] = {"threads_keep_their_lines"};
+        static const char *const no_rseq[] = {"GLIBC_TUNABLES=glibc.pthread.rseq=0", NULL};
+        run_built_tests(self, 1, no_rseq, "rseq off");
+    }
+    return 0;
+}
