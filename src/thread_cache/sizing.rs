@@ -33,7 +33,7 @@ use super::slow::{flush, flush_to_central};
 use super::{ThreadCache, MAX_LEN};
 use crate::central::{CentralFreeList, CENTRAL, LINE_BYTES};
 use crate::sampler;
-use crate::size_class::{class_of, ClassInfo, CLASSES, NUM_CLASSES};
+use crate::size_class::{ClassInfo, CLASSES, NUM_CLASSES};
 use crate::sys::lock::LockedGuard;
 use crate::util::bitset::BitSet;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -421,29 +421,11 @@ fn return_claim(sz: &mut Sizing) {
 /// bytes fit. Visits only the lists with a limit (`active`): a thread that
 /// uses one class (xmalloc-test's producers) found nothing to take on each
 /// of its refills after scanning all 128 lists, 15 instructions per object.
-/// Lists of objects smaller than two cache lines are taken from last: what
-/// they flush goes to the shared lists, where another thread may take an
-/// object whose neighbours on its line this thread still writes (as in
-/// `scavenge`). With thread caches only (no rseq), glibc-thread's growing
-/// lists of large objects took from them round robin: 36-53 neighbours of
-/// the two threads on one line in `threads_keep_their_lines`, 1-4 after.
 pub(super) fn steal(t: &ThreadCache, sz: &mut Sizing, class: usize, cost: usize) -> bool {
     let mut others = sz.active;
     others.remove(class);
-    let mut small = ClassSet::EMPTY;
-    for c in 1..class_of(2 * LINE_BYTES) {
-        if others.contains(c) {
-            others.remove(c);
-            small.insert(c);
-        }
-    }
-    steal_from(t, sz, others, cost) || steal_from(t, sz, small, cost)
-}
-
-/// `steal` from the lists in `victims`.
-fn steal_from(t: &ThreadCache, sz: &mut Sizing, mut victims: ClassSet, cost: usize) -> bool {
     while sz.capacity + cost > sz.limit {
-        let Some(v) = victims.next_from(sz.steal_cursor) else {
+        let Some(v) = others.next_from(sz.steal_cursor) else {
             return false;
         };
         sz.steal_cursor = if v + 1 >= NUM_CLASSES { 1 } else { v + 1 };
@@ -451,7 +433,7 @@ fn steal_from(t: &ThreadCache, sz: &mut Sizing, mut victims: ClassSet, cost: usi
             shrink(t, sz, v);
         }
         if t.lists[v].max_len() == 0 {
-            victims.remove(v);
+            others.remove(v);
         }
     }
     true

@@ -568,38 +568,6 @@ fn class_set_next_from_wraps_around() {
     assert_eq!(a.next_from(65), Some(64), "wraps within one word");
 }
 
-/// Stealing takes from lists of objects smaller than two cache lines only
-/// when the others cannot give enough: what they flush may go to another
-/// thread while this one still writes their neighbours on the same lines.
-#[test]
-fn steal_takes_from_lists_of_small_objects_last() {
-    with_fresh_cache(|t, cold| {
-        let (small, large, growing) = (class_of(48), class_of(2000), class_of(600));
-        grow_to(t, small, 1);
-        grow_to(t, large, 3);
-        let (small_len, large_len) = (t.lists[small].max_len(), t.lists[large].max_len());
-        cold.steal_cursor = 1;
-        let room = cold.limit - cold.capacity;
-        assert!(steal(t, cold, growing, room + size_of(large)));
-        assert_eq!(
-            t.lists[small].max_len(),
-            small_len,
-            "took from the small objects first"
-        );
-        assert!(t.lists[large].max_len() < large_len);
-        let all = (1..NUM_CLASSES)
-            .filter(|&c| c != growing)
-            .map(|c| t.lists[c].max_len() as usize * CLASSES[c].size as usize)
-            .sum::<usize>();
-        assert!(steal(t, cold, growing, cold.limit - cold.capacity + all));
-        assert_eq!(
-            t.lists[small].max_len(),
-            0,
-            "the small objects' list gave last"
-        );
-    });
-}
-
 /// Stealing takes from the thread's other lists with a limit and from
 /// nothing else, however far the cursor is from them.
 #[test]
