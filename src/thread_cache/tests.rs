@@ -236,10 +236,11 @@ fn a_list_that_never_ran_dry_halves_its_limit_at_scavenge() {
 }
 
 /// With other threads about, a list of objects smaller than two cache lines
-/// keeps its objects while it is in use, even if it never ran dry: halving it sent them through the
-/// central lists to other threads every period, and glibc-thread's two
-/// threads then wrote to the same cache lines (its slow runs: 92 M
-/// iterations against 180 M). Once idle for a period, it halves.
+/// keeps its objects while it is in use, even if it never ran dry: halving
+/// it sent them through the central lists to other threads every period,
+/// and glibc-thread's two threads then wrote to the same cache lines (its
+/// slow runs: 92 M iterations against 180 M). Once idle for a period, it
+/// halves.
 #[test]
 fn a_list_of_small_objects_in_use_keeps_them_at_scavenge() {
     // Another thread with a cache for the whole test: with none, objects
