@@ -94,20 +94,24 @@ fn core_init() {
 }
 
 /// Where per-CPU caches exist, the thread caches' default budget is
-/// bounded by CPUs, not threads: 1 MiB per usable CPU, at least one full
-/// thread cache (PER_THREAD_MAX). Threads beyond it cache in their CPU's
-/// cache. Without the bound, 16 request threads sleeping between bursts
-/// on 2 CPUs held 18 MiB of idle caches (glibc's whole heap: 7 MiB); at
-/// 2 MiB per CPU they peaked at 7.7 MiB, at 1 MiB at 6 MiB. 1 MiB cost
-/// mimalloc-bench's mstress 2-3x its time in half the runs while threads
-/// over budget still tried to grow their lists on every object; since they
-/// go to the CPU's cache directly (`Sizing::starved`), 12 interleaved runs
-/// each gave 0.08-0.13 s at 2 MiB in all and 0.08-0.12 s at 4 MiB.
+/// bounded by CPUs, not threads: 1 MiB per usable CPU and 1 MiB more for
+/// a thread that waits on the others (a pool's main thread, which keeps
+/// its claim while it waits), at least one full thread cache
+/// (PER_THREAD_MAX). Threads beyond it cache in their CPU's cache.
+/// Without the bound, 16 request threads sleeping between bursts on 2 CPUs
+/// held 18 MiB of idle caches (glibc's whole heap: 7 MiB); at 2 MiB per
+/// CPU they peaked at 7.7 MiB, at 1 MiB at 6 MiB (since threads that sleep
+/// give their caches back: 4 MiB per CPU 9.5 MiB, 3 MiB in all 6.0, 2 MiB
+/// in all 5.2, glibc 6.6). The extra MiB is for mimalloc-bench's mstress
+/// (2 workers, 8 B-100 KiB): at 2 MiB in all one worker's cap took most of
+/// it and the other's lists stayed short; medians of 25 interleaved runs
+/// gave 0.098 s at 2 MiB, 0.084 s at 3 MiB, 0.085 s at 8 MiB, and
+/// mimalloc 0.085 s.
 fn thread_cache_budget(cfg: &config::Config) -> u64 {
     if cfg.thread_cache_bytes_set || crate::cpu_cache::mode() != crate::cpu_cache::Mode::PerCpu {
         return cfg.thread_cache_bytes;
     }
-    let by_cpus = (sys::usable_cpus() as u64) << 20;
+    let by_cpus = (sys::usable_cpus() as u64 + 1) << 20;
     by_cpus
         .max(thread_cache::PER_THREAD_MAX as u64)
         .min(cfg.thread_cache_bytes)
@@ -195,7 +199,7 @@ mod tests {
             let cpus = sys::usable_cpus() as u64;
             assert_eq!(
                 budget,
-                (cpus << 20)
+                ((cpus + 1) << 20)
                     .max(thread_cache::PER_THREAD_MAX as u64)
                     .min(32 << 20)
             );
