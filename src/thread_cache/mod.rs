@@ -473,7 +473,7 @@ fn malloc_miss(size: usize, offset: usize) -> *mut u8 {
 /// test on the fast path would cost every other free an instruction.
 #[inline(never)]
 fn free_miss(p: *mut u8, offset: usize) {
-    if offset == 0 && p.is_null() {
+    if p.is_null() {
         return;
     }
     // SAFETY: the slot names this thread's live cache or a static one,

@@ -281,7 +281,7 @@ fn a_list_of_small_objects_in_use_keeps_them_at_scavenge() {
 }
 
 /// Raises `class`'s limit to at least `n`. The global budget is shared
-/// with the other tests' threads (2 MiB with per-CPU caches on 2 CPUs), so
+/// with the other tests' threads (3 MiB with per-CPU caches on 2 CPUs), so
 /// a claim may have to wait until they give theirs back.
 fn grow_to(t: &ThreadCache, class: usize, n: u32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
