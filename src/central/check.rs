@@ -55,6 +55,7 @@
 use super::{span_of_object, take_from_span, CentralFreeList, CENTRAL};
 use crate::diag::{self, CheckFailure};
 use crate::free_object::{link_key, FreeObject, END};
+use crate::meta::META;
 use crate::size_class::{class_for_aligned, class_of, CLASSES, NUM_CLASSES};
 use crate::span::Span;
 
@@ -223,7 +224,12 @@ impl CentralFreeList {
         if self.quarantine.len == cap {
             self.release_oldest(call);
         }
-        self.quarantine.push(live.slot);
+        if !self.quarantine.push(live.slot) {
+            // No memory for the ring: back to its span now, unquarantined.
+            // SAFETY: a free object of our class in its live span (still
+            // counted out), our lock.
+            unsafe { self.release_to_span(live.span, live.slot as *mut FreeObject, link_key()) };
+        }
     }
 
     /// Sends the oldest quarantined object back to its span, after checking
@@ -360,8 +366,14 @@ const QUARANTINE_BYTES: usize = 1 << 20;
 /// is filled with `FREED` (byte 8: its header's log2), its bit clear in its
 /// span's bitmap (a free of it is a double free), and still counted out of
 /// its span (so the span stays). Guarded by the class's lock.
+///
+/// The ring comes from the metadata arena at the first push: inline it made
+/// every central list 528 bytes larger, and `CENTRAL` (initialised data, so
+/// file-backed and faulted in whole) cost every process about 60 KiB of RSS
+/// whether checked mode was on or not.
 pub struct Quarantine {
-    ring: [*mut u8; QUARANTINE_OBJECTS],
+    /// Null until the first push, then QUARANTINE_OBJECTS slots.
+    ring: *mut *mut u8,
     head: usize,
     len: usize,
 }
@@ -369,7 +381,7 @@ pub struct Quarantine {
 impl Quarantine {
     pub const fn new() -> Self {
         Quarantine {
-            ring: [core::ptr::null_mut(); QUARANTINE_OBJECTS],
+            ring: core::ptr::null_mut(),
             head: 0,
             len: 0,
         }
@@ -380,16 +392,27 @@ impl Quarantine {
         (QUARANTINE_BYTES / size).clamp(1, QUARANTINE_OBJECTS)
     }
 
-    fn push(&mut self, slot: *mut u8) {
+    /// Queues `slot`; false (nothing queued) when the ring cannot be mapped.
+    fn push(&mut self, slot: *mut u8) -> bool {
         debug_assert!(self.len < QUARANTINE_OBJECTS);
-        self.ring[(self.head + self.len) % QUARANTINE_OBJECTS] = slot;
+        if self.ring.is_null() {
+            let bytes = QUARANTINE_OBJECTS * core::mem::size_of::<*mut u8>();
+            self.ring = META.alloc(bytes, core::mem::align_of::<*mut u8>()) as *mut *mut u8;
+            if self.ring.is_null() {
+                return false;
+            }
+        }
+        // SAFETY: the ring holds QUARANTINE_OBJECTS slots; the index is below.
+        unsafe { *self.ring.add((self.head + self.len) % QUARANTINE_OBJECTS) = slot };
         self.len += 1;
+        true
     }
 
-    /// The oldest slot; the quarantine is not empty.
+    /// The oldest slot; the quarantine is not empty (so the ring exists).
     fn pop(&mut self) -> *mut u8 {
         debug_assert!(self.len > 0);
-        let slot = self.ring[self.head];
+        // SAFETY: len > 0, so the ring was mapped; head < QUARANTINE_OBJECTS.
+        let slot = unsafe { *self.ring.add(self.head) };
         self.head = (self.head + 1) % QUARANTINE_OBJECTS;
         self.len -= 1;
         slot
@@ -563,12 +586,12 @@ mod tests {
         let base = slots.as_mut_ptr();
         let p = |i: usize| base.wrapping_add(i);
         for i in 0..QUARANTINE_OBJECTS {
-            q.push(p(i));
+            assert!(q.push(p(i)));
         }
         // Wraps around the ring, oldest first.
         for i in 0..2 * QUARANTINE_OBJECTS {
             assert_eq!(q.pop(), p(i));
-            q.push(p(QUARANTINE_OBJECTS + i));
+            assert!(q.push(p(QUARANTINE_OBJECTS + i)));
         }
         assert_eq!(q.len, QUARANTINE_OBJECTS);
     }
