@@ -165,7 +165,7 @@ static const char *const vars[] = {
     "MEMX_PROFILE_ALLOC_INTERVAL", "MEMX_PROFILE_INUSE_INTERVAL",
     "MEMX_PROFILE_TIME_INTERVAL", "MEMX_PROFILE_AT_EXIT", "MEMX_PROFILE_SIGTERM",
     "MEMX_PROFILE_SEED", "MEMX_PROFILE_NATIVE", "MEMX_STATS_INTERVAL", "MEMX_CHECK",
-    "MEMX_GUARD_SAMPLE",
+    "MEMX_GUARD_SAMPLE", "MEMX_GUARD_RATE",
 };
 
 #define HUGE_NUM "99999999999999999999999"
@@ -214,6 +214,8 @@ static const char *const bad[] = {
     "MEMX_CHECK=maybe", "MEMX_CHECK=-1", "MEMX_CHECK=", "MEMX_CHECK=" HUGE_NUM, "MEMX_CHECK=2",
     "MEMX_GUARD_SAMPLE=rarely", "MEMX_GUARD_SAMPLE=-1", "MEMX_GUARD_SAMPLE=",
     "MEMX_GUARD_SAMPLE=" HUGE_NUM, "MEMX_GUARD_SAMPLE=2048G",
+    "MEMX_GUARD_RATE=often", "MEMX_GUARD_RATE=-1", "MEMX_GUARD_RATE=", "MEMX_GUARD_RATE=1000001",
+    "MEMX_GUARD_RATE=" HUGE_NUM, "MEMX_GUARD_RATE=20/s",
 };
 
 /* The option table in src/config.rs must not have grown past `vars`: every
@@ -348,6 +350,7 @@ int main(int argc, char **argv)
         "MEMX_PROFILE_SEED=0", "MEMX_PROFILE_NATIVE=1", "MEMX_PROFILE_NATIVE=0",
         "MEMX_STATS_INTERVAL=0", "MEMX_CHECK=0", "MEMX_CHECK=1",
         "MEMX_GUARD_SAMPLE=0", "MEMX_GUARD_SAMPLE=1", "MEMX_GUARD_SAMPLE=64M",
+        "MEMX_GUARD_RATE=0", "MEMX_GUARD_RATE=1", "MEMX_GUARD_RATE=1000000",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         err = run_child(good[i], &st);

@@ -12,7 +12,7 @@
  * memx_guard_crash_dump.prof.<pid>.0001.heap must hold a heap profile with
  * live objects in it.
  */
-// ENV: MEMX_GUARD_SAMPLE=1 MEMX_PROFILE=memx_guard_crash_dump.prof MEMX_PROFILE_SAMPLE=64K MEMX_PROFILE_AT_EXIT=0
+// ENV: MEMX_GUARD_SAMPLE=1 MEMX_GUARD_RATE=0 MEMX_PROFILE=memx_guard_crash_dump.prof MEMX_PROFILE_SAMPLE=64K MEMX_PROFILE_AT_EXIT=0
 #include "memx_check_cases.h"
 #include <glob.h>
 #include <stdint.h>

@@ -11,7 +11,7 @@
  * that called malloc (free), and the frames of libc name its exported
  * __libc_start_main, as dladdr would.
  */
-// ENV: MEMX_GUARD_SAMPLE=1
+// ENV: MEMX_GUARD_SAMPLE=1 MEMX_GUARD_RATE=0
 #include "memx_check_cases.h"
 #include <malloc.h>
 #include <stdint.h>

@@ -12,7 +12,7 @@
  * argument, so no allocation has happened before its handler goes in); the
  * handler says which fault it saw and exits 42.
  */
-// ENV: MEMX_GUARD_SAMPLE=1
+// ENV: MEMX_GUARD_SAMPLE=1 MEMX_GUARD_RATE=0
 #include "check.h"
 #include <signal.h>
 #include <stdint.h>

@@ -36,7 +36,8 @@
 #                       MEMX_PROFILE in a scratch directory, 4 KiB sampling,
 #                       Python stacks on; every dump must parse
 #   cpython-tests-guarded  the same with PYTHONMALLOC=malloc and guarded
-#                       sampling at a high rate (MEMX_GUARD_SAMPLE=16K, memx
+#                       sampling at a high rate (MEMX_GUARD_SAMPLE=16K and
+#                       MEMX_GUARD_RATE=0, no cap per second; memx
 #                       only): any guarded-page fault would kill a test
 #   python-heap-limit*  scripts/heap-limit.py under MEMX_HEAP_LIMIT=256M (memx
 #                       only): MemoryError, caught, freed, and again; with
@@ -193,7 +194,7 @@ check_cpython_tests() { cpython_tests; }
 check_cpython_tests_malloc() { PYTHONMALLOC=malloc cpython_tests; }
 check_cpython_tests_guarded() {
     [ "$(basename "${RP_LIB:-none}")" = libmemx.so ] || skip "guarded sampling is memx's"
-    PYTHONMALLOC=malloc MEMX_GUARD_SAMPLE=16K cpython_tests
+    PYTHONMALLOC=malloc MEMX_GUARD_SAMPLE=16K MEMX_GUARD_RATE=0 cpython_tests
 }
 check_cpython_tests_profiled() {
     [ "$(basename "${RP_LIB:-none}")" = libmemx.so ] || skip "the profiler is memx's"

@@ -53,6 +53,8 @@ pub struct Config {
     pub check: bool,
     /// Mean bytes between guarded allocations (0: guarded sampling off).
     pub guard_sample: u64,
+    /// Most guarded allocations per second in the process (0: no limit).
+    pub guard_rate: u64,
 }
 
 /// A file-name prefix held inline (the config lives in a static).
@@ -109,6 +111,7 @@ impl Config {
         stats_interval_ms: 0,
         check: false,
         guard_sample: 16 << 20,
+        guard_rate: 20,
     };
 }
 
@@ -327,6 +330,16 @@ pub static OPTIONS: &[OptionSpec] = &[
               page against an inaccessible guard page, a fault reported with its \
               stacks); 0 = off",
         apply: |c, v, _| c.guard_sample = v,
+    },
+    OptionSpec {
+        name: "MEMX_GUARD_RATE",
+        form: Form::Count,
+        min: 0,
+        max: 1_000_000,
+        default: "20",
+        doc: "most guarded allocations per second in the process, whatever the \
+              allocation rate (0 = no limit)",
+        apply: |c, v, _| c.guard_rate = v,
     },
 ];
 
