@@ -214,13 +214,13 @@ pub(super) fn free_overflow(p: *mut u8, offset: usize) {
 }
 
 /// `free` of anything that is not a small object with a class in its entry:
-/// null, large or sampled objects, and pointers that are not ours.
+/// large or sampled objects, and pointers that are not ours. Never null:
+/// `free_miss` returns on it, and the fast path's own way here is for
+/// misaligned or high pointers.
 #[cold]
 #[inline(never)]
 pub(super) fn free_slow(p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
+    debug_assert!(!p.is_null(), "free(NULL) ends in free_miss");
     let entry = PAGEMAP.lookup_addr(p as usize);
     if entry.is_empty() {
         if guard::owns(p) {
