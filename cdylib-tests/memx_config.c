@@ -165,7 +165,7 @@ static const char *const vars[] = {
     "MEMX_PROFILE_ALLOC_INTERVAL", "MEMX_PROFILE_INUSE_INTERVAL",
     "MEMX_PROFILE_TIME_INTERVAL", "MEMX_PROFILE_AT_EXIT", "MEMX_PROFILE_SIGTERM",
     "MEMX_PROFILE_SEED", "MEMX_PROFILE_NATIVE", "MEMX_STATS_INTERVAL", "MEMX_CHECK",
-    "MEMX_GUARD_SAMPLE", "MEMX_GUARD_RATE",
+    "MEMX_GUARD_SAMPLE", "MEMX_GUARD_RATE", "MEMX_GUARD_FROM",
 };
 
 #define HUGE_NUM "99999999999999999999999"
@@ -216,6 +216,8 @@ static const char *const bad[] = {
     "MEMX_GUARD_SAMPLE=" HUGE_NUM, "MEMX_GUARD_SAMPLE=2048G",
     "MEMX_GUARD_RATE=often", "MEMX_GUARD_RATE=-1", "MEMX_GUARD_RATE=", "MEMX_GUARD_RATE=1000001",
     "MEMX_GUARD_RATE=" HUGE_NUM, "MEMX_GUARD_RATE=20/s",
+    "MEMX_GUARD_FROM=soon", "MEMX_GUARD_FROM=-1", "MEMX_GUARD_FROM=",
+    "MEMX_GUARD_FROM=" HUGE_NUM, "MEMX_GUARD_FROM=2048G",
 };
 
 /* The option table in src/config.rs must not have grown past `vars`: every
@@ -351,6 +353,7 @@ int main(int argc, char **argv)
         "MEMX_STATS_INTERVAL=0", "MEMX_CHECK=0", "MEMX_CHECK=1",
         "MEMX_GUARD_SAMPLE=0", "MEMX_GUARD_SAMPLE=1", "MEMX_GUARD_SAMPLE=64M",
         "MEMX_GUARD_RATE=0", "MEMX_GUARD_RATE=1", "MEMX_GUARD_RATE=1000000",
+        "MEMX_GUARD_FROM=0", "MEMX_GUARD_FROM=64M",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         err = run_child(good[i], &st);

@@ -55,6 +55,13 @@ pub struct Config {
     pub guard_sample: u64,
     /// Most guarded allocations per second in the process (0: no limit).
     pub guard_rate: u64,
+    /// Whether `MEMX_GUARD_SAMPLE` was given (then `guard_from` defaults
+    /// to 0: who asks for guarding gets it in a small process too).
+    pub guard_sample_set: bool,
+    /// Heap bytes mapped before the first guarded allocation.
+    pub guard_from: u64,
+    /// Whether `MEMX_GUARD_FROM` was given.
+    pub guard_from_set: bool,
 }
 
 /// A file-name prefix held inline (the config lives in a static).
@@ -112,7 +119,20 @@ impl Config {
         check: false,
         guard_sample: 16 << 20,
         guard_rate: 20,
+        guard_sample_set: false,
+        guard_from: 32 << 20,
+        guard_from_set: false,
     };
+
+    /// Heap bytes mapped before guarded sampling starts: `MEMX_GUARD_FROM`
+    /// when given, else 0 when `MEMX_GUARD_SAMPLE` was, else the default.
+    pub fn guard_from_bytes(&self) -> u64 {
+        if self.guard_sample_set && !self.guard_from_set {
+            0
+        } else {
+            self.guard_from
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -329,7 +349,10 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "mean bytes allocated between two guarded allocations (each on its own \
               page against an inaccessible guard page, a fault reported with its \
               stacks); 0 = off",
-        apply: |c, v, _| c.guard_sample = v,
+        apply: |c, v, _| {
+            c.guard_sample = v;
+            c.guard_sample_set = true;
+        },
     },
     OptionSpec {
         name: "MEMX_GUARD_RATE",
@@ -340,6 +363,20 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "most guarded allocations per second in the process, whatever the \
               allocation rate (0 = no limit)",
         apply: |c, v, _| c.guard_rate = v,
+    },
+    OptionSpec {
+        name: "MEMX_GUARD_FROM",
+        form: Form::Size,
+        min: 0,
+        max: 1 << 40,
+        default: "32M",
+        doc: "heap bytes mapped before the first guarded allocation, so that a small \
+              process does not pay guarding's fixed cost (about 0.2-0.4 MiB); 0 when \
+              MEMX_GUARD_SAMPLE is given, unless this is too",
+        apply: |c, v, _| {
+            c.guard_from = v;
+            c.guard_from_set = true;
+        },
     },
 ];
 
@@ -596,6 +633,20 @@ mod tests {
     }
 
     #[test]
+    fn guarding_starts_at_32m_unless_asked_for() {
+        let from = |vars: &[(&str, &str)]| run(vars).0.guard_from_bytes();
+        assert_eq!(from(&[]), 32 << 20);
+        assert_eq!(from(&[("MEMX_GUARD_RATE", "5")]), 32 << 20);
+        // Who sets the sample size wants guarding now, in a small process too.
+        assert_eq!(from(&[("MEMX_GUARD_SAMPLE", "64K")]), 0);
+        assert_eq!(
+            from(&[("MEMX_GUARD_SAMPLE", "64K"), ("MEMX_GUARD_FROM", "1M")]),
+            1 << 20
+        );
+        assert_eq!(from(&[("MEMX_GUARD_FROM", "0")]), 0);
+    }
+
+    #[test]
     fn each_bad_value_gives_one_line_and_the_default() {
         for (name, bad) in [
             ("MEMX_RELEASE_RATE", "abc"),
@@ -659,6 +710,8 @@ mod tests {
         // Giving the default explicitly is still giving it.
         let want = Config {
             thread_cache_bytes_set: true,
+            guard_sample_set: true,
+            guard_from_set: true,
             ..Config::DEFAULT
         };
         assert_eq!(cfg, want);

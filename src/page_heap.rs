@@ -21,6 +21,7 @@ use crate::span::{LargeFields, Span, SpanList, SpanState};
 use crate::sys;
 use crate::sys::lock::Locked;
 use crate::util::bitset::BitSet;
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Free spans up to this many pages have a list per length.
 const MAX_LIST: usize = 128;
@@ -97,6 +98,17 @@ pub struct PageHeap {
 unsafe impl Send for PageHeap {}
 
 pub static HEAP: Locked<PageHeap> = Locked::new(PageHeap::new());
+
+/// Bytes ever mapped for heaps: Σ `stats.mapped` over every `PageHeap` (the
+/// library has one, `HEAP`; unit tests add their own). Readable without
+/// the lock, for guarded sampling's start (`guard`, `MEMX_GUARD_FROM`).
+/// Only grows (the heap never unmaps), in steps of at least 2 MiB.
+static MAPPED_EVER: AtomicUsize = AtomicUsize::new(0);
+
+/// `MAPPED_EVER` (lock-free, may lag a growth in progress).
+pub fn mapped_ever() -> usize {
+    MAPPED_EVER.load(Relaxed)
+}
 
 impl Default for PageHeap {
     fn default() -> Self {

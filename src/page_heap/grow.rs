@@ -139,6 +139,7 @@ impl PageHeap {
     /// Files never-touched pages as a released free span.
     pub(super) fn add_fresh(&mut self, start: usize, pages: usize) {
         self.stats.mapped += pages << PAGE_SHIFT;
+        super::MAPPED_EVER.fetch_add(pages << PAGE_SHIFT, core::sync::atomic::Ordering::Relaxed);
         let s = self.new_span(start, pages);
         // SAFETY: `s` is fresh; untouched anonymous memory reads as zero and
         // is not resident, exactly what "released" means.
