@@ -223,6 +223,9 @@ unsafe extern "C" fn at_load() {
     init::ensure();
     // Where libc's `_exit` is, for ours (dlsym: not from inside malloc).
     crate::sys::io::find_real_exit();
+    // glibc's `_dl_find_object`, for the unwinder's (dlvsym: not from
+    // inside malloc); before this, stack walks use dl_iterate_phdr.
+    crate::sys::dl_find::resolve();
     profile::set_stats_probe(|| {
         let s = stats::collect();
         [

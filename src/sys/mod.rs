@@ -6,6 +6,7 @@
 //! hold a lock, or know anything about allocator policy.
 
 pub mod dl;
+pub mod dl_find;
 pub mod fault;
 pub mod io;
 pub mod lock;

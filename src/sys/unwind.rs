@@ -1,6 +1,8 @@
 //! Stack capture through libgcc's `_Unwind_Backtrace`: works without frame
-//! pointers (it reads the .eh_frame tables), and does not allocate once it
-//! has run once (glibc >= 2.35 finds unwind tables with `_dl_find_object`).
+//! pointers (it reads the .eh_frame tables), and does not allocate: it finds
+//! a frame's unwind tables with `_dl_find_object`, which libmemx defines
+//! itself, hidden (`sys::dl_find`: glibc's when the running glibc has one,
+//! else `dl_iterate_phdr`), so libmemx needs no GLIBC_2.35 symbol.
 //!
 //! The unwinder is linked in from the static libgcc_eh, its symbols local
 //! to libmemx, rather than from libgcc_s.so: loading that library cost
@@ -9,7 +11,8 @@
 //! grows by 25 KiB, touched only when a stack is walked. An idle C
 //! program's peak RSS went from 1508 to 1368 KiB, mimalloc-bench's mleak
 //! from 2380 to 2072 KiB (glibc 1956). The program's own exceptions keep
-//! using libgcc_s. What this copy cannot see: frames that a JIT registered
+//! using libgcc_s (and glibc's `_dl_find_object`, which libmemx does not
+//! export). What this copy cannot see: frames that a JIT registered
 //! with libgcc_s's `__register_frame` (a walk ends there).
 //!
 //! Owns: the call into libgcc_eh, and the address range of memx's own code.
