@@ -12,8 +12,9 @@
 //! With many more threads than CPUs the budget is soon spent, and
 //! stealing then flushed and refilled partial chains on every burst. A thread claims at most START_CAP
 //! until it finds a central lock held by another thread, or takes its slow
-//! paths more than BUSY_TRIPS times per SCAVENGE_BYTES allocated; each
-//! such event doubles its cap, up to PER_THREAD_MAX. So caches grow where
+//! paths more than BUSY_TRIPS times per SCAVENGE_BYTES allocated or for
+//! more than 1 / BUSY_SHARE of the bytes it allocated; each such event
+//! doubles its cap, up to PER_THREAD_MAX. So caches grow where
 //! they save slow-path trips and lock traffic (servers, big working sets),
 //! and threads that take turns (Python's GIL) keep small ones.
 //!
@@ -61,6 +62,28 @@ pub(super) const START_CAP: usize = 256 << 10;
 /// 18% slower than with 2 MiB), pure-Python JSON work 750. At 500 larson
 /// got to 75, but py-json's peak RSS rose 6% and 4 Python threads' 3%.
 pub(super) const BUSY_TRIPS: usize = 1000;
+/// Also busy: a period whose trips were for objects adding up to more than
+/// 1 / BUSY_SHARE of the bytes it allocated: when those objects are like
+/// the others, more than one allocation in BUSY_SHARE went past the cache.
+/// BUSY_TRIPS alone rates trips per byte, which programs of larger objects
+/// never reach: a 4 MiB period is 8,000 allocations of 500 B. Random frees
+/// and allocations of 8-1000 B over 5,000 slots (larson's steady state)
+/// took a slow path on 7% of them, 590 a period, and stayed at the 256 KiB
+/// start cap (20-23 ns an operation, tcmalloc 14-15); espresso, 220 K trips
+/// a run. Pure-Python JSON work, 750 trips of 32-64 B objects a period, is
+/// about 1%.
+pub(super) const BUSY_SHARE: usize = 32;
+/// ... but a cap doubled for that reason stays within 1 / CAP_HEAP_SHARE of
+/// the heap mapped so far: where the cache would be a large part of the
+/// process, its trips are cheaper than its pages. espresso (2 MiB of heap,
+/// 300 K trips a run at the start cap) peaked at 4.3 MiB with its cap
+/// raised by bytes against 3.3 MiB without; larson's 2 threads map 10 MiB
+/// and their caps may reach 1 MiB. The busy period's other effect (limits
+/// kept at a batch, `scavenge_cut`) holds whatever the heap. With both,
+/// medians of 5 interleaved runs: mimalloc-bench's rptest 3.2 -> 4.1 M
+/// ops/s, larson-sized (suite arguments) 42.9 -> 47.4 (tcmalloc 5.6 and
+/// 60.8), espresso's peak 3.2 -> 3.3 MiB.
+pub(super) const CAP_HEAP_SHARE: usize = 8;
 /// A thread sleeps between its bursts (`Sizing::sleeper`) when in one
 /// scavenge period it blocked at least SLEEPS_PER_PERIOD times and ran
 /// less than 1 / IDLE_RATIO of the period's wall time. Both, because each
@@ -173,6 +196,9 @@ pub(super) struct Sizing {
     /// OVERFLOWS likewise): together, the period's slow-path trips.
     pub(super) refills: u64,
     pub(super) overflows: u64,
+    /// The sizes of the objects those trips were for, added up (one
+    /// object a trip, whatever the batch moved): BUSY_SHARE's measure.
+    pub(super) trip_bytes: usize,
     /// The thread's voluntary context switches, CPU time and the clock
     /// (µs) at its last scavenge while the per-CPU layer was in use (all 0:
     /// none since the layer was last idle).
@@ -202,6 +228,7 @@ impl Sizing {
             starved_objects: 0,
             refills: 0,
             overflows: 0,
+            trip_bytes: 0,
             usage_at: Usage::ZERO,
             sleeper: false,
         }
@@ -217,7 +244,8 @@ impl Sizing {
 /// empty since the last scavenge had objects to spare the whole time (the
 /// slow-path stand-in for tcmalloc's low-water mark, which would cost the
 /// fast path an instruction), so half of it goes back to the central list
-/// and its limit drops by a batch, or by half at a batch or less. Bursty
+/// and its limit drops (`scavenge_cut`: by a batch, or by half at a batch
+/// or less, except in a busy period). Bursty
 /// programs (Python) otherwise keep a burst's worth of every class cached
 /// for good, and programs that use many classes a little each keep a batch
 /// of each: glibc-thread's random sizes (16 B-32 KiB) left about 2 MiB per
@@ -242,9 +270,14 @@ impl Sizing {
 pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
     // Trips per SCAVENGE_BYTES allocated: with profiling on, periods vary
     // (they are sums of random sampling intervals).
-    if sz.slow_trips() * sampler::SCAVENGE_BYTES > BUSY_TRIPS * period {
+    let busy_by_count = sz.slow_trips() * sampler::SCAVENGE_BYTES > BUSY_TRIPS * period;
+    let busy_by_bytes = sz.trip_bytes * BUSY_SHARE > period;
+    if busy_by_count || (busy_by_bytes && share_may_double(sz.cap, crate::page_heap::mapped_ever()))
+    {
         raise_cap(sz);
     }
+    let busy = busy_by_count || busy_by_bytes;
+    sz.trip_bytes = 0;
     sz.starved = false;
     // Also restarts the period's trip count.
     publish_counts(sz);
@@ -259,14 +292,8 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
             continue;
         }
         flush_to_central(t, class, len.div_ceil(2));
-        let max_len = list.max_len();
-        let batch = CLASSES[class].batch;
-        shrink_by(
-            t,
-            sz,
-            class,
-            if max_len > batch { batch } else { max_len / 2 },
-        );
+        let cut = scavenge_cut(list.max_len(), CLASSES[class].batch, busy);
+        shrink_by(t, sz, class, cut);
         sz.scavenged_mark[class] = list.mark();
     }
     sz.dry = ClassSet::EMPTY;
@@ -276,6 +303,24 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
     }
     // Checked mode keeps every object to itself (`central::check`).
     t.set_via_cpu(sz.sleeper && !crate::central::check::enabled());
+}
+
+/// How much a scavenge lowers the limit `max_len` of a list that had
+/// objects to spare all period: a batch, or half of it at a batch or less;
+/// but in a busy period (the thread went past its cache often, see
+/// BUSY_SHARE) never below one batch, as tcmalloc's scavenge. Halving
+/// there sent the list back to slow start (one object more per trip) every
+/// few periods: larson's steady state made 1.4 M trips in 20 M operations,
+/// 1.2 M of them overflows; with this rule and the cap that busy periods
+/// raise, 0.47 M (about 17 ns an operation, against 21).
+pub(super) fn scavenge_cut(max_len: u32, batch: u32, busy: bool) -> u32 {
+    if busy {
+        max_len.saturating_sub(batch).min(batch)
+    } else if max_len > batch {
+        batch
+    } else {
+        max_len / 2
+    }
 }
 
 /// What a thread did until a moment: blocked `switches` times, ran
@@ -477,6 +522,12 @@ pub(super) fn central(t: &ThreadCache, class: usize) -> LockedGuard<'static, Cen
 
 /// Doubles the thread's cap (up to PER_THREAD_MAX): a short-lived server
 /// thread reaches the most it may hold three periods after it starts.
+/// Whether a busy period by BUSY_SHARE may double `cap`, with `mapped`
+/// bytes of heap: 2 × cap ≤ mapped / CAP_HEAP_SHARE.
+pub(super) fn share_may_double(cap: usize, mapped: usize) -> bool {
+    2 * cap <= mapped / CAP_HEAP_SHARE
+}
+
 pub(super) fn raise_cap(sz: &mut Sizing) {
     sz.cap = (sz.cap * 2).min(PER_THREAD_MAX);
 }
@@ -489,6 +540,7 @@ pub(super) fn make_room(t: &ThreadCache, class: usize) -> bool {
         // SAFETY: owner-only state (this borrow ends here).
         let sz = &mut unsafe { t.cold() }.sizing;
         sz.overflows += 1;
+        sz.trip_bytes += CLASSES[class].size as usize;
     }
     let k = &CLASSES[class];
     let list = &t.lists[class];

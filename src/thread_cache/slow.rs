@@ -123,6 +123,7 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     let sz = &mut unsafe { t.cold() }.sizing;
     sz.dry.insert(class);
     sz.refills += 1;
+    sz.trip_bytes += k.size as usize;
     // Growing on underflow: this class is in demand.
     if list.max_len() < MAX_LEN {
         sizing::grow(t, class);

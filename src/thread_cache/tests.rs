@@ -204,6 +204,114 @@ fn frequent_slow_trips_raise_the_cap_at_scavenge() {
     });
 }
 
+/// Trips for large objects count by their bytes too: a few hundred trips
+/// a period are far under BUSY_TRIPS, yet for 500 B objects they are one
+/// allocation in 14.
+#[test]
+fn trips_for_a_share_of_the_bytes_raise_the_cap_at_scavenge() {
+    // A heap big enough for the doubled cap (CAP_HEAP_SHARE): one large
+    // object maps it, and the heap never unmaps.
+    let big = malloc(CAP_HEAP_SHARE * 4 * START_CAP);
+    free(big);
+    with_fresh_cache(|t, cold| {
+        let period = sampler::SCAVENGE_BYTES;
+        cold.refills = 200;
+        cold.trip_bytes = period / BUSY_SHARE;
+        scavenge(t, cold, period);
+        assert_eq!(cold.cap, START_CAP, "raised at the share");
+        assert_eq!(cold.trip_bytes, 0, "the bytes restart each period");
+        cold.refills = 200;
+        cold.trip_bytes = period / BUSY_SHARE + 1;
+        scavenge(t, cold, period);
+        assert_eq!(cold.cap, 2 * START_CAP);
+    });
+}
+
+/// A cap is doubled for trips' bytes only while it stays within
+/// 1 / CAP_HEAP_SHARE of the heap mapped: a small program's trips are
+/// cheaper than the pages a bigger cache would hold.
+#[test]
+fn the_heap_bounds_a_cap_raised_for_bytes() {
+    let heap = CAP_HEAP_SHARE * 2 * START_CAP;
+    assert!(share_may_double(START_CAP, heap));
+    assert!(!share_may_double(START_CAP, heap - 1));
+    assert!(!share_may_double(2 * START_CAP, heap));
+    assert!(
+        !share_may_double(START_CAP, 2 << 20),
+        "espresso's 2 MiB heap"
+    );
+    // Trips by count (BUSY_TRIPS) still raise it in any heap.
+    with_fresh_cache(|t, cold| {
+        let period = sampler::SCAVENGE_BYTES;
+        cold.cap = PER_THREAD_MAX / 2;
+        cold.refills = (BUSY_TRIPS + 1) as u64;
+        scavenge(t, cold, period);
+        assert_eq!(
+            cold.cap, PER_THREAD_MAX,
+            "trips by count raise it whatever the heap"
+        );
+    });
+}
+
+/// A refill and an overflow each add their object's size to the period's
+/// trip bytes.
+#[test]
+fn refills_and_overflows_count_their_object_bytes() {
+    with_fresh_cache(|_, _| {
+        // Read through the cache itself: malloc writes it behind the
+        // closure's `&mut`.
+        // SAFETY: this thread's own cache, read between its calls.
+        let trip_bytes = || unsafe { (*(*current()).cold.get()).sizing.trip_bytes };
+        let size = 1000;
+        let class = class_of(size);
+        let before = trip_bytes();
+        let p = malloc(size);
+        assert_eq!(
+            trip_bytes(),
+            before + CLASSES[class].size as usize,
+            "a refill"
+        );
+        let batch = CLASSES[class].batch as usize;
+        let more: Vec<_> = (0..4 * batch).map(|_| malloc(size)).collect();
+        let before = trip_bytes();
+        for &q in &more {
+            free(q);
+        }
+        let trips = (trip_bytes() - before) / CLASSES[class].size as usize;
+        assert!(
+            trips >= 1,
+            "freeing {} objects made no overflow",
+            more.len()
+        );
+        free(p);
+    });
+}
+
+/// In a busy period a scavenge does not take a list's limit below one
+/// batch (tcmalloc's rule); in a quiet one it halves limits at a batch or
+/// less, as before.
+#[test]
+fn a_busy_period_keeps_limits_at_a_batch() {
+    assert_eq!(scavenge_cut(32, 32, true), 0);
+    assert_eq!(scavenge_cut(20, 32, true), 0);
+    assert_eq!(scavenge_cut(40, 32, true), 8);
+    assert_eq!(scavenge_cut(96, 32, true), 32);
+    assert_eq!(scavenge_cut(32, 32, false), 16);
+    assert_eq!(scavenge_cut(96, 32, false), 32);
+    with_fresh_cache(|t, cold| {
+        let size = 1000;
+        let class = class_of(size);
+        let list = fill_unused_list(t, class, size, 8);
+        let max_len = list.max_len();
+        assert!(max_len >= 8 && max_len <= CLASSES[class].batch, "{max_len}");
+        cold.dry = ClassSet::EMPTY;
+        cold.trip_bytes = sampler::SCAVENGE_BYTES;
+        scavenge(t, cold, sampler::SCAVENGE_BYTES);
+        assert_eq!(list.max_len(), max_len, "the limit stays");
+        assert_eq!(list.len(), 4, "half the objects still go back");
+    });
+}
+
 /// A list that had objects to spare for a whole period gives half of them
 /// back, and its limit halves even at a batch or less: with many classes in
 /// use a little each (glibc-thread's random sizes), lists that kept one
