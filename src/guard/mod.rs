@@ -12,7 +12,13 @@
 //! independent of the profiler's samples, and work with the profiler off),
 //! and a point is taken only once the heap has grown to MEMX_GUARD_FROM
 //! (`heap_allows`) and if the last guarded allocation is at least
-//! 1/MEMX_GUARD_RATE seconds old (`rate_allows`).
+//! 1/MEMX_GUARD_RATE seconds old (`rate_allows`). Points are drawn per byte
+//! so that every allocation has the same chance, but a guarded object costs
+//! per object: two stack walks, an mprotect and a mapping that drops its
+//! pages (a TLB shootdown on every CPU the process runs on). At 16 MiB,
+//! larson (mimalloc-bench; 2 threads, about 20 GB/s allocated) guarded 900
+//! objects a second and lost 10-15% of its throughput; 14 µs each single-
+//! threaded, several times that with the other thread's CPU interrupted.
 //!
 //! Why wait for the heap: guarding has a fixed cost in resident memory
 //! whatever the process's size: the first stack walks page in the unwind
@@ -22,13 +28,7 @@
 //! 2064 KiB with it and 1636 KiB without (glibc: 1396), espresso 3408
 //! against 3236, glibc-thread 3080 against 2808 (medians of 3). From 32
 //! MiB of heap that cost is about 1% of the process; below, a small
-//! process is left unguarded unless MEMX_GUARD_SAMPLE is set explicitly. Points are drawn per byte
-//! so that every allocation has the same chance, but a guarded object costs
-//! per object: two stack walks, an mprotect and a mapping that drops its
-//! pages (a TLB shootdown on every CPU the process runs on). At 16 MiB,
-//! larson (mimalloc-bench; 2 threads, about 20 GB/s allocated) guarded 900
-//! objects a second and lost 10-15% of its throughput; 14 µs each single-
-//! threaded, several times that with the other thread's CPU interrupted.
+//! process is left unguarded unless MEMX_GUARD_SAMPLE is set explicitly.
 //!
 //! The allocator calls in through: `configure` (init), `alloc` (at a guard
 //! point, with the thread's re-entry guard set), `owns` / `free` /

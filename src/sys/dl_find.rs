@@ -86,10 +86,11 @@ core::arch::global_asm!(
 /// library constructor only, never from the allocation path. Without it
 /// (glibc < 2.35) lookups keep using `dl_iterate_phdr`.
 pub fn resolve() {
-    // SAFETY: RTLD_DEFAULT with NUL-terminated name and version; dlvsym
-    // has no other preconditions. Our own `_dl_find_object` is hidden, so
-    // the global scope can only yield glibc's (or an interposer's of the
-    // same version, which must keep glibc's contract).
+    // Our own `_dl_find_object` is hidden, so the global scope can only
+    // yield glibc's (or an interposer's of the same version, which must
+    // keep glibc's contract).
+    // SAFETY: RTLD_DEFAULT with a NUL-terminated name and version; dlvsym
+    // has no other preconditions.
     let f = unsafe {
         libc::dlvsym(
             libc::RTLD_DEFAULT,
@@ -144,9 +145,9 @@ pub fn find_by_phdrs(pc: usize) -> Option<DlFindObject> {
         page: super::os_page_size(),
         found: None,
     };
-    // SAFETY: `each_object` matches the callback type and `s` outlives the
-    // call; dl_iterate_phdr takes the loader's (recursive) lock and does
-    // not allocate.
+    // dl_iterate_phdr takes the loader's (recursive) lock and does not
+    // allocate.
+    // SAFETY: `each_object` matches the callback type; `s` outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(each_object), &mut s as *mut Search as *mut c_void) };
     s.found
 }

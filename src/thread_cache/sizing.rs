@@ -520,14 +520,14 @@ pub(super) fn central(t: &ThreadCache, class: usize) -> LockedGuard<'static, Cen
     guard
 }
 
-/// Doubles the thread's cap (up to PER_THREAD_MAX): a short-lived server
-/// thread reaches the most it may hold three periods after it starts.
 /// Whether a busy period by BUSY_SHARE may double `cap`, with `mapped`
 /// bytes of heap: 2 × cap ≤ mapped / CAP_HEAP_SHARE.
 pub(super) fn share_may_double(cap: usize, mapped: usize) -> bool {
     2 * cap <= mapped / CAP_HEAP_SHARE
 }
 
+/// Doubles the thread's cap (up to PER_THREAD_MAX): a short-lived server
+/// thread reaches the most it may hold three periods after it starts.
 pub(super) fn raise_cap(sz: &mut Sizing) {
     sz.cap = (sz.cap * 2).min(PER_THREAD_MAX);
 }
