@@ -3,7 +3,10 @@
 //!
 //! List limits follow tcmalloc: a list's max_len starts at one batch when
 //! first used, grows by a batch each time it runs empty (up to MAX_LEN),
-//! and shrinks by a batch after repeated overflows. All lists of a thread
+//! and shrinks by a batch after repeated overflows. A trip moves a batch,
+//! except on a list of at most a batch whose trips alternate between
+//! refills and overflows: it is refilled or flushed to half (`turning`), as
+//! jemalloc's thread caches are. All lists of a thread
 //! together stay within the thread's claimed share of the global budget
 //! `MEMX_THREAD_CACHE_BYTES`; a thread that cannot claim more steals
 //! capacity from its own other lists, except while per-CPU caches are in
@@ -174,6 +177,11 @@ pub(super) struct Sizing {
     pub(super) cap: usize,
     /// Per class: overflows of a list above one batch since it last shrank.
     overages: [u32; NUM_CLASSES],
+    /// Per class: the list's recent trips (`turning`). Bits 0-1: a score of
+    /// how often a trip went the other way from the one before (0-3: +2 on
+    /// a turn, -1 on a repeat); bit 2: the last trip was a refill; bit 3:
+    /// there was a last trip.
+    turns: [u8; NUM_CLASSES],
     /// Per class: the list's `mark` as the last scavenge left it. The same
     /// mark at the next one: nobody used the list in the period (`scavenge`).
     scavenged_mark: [u32; NUM_CLASSES],
@@ -220,6 +228,7 @@ impl Sizing {
             limit: 0,
             cap: START_CAP,
             overages: [0; NUM_CLASSES],
+            turns: [0; NUM_CLASSES],
             scavenged_mark: [0; NUM_CLASSES],
             steal_cursor: 1,
             dry: ClassSet::EMPTY,
@@ -532,6 +541,61 @@ pub(super) fn raise_cap(sz: &mut Sizing) {
     sz.cap = (sz.cap * 2).min(PER_THREAD_MAX);
 }
 
+/// Records a trip of `class`'s list (a refill if `refill`, else an
+/// overflow) and says whether its trips now turn: go one way, then the
+/// other, as a list whose frees and mallocs come in random order (a random
+/// walk between empty and full). Such a list should be left half full by a
+/// trip (`refill_count`, `flush_count`), as jemalloc's thread caches fill
+/// and flush to half: a full refill or a whole flush leaves it at the edge
+/// it will cross next. For a walk over a limit of L objects the expected
+/// time to the next trip is then about L/2 events rather than L²/8
+/// (at L = 32: a trip on 1.6% of the events and half an object moved per
+/// event, against 0.4% and 0.07 with half moves, simulated). A list whose
+/// trips go one way (a producer's refills, a consumer's overflows) keeps
+/// moving whole batches, which the transfer rings pass on in O(1).
+///
+/// Measured with callgrind on random frees and mallocs of 8-1000 B over
+/// 5,000 slots (larson's steady state, one thread, 10 M of each): 1,158 M
+/// instructions -> 1,039 M (tcmalloc 1,088 M, mimalloc 990 M), trips 719 K
+/// -> 437 K; on mimalloc-bench's larson-sized, instructions per instruction
+/// of its own work 1.81 -> 1.72 (tcmalloc 1.67).
+pub(super) fn turning(sz: &mut Sizing, class: usize, refill: bool) -> bool {
+    let t = sz.turns[class];
+    let score = t & 3;
+    let score = if t & 8 == 0 {
+        score
+    } else if (t & 4 != 0) != refill {
+        (score + 2).min(3)
+    } else {
+        score.saturating_sub(1)
+    };
+    sz.turns[class] = score | 8 | if refill { 4 } else { 0 };
+    score >= 2
+}
+
+/// Objects a refill asks for: a batch (at most the limit, at least one),
+/// or half the limit for a list whose trips turn and whose limit is at
+/// most a batch (above that, a batch leaves it half full or less already).
+pub(super) fn refill_count(batch: u32, max_len: u32, turns: bool) -> usize {
+    let max_len = max_len.max(1);
+    if turns && max_len <= batch {
+        max_len.div_ceil(2) as usize
+    } else {
+        batch.min(max_len) as usize
+    }
+}
+
+/// Objects an overflow flushes from a full list of `len`: a batch (or all
+/// of it if shorter), or half of it when its trips turn and its limit is at
+/// most a batch (see `refill_count`).
+pub(super) fn flush_count(len: usize, max_len: u32, batch: u32, turns: bool) -> usize {
+    if turns && max_len <= batch {
+        (len / 2).max(1)
+    } else {
+        len.min(batch as usize)
+    }
+}
+
 /// A full list (or one with limit 0) of `class` is about to take a freed
 /// object: adjusts its limit and flushes as the policy says. False if the
 /// object must go around the cache (straight to the central list).
@@ -555,6 +619,9 @@ pub(super) fn make_room(t: &ThreadCache, class: usize) -> bool {
         grow(t, class);
         return false;
     }
+    // Not above: the list was not full, it had no limit.
+    // SAFETY: owner-only state (this borrow ends here).
+    let turns = turning(&mut unsafe { t.cold() }.sizing, class, false);
     if !list.has_room() && max_len < k.batch {
         // Slow start on this side too (as tcmalloc): a thread that only
         // frees (a consumer) never refills, and at one object its every
@@ -565,8 +632,11 @@ pub(super) fn make_room(t: &ThreadCache, class: usize) -> bool {
         grow_with(t, class, false);
     }
     if !list.has_room() {
-        let len = list.len();
-        flush(t, class, len.min(k.batch as usize));
+        flush(
+            t,
+            class,
+            flush_count(list.len(), list.max_len(), k.batch, turns),
+        );
         // SAFETY: owner-only state.
         let sz = &mut unsafe { t.cold() }.sizing;
         if max_len > k.batch {

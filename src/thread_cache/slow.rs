@@ -125,10 +125,11 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     sz.refills += 1;
     sz.trip_bytes += k.size as usize;
     // Growing on underflow: this class is in demand.
+    let turns = sizing::turning(sz, class, true);
     if list.max_len() < MAX_LEN {
         sizing::grow(t, class);
     }
-    let want = (k.batch).min(list.max_len().max(1)) as usize;
+    let want = sizing::refill_count(k.batch, list.max_len(), turns);
     let from_cpu = cpu_cache::pop(class, want, t.key);
     let (head, n) = match from_cpu.or_else(|| cpu_cache::pop_ones(class, want, t.key)) {
         Some(chain) => chain,
