@@ -87,6 +87,16 @@ pub(super) const BUSY_SHARE: usize = 32;
 /// ops/s, larson-sized (suite arguments) 42.9 -> 47.4 (tcmalloc 5.6 and
 /// 60.8), espresso's peak 3.2 -> 3.3 MiB.
 pub(super) const CAP_HEAP_SHARE: usize = 8;
+/// ... or 1 / CAP_HEAP_SHARE_SHARED of it while other threads cache objects
+/// too (`central::sharing`): there a trip takes a lock other threads want
+/// and hands objects, with their cache lines, between CPUs, while a lone
+/// thread's cache saves it only uncontended trips and holds pages nobody
+/// else can use. larson's threads (10 MiB of heap) then reach a 2 MiB cap,
+/// not 1 MiB: with `turning`'s half moves, callgrind counted 1.63
+/// instructions per instruction of larson's own work against 1.72 at 1 MiB
+/// and tcmalloc's 1.67 (both rules at 1/4 raised espresso's peak from 3.2
+/// to 4.0 MiB; glibc 2.3).
+pub(super) const CAP_HEAP_SHARE_SHARED: usize = 4;
 /// A thread sleeps between its bursts (`Sizing::sleeper`) when in one
 /// scavenge period it blocked at least SLEEPS_PER_PERIOD times and ran
 /// less than 1 / IDLE_RATIO of the period's wall time. Both, because each
@@ -281,8 +291,8 @@ pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
     // (they are sums of random sampling intervals).
     let busy_by_count = sz.slow_trips() * sampler::SCAVENGE_BYTES > BUSY_TRIPS * period;
     let busy_by_bytes = sz.trip_bytes * BUSY_SHARE > period;
-    if busy_by_count || (busy_by_bytes && share_may_double(sz.cap, crate::page_heap::mapped_ever()))
-    {
+    let (mapped, shared) = (crate::page_heap::mapped_ever(), crate::central::sharing());
+    if busy_by_count || busy_by_bytes && share_may_double(sz.cap, mapped, shared) {
         raise_cap(sz);
     }
     let busy = busy_by_count || busy_by_bytes;
@@ -530,9 +540,15 @@ pub(super) fn central(t: &ThreadCache, class: usize) -> LockedGuard<'static, Cen
 }
 
 /// Whether a busy period by BUSY_SHARE may double `cap`, with `mapped`
-/// bytes of heap: 2 × cap ≤ mapped / CAP_HEAP_SHARE.
-pub(super) fn share_may_double(cap: usize, mapped: usize) -> bool {
-    2 * cap <= mapped / CAP_HEAP_SHARE
+/// bytes of heap: 2 × cap ≤ mapped / CAP_HEAP_SHARE, or / CAP_HEAP_SHARE_SHARED
+/// if `shared` (other threads cache objects too).
+pub(super) fn share_may_double(cap: usize, mapped: usize, shared: bool) -> bool {
+    let share = if shared {
+        CAP_HEAP_SHARE_SHARED
+    } else {
+        CAP_HEAP_SHARE
+    };
+    2 * cap <= mapped / share
 }
 
 /// Doubles the thread's cap (up to PER_THREAD_MAX): a short-lived server

@@ -228,18 +228,29 @@ fn trips_for_a_share_of_the_bytes_raise_the_cap_at_scavenge() {
 }
 
 /// A cap is doubled for trips' bytes only while it stays within
-/// 1 / CAP_HEAP_SHARE of the heap mapped: a small program's trips are
-/// cheaper than the pages a bigger cache would hold.
+/// 1 / CAP_HEAP_SHARE of the heap mapped (1 / CAP_HEAP_SHARE_SHARED while
+/// other threads cache objects too): a small program's trips are cheaper
+/// than the pages a bigger cache would hold.
 #[test]
 fn the_heap_bounds_a_cap_raised_for_bytes() {
     let heap = CAP_HEAP_SHARE * 2 * START_CAP;
-    assert!(share_may_double(START_CAP, heap));
-    assert!(!share_may_double(START_CAP, heap - 1));
-    assert!(!share_may_double(2 * START_CAP, heap));
+    assert!(share_may_double(START_CAP, heap, false));
+    assert!(!share_may_double(START_CAP, heap - 1, false));
+    assert!(!share_may_double(2 * START_CAP, heap, false));
     assert!(
-        !share_may_double(START_CAP, 2 << 20),
+        !share_may_double(START_CAP, 2 << 20, false),
         "espresso's 2 MiB heap"
     );
+    // Other threads' caches: a larger share.
+    let shared = CAP_HEAP_SHARE_SHARED * 2 * START_CAP;
+    assert!(shared < heap);
+    assert!(share_may_double(START_CAP, shared, true));
+    assert!(!share_may_double(START_CAP, shared - 1, true));
+    assert!(
+        share_may_double(PER_THREAD_MAX / 2, 10 << 20, true),
+        "larson's 10 MiB heap, 2 threads"
+    );
+    assert!(!share_may_double(PER_THREAD_MAX / 2, 10 << 20, false));
     // Trips by count (BUSY_TRIPS) still raise it in any heap.
     with_fresh_cache(|t, cold| {
         let period = sampler::SCAVENGE_BYTES;
