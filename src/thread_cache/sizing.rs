@@ -187,10 +187,9 @@ pub(super) struct Sizing {
     pub(super) cap: usize,
     /// Per class: overflows of a list above one batch since it last shrank.
     overages: [u32; NUM_CLASSES],
-    /// Per class: the list's recent trips (`turning`). Bits 0-1: a score of
-    /// how often a trip went the other way from the one before (0-3: +2 on
-    /// a turn, -1 on a repeat); bit 2: the last trip was a refill; bit 3:
-    /// there was a last trip.
+    /// Per class: the list's recent trips (`turning`). TURN_SCORE bits: how
+    /// often a trip went the other way from the one before (0-3: +2 on a
+    /// turn, -1 on a repeat); LAST_WAS_REFILL, HAD_TRIP as named.
     turns: [u8; NUM_CLASSES],
     /// Per class: the list's `mark` as the last scavenge left it. The same
     /// mark at the next one: nobody used the list in the period (`scavenge`).
@@ -577,24 +576,35 @@ pub(super) fn raise_cap(sz: &mut Sizing) {
 /// of its own work 1.81 -> 1.72 (tcmalloc 1.67).
 pub(super) fn turning(sz: &mut Sizing, class: usize, refill: bool) -> bool {
     let t = sz.turns[class];
-    let score = t & 3;
-    let score = if t & 8 == 0 {
+    let score = t & TURN_SCORE;
+    let score = if t & HAD_TRIP == 0 {
         score
-    } else if (t & 4 != 0) != refill {
-        (score + 2).min(3)
+    } else if (t & LAST_WAS_REFILL != 0) != refill {
+        (score + 2).min(TURN_SCORE)
     } else {
         score.saturating_sub(1)
     };
-    sz.turns[class] = score | 8 | if refill { 4 } else { 0 };
+    sz.turns[class] = score | HAD_TRIP | if refill { LAST_WAS_REFILL } else { 0 };
     score >= 2
 }
 
+/// `Sizing::turns`' fields.
+const TURN_SCORE: u8 = 3;
+const LAST_WAS_REFILL: u8 = 4;
+const HAD_TRIP: u8 = 8;
+
+/// Whether a trip of a list whose trips turn (`turns`) and whose limit is
+/// `max_len` moves half of it: only at a limit of at most a batch (above
+/// that, a batch leaves the list half full or less already).
+fn moves_half(turns: bool, max_len: u32, batch: u32) -> bool {
+    turns && max_len <= batch
+}
+
 /// Objects a refill asks for: a batch (at most the limit, at least one),
-/// or half the limit for a list whose trips turn and whose limit is at
-/// most a batch (above that, a batch leaves it half full or less already).
+/// or half the limit (`moves_half`).
 pub(super) fn refill_count(batch: u32, max_len: u32, turns: bool) -> usize {
     let max_len = max_len.max(1);
-    if turns && max_len <= batch {
+    if moves_half(turns, max_len, batch) {
         max_len.div_ceil(2) as usize
     } else {
         batch.min(max_len) as usize
@@ -602,10 +612,9 @@ pub(super) fn refill_count(batch: u32, max_len: u32, turns: bool) -> usize {
 }
 
 /// Objects an overflow flushes from a full list of `len`: a batch (or all
-/// of it if shorter), or half of it when its trips turn and its limit is at
-/// most a batch (see `refill_count`).
+/// of it if shorter), or half of it (`moves_half`).
 pub(super) fn flush_count(len: usize, max_len: u32, batch: u32, turns: bool) -> usize {
-    if turns && max_len <= batch {
+    if moves_half(turns, max_len, batch) {
         (len / 2).max(1)
     } else {
         len.min(batch as usize)

@@ -124,8 +124,8 @@ fn refill(t: &ThreadCache, class: usize) -> *mut FreeObject {
     sz.dry.insert(class);
     sz.refills += 1;
     sz.trip_bytes += k.size as usize;
-    // Growing on underflow: this class is in demand.
     let turns = sizing::turning(sz, class, true);
+    // Growing on underflow: this class is in demand.
     if list.max_len() < MAX_LEN {
         sizing::grow(t, class);
     }
