@@ -571,9 +571,11 @@ pub(super) fn raise_cap(sz: &mut Sizing) {
 ///
 /// Measured with callgrind on random frees and mallocs of 8-1000 B over
 /// 5,000 slots (larson's steady state, one thread, 10 M of each): 1,158 M
-/// instructions -> 1,039 M (tcmalloc 1,088 M, mimalloc 990 M), trips 719 K
-/// -> 437 K; on mimalloc-bench's larson-sized, instructions per instruction
-/// of its own work 1.81 -> 1.72 (tcmalloc 1.67).
+/// instructions -> 1,051 M (tcmalloc 1,088 M, mimalloc 990 M), trips 719 K
+/// -> 489 K (1,039 M and 437 K while a free that went around a list of
+/// limit 0 counted as a trip direction, which `make_room` no longer does);
+/// on mimalloc-bench's larson-sized, instructions per instruction of its
+/// own work 1.81 -> 1.72 (tcmalloc 1.67).
 pub(super) fn turning(sz: &mut Sizing, class: usize, refill: bool) -> bool {
     let t = sz.turns[class];
     let score = t & TURN_SCORE;
