@@ -18,7 +18,6 @@ use crate::meta::Pool;
 use crate::pagemap::{Entry, PAGEMAP};
 use crate::size_class::PAGE_SHIFT;
 use crate::span::{LargeFields, Span, SpanList, SpanState};
-use crate::sys;
 use crate::sys::lock::Locked;
 use crate::util::bitset::BitSet;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -79,7 +78,13 @@ pub struct PageHeap {
     /// Release budget in bytes (may go negative: a large span is released
     /// whole and paid for afterwards).
     tokens: i64,
+    /// Release-clock time of the last refill of `tokens`.
     last_refill_ns: u64,
+    /// The release clock (`release::clock_after`): wall time with every
+    /// pause in span frees cut to IDLE_GAP_NS; `clock_wall_ns` is the wall
+    /// time it last advanced at. Free spans' `freed_at` read on it.
+    clock_ns: u64,
+    clock_wall_ns: u64,
     rate_bytes_per_s: u64,
     /// The current address-space region: pages `[region_next, region_end)`
     /// are reserved and not yet handed to the free lists.
@@ -140,6 +145,8 @@ impl PageHeap {
             },
             tokens: 0,
             last_refill_ns: 0,
+            clock_ns: 0,
+            clock_wall_ns: 0,
             rate_bytes_per_s: 64 << 20,
             region_next: 0,
             region_end: 0,
@@ -412,6 +419,16 @@ impl PageHeap {
     /// # Safety
     /// `s` is a live Small or Large span that nothing uses any more.
     pub unsafe fn free(&mut self, s: *mut Span) {
+        let now = self.release_clock();
+        // SAFETY: as the caller promises.
+        unsafe { self.free_on_clock(s, now) }
+    }
+
+    /// `free` at release-clock time `now` (`release_clock`).
+    ///
+    /// # Safety
+    /// As `free`.
+    unsafe fn free_on_clock(&mut self, s: *mut Span, now: u64) {
         // SAFETY: `s` is a live Small or Large span owned by the caller.
         let span = unsafe { &mut *s };
         debug_assert!(matches!(span.state, SpanState::Small | SpanState::Large));
@@ -425,11 +442,6 @@ impl PageHeap {
         // reaches the slow path instead of a thread cache.
         PAGEMAP.set_range(span.start, span.npages, Entry::new(s, 0));
         span.free.released = false;
-        let now = if self.rate_bytes_per_s > 0 {
-            sys::now_ns()
-        } else {
-            0
-        };
         span.free.freed_at = now;
         self.free_span_inner(s, Some(now));
     }

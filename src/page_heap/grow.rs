@@ -36,10 +36,14 @@ impl PageHeap {
         if npages < old {
             let tail = self.split(s, npages);
             self.stats.large_bytes -= (old - npages) << PAGE_SHIFT;
+            let now = self.release_clock();
             // SAFETY: `tail` was split off `s`; its pages are ours.
-            unsafe { (*tail).free.released = false };
+            unsafe {
+                (*tail).free.released = false;
+                (*tail).free.freed_at = now;
+            }
             PAGEMAP.set_range(start + npages, old - npages, Entry::new(tail, 0));
-            self.free_span_inner(tail, Some(sys::now_ns()));
+            self.free_span_inner(tail, Some(now));
             return true;
         }
         let want = npages - old;

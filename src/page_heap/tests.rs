@@ -172,24 +172,63 @@ fn release_all_gives_back_and_memory_reads_zero() {
     unsafe { heap.free(s2) };
 }
 
+const MS: u64 = 1_000_000;
+
+/// Frees `s` at wall time `wall` ns (the heap's clocks start at 0).
+fn free_at(heap: &mut PageHeap, s: *mut Span, wall: u64) {
+    let now = heap.release_clock_at(wall);
+    // SAFETY: callers pass live spans of this heap that they no longer use.
+    unsafe { heap.free_on_clock(s, now) };
+}
+
+/// One page taken and freed every `step` ns from `from` to `to`: a heap
+/// at work.
+fn keep_busy(heap: &mut PageHeap, from: u64, to: u64, step: u64) {
+    let mut wall = from;
+    while wall <= to {
+        let s = heap.alloc(1, 0);
+        free_at(heap, s, wall);
+        wall += step;
+    }
+}
+
 #[test]
 fn release_waits_for_age_then_happens_at_rate() {
     let mut heap = PageHeap::new();
     heap.set_release_rate(1024);
     let a = heap.alloc(256, 0);
-    let b = heap.alloc(1, 0);
-    // SAFETY: live spans of this heap that the test no longer uses.
-    unsafe { heap.free(a) };
+    free_at(&mut heap, a, 0);
+    keep_busy(&mut heap, 50 * MS, 950 * MS, 50 * MS);
     assert_eq!(
         heap.stats.released_total, 0,
-        "freshly freed memory stays resident"
+        "memory free for less than a second stays resident"
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    // SAFETY: as above.
-    unsafe { heap.free(b) };
+    keep_busy(&mut heap, 1000 * MS, 1100 * MS, 50 * MS);
     assert!(
         heap.stats.released_total >= 256 * PAGE_SIZE as u64,
-        "the old span went back"
+        "the span free for a second of work went back"
+    );
+    heap.check_invariants();
+}
+
+#[test]
+fn a_pause_does_not_age_free_spans() {
+    assert_eq!(super::release::clock_after(7, 5), 12);
+    assert!(super::release::clock_after(0, 3_000 * MS) < 1_000 * MS);
+    let mut heap = PageHeap::new();
+    heap.set_release_rate(1024);
+    let a = heap.alloc(256, 0);
+    free_at(&mut heap, a, 0);
+    // Five seconds with no span freed, then a burst of work.
+    keep_busy(&mut heap, 5_000 * MS, 5_500 * MS, 10 * MS);
+    assert_eq!(
+        heap.stats.released_total, 0,
+        "a span freed just before a pause is still resident after it"
+    );
+    keep_busy(&mut heap, 5_500 * MS, 6_500 * MS, 10 * MS);
+    assert!(
+        heap.stats.released_total >= 256 * PAGE_SIZE as u64,
+        "a second of work after the pause released it"
     );
     heap.check_invariants();
 }
