@@ -39,9 +39,6 @@ struct Registry {
     /// The live caches, linked through `Membership`; `count` of them.
     head: *mut ThreadCache,
     count: usize,
-    /// Of those, the caches whose thread has allocated at least one
-    /// scavenge period's bytes (`Sizing::counted_busy`): busy ≤ count.
-    busy: usize,
     /// Caches created so far (part of each new thread's sampler seed).
     created: u64,
     pool: Pool<ThreadCache>,
@@ -53,7 +50,6 @@ unsafe impl Send for Registry {}
 static REGISTRY: Locked<Registry> = Locked::new(Registry {
     head: core::ptr::null_mut(),
     count: 0,
-    busy: 0,
     created: 0,
     pool: Pool::new(),
 });
@@ -95,40 +91,8 @@ pub(super) fn current_or_create() -> Option<*mut ThreadCache> {
 /// The number of threads with caches changed to `count`.
 fn threads_changed(count: usize) {
     crate::central::set_sharing(count > 1);
+    crate::sys::lock::set_spinning(count <= crate::sys::usable_cpus());
     crate::cpu_cache::set_active(count);
-}
-
-/// The number of busy threads (`Registry::busy`) changed to `busy`.
-///
-/// Locks spin only while busy threads do not outnumber the CPUs: past that
-/// a lock's holder is often preempted, and a waiter that spins burns the
-/// time slice the holder needs (larson with 16 threads on 2 CPUs: 2.05 ->
-/// 1.87 s without spinning). Threads that have allocated little count for
-/// nothing here, being mostly blocked: rptest's main thread sleeps while
-/// its two workers run, and counting it turned spinning off for them; with
-/// the futex sleep and wake on every contended central or heap lock they
-/// reached 4.0-4.5 M ops/s, against 5.4-6.4 M when spinning (medians of 9).
-fn busy_changed(busy: usize) {
-    crate::sys::lock::set_spinning(busy <= crate::sys::usable_cpus());
-}
-
-/// (busy threads, threads with caches), for tests.
-#[cfg(test)]
-pub(super) fn busy_and_count() -> (usize, usize) {
-    let reg = REGISTRY.lock();
-    (reg.busy, reg.count)
-}
-
-/// The calling thread has just finished its first scavenge period: it
-/// counts as busy from now until it exits.
-pub(super) fn count_busy(sz: &mut super::sizing::Sizing) {
-    if sz.counted_busy {
-        return;
-    }
-    let mut reg = REGISTRY.lock();
-    sz.counted_busy = true;
-    reg.busy += 1;
-    busy_changed(reg.busy);
 }
 
 #[cold]
@@ -199,11 +163,6 @@ fn unregister(reg: &mut Registry, tc: *mut ThreadCache) {
         }
         reg.count -= 1;
         threads_changed(reg.count);
-        let sz = &mut (*tc).cold().sizing;
-        if core::mem::take(&mut sz.counted_busy) {
-            reg.busy -= 1;
-            busy_changed(reg.busy);
-        }
         reg.pool.give(tc);
     }
 }

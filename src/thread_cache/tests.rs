@@ -839,32 +839,3 @@ fn a_random_walk_seldom_leaves_a_list_held_to_a_batch() {
         );
     });
 }
-
-/// A thread counts as busy (for the locks' spinning) once it has allocated
-/// a scavenge period's bytes, and stops counting when it exits.
-#[test]
-fn a_thread_counts_as_busy_after_its_first_period_until_it_exits() {
-    let busy_flag = || {
-        // SAFETY: this thread's own live cache (it has allocated).
-        unsafe { (*current()).cold() }.sizing.counted_busy
-    };
-    let (fresh, worked, busy) = std::thread::spawn(move || {
-        free(malloc(16));
-        let fresh = busy_flag();
-        let step = 64 << 10;
-        for _ in 0..(2 * sampler::SCAVENGE_BYTES / step + 1) {
-            free(malloc(step));
-        }
-        (fresh, busy_flag(), registry::busy_and_count().0)
-    })
-    .join()
-    .unwrap();
-    assert!(!fresh, "a new thread is not busy");
-    assert!(worked, "two periods' bytes make it busy");
-    assert!(busy >= 1);
-    let (busy, count) = registry::busy_and_count();
-    assert!(
-        busy <= count,
-        "an exited thread still counted: {busy} > {count}"
-    );
-}
