@@ -192,12 +192,27 @@ fn keep_busy(heap: &mut PageHeap, from: u64, to: u64, step: u64) {
     }
 }
 
-#[test]
-fn release_waits_for_age_then_happens_at_rate() {
+/// Pages of the span the release tests watch.
+const WATCHED: usize = 256;
+
+/// A heap releasing at 1 GiB/s, with a WATCHED-page span freed at wall
+/// time 0.
+fn heap_with_span_freed_at_zero() -> PageHeap {
     let mut heap = PageHeap::new();
     heap.set_release_rate(1024);
-    let a = heap.alloc(256, 0);
+    let a = heap.alloc(WATCHED, 0);
     free_at(&mut heap, a, 0);
+    heap
+}
+
+/// Whether the watched span has gone back to the OS.
+fn watched_span_released(heap: &PageHeap) -> bool {
+    heap.stats.released_total >= (WATCHED * PAGE_SIZE) as u64
+}
+
+#[test]
+fn release_waits_for_age_then_happens_at_rate() {
+    let mut heap = heap_with_span_freed_at_zero();
     keep_busy(&mut heap, 50 * MS, 950 * MS, 50 * MS);
     assert_eq!(
         heap.stats.released_total, 0,
@@ -205,7 +220,7 @@ fn release_waits_for_age_then_happens_at_rate() {
     );
     keep_busy(&mut heap, 1000 * MS, 1100 * MS, 50 * MS);
     assert!(
-        heap.stats.released_total >= 256 * PAGE_SIZE as u64,
+        watched_span_released(&heap),
         "the span free for a second of work went back"
     );
     heap.check_invariants();
@@ -215,10 +230,7 @@ fn release_waits_for_age_then_happens_at_rate() {
 fn a_pause_does_not_age_free_spans() {
     assert_eq!(super::release::clock_after(7, 5), 12);
     assert!(super::release::clock_after(0, 3_000 * MS) < 1_000 * MS);
-    let mut heap = PageHeap::new();
-    heap.set_release_rate(1024);
-    let a = heap.alloc(256, 0);
-    free_at(&mut heap, a, 0);
+    let mut heap = heap_with_span_freed_at_zero();
     // Five seconds with no span freed, then a burst of work.
     keep_busy(&mut heap, 5_000 * MS, 5_500 * MS, 10 * MS);
     assert_eq!(
@@ -227,7 +239,7 @@ fn a_pause_does_not_age_free_spans() {
     );
     keep_busy(&mut heap, 5_500 * MS, 6_500 * MS, 10 * MS);
     assert!(
-        heap.stats.released_total >= 256 * PAGE_SIZE as u64,
+        watched_span_released(&heap),
         "a second of work after the pause released it"
     );
     heap.check_invariants();
