@@ -228,6 +228,10 @@ pub(super) struct Sizing {
     /// did not sleep. A sleeping thread's own cache is memory nobody uses:
     /// 16 request threads on 2 CPUs held 4-5 MiB that way.
     pub(super) sleeper: bool,
+    /// The registry counts this thread as busy (`registry::count_busy`):
+    /// it has finished a scavenge period. Cleared by the registry when the
+    /// cache is unregistered.
+    pub(super) counted_busy: bool,
 }
 
 impl Sizing {
@@ -249,6 +253,7 @@ impl Sizing {
             trip_bytes: 0,
             usage_at: Usage::ZERO,
             sleeper: false,
+            counted_busy: false,
         }
     }
 
@@ -286,6 +291,7 @@ impl Sizing {
 /// RSS of mimalloc-bench's larson from 16 to 18 MiB (this rule: ours from
 /// 8.2 to 8.8).
 pub(super) fn scavenge(t: &ThreadCache, sz: &mut Sizing, period: usize) {
+    super::registry::count_busy(sz);
     // Trips per SCAVENGE_BYTES allocated: with profiling on, periods vary
     // (they are sums of random sampling intervals).
     let busy_by_count = sz.slow_trips() * sampler::SCAVENGE_BYTES > BUSY_TRIPS * period;

@@ -839,3 +839,45 @@ fn a_random_walk_seldom_leaves_a_list_held_to_a_batch() {
         );
     });
 }
+
+/// A thread counts as busy (for the locks' spinning) once it has allocated
+/// a scavenge period's bytes, and stops counting when it exits.
+#[test]
+fn a_thread_counts_as_busy_after_its_first_period_until_it_exits() {
+    let busy_flag = || {
+        // SAFETY: this thread's own live cache (it has allocated).
+        unsafe { (*current()).cold() }.sizing.counted_busy
+    };
+    let (fresh, worked, busy) = std::thread::spawn(move || {
+        free(malloc(16));
+        let fresh = busy_flag();
+        let step = 64 << 10;
+        for _ in 0..(2 * sampler::SCAVENGE_BYTES / step + 1) {
+            free(malloc(step));
+        }
+        (fresh, busy_flag(), registry::busy_and_count().0)
+    })
+    .join()
+    .unwrap();
+    assert!(!fresh, "a new thread is not busy");
+    assert!(worked, "two periods' bytes make it busy");
+    assert!(busy >= 1);
+    let (busy, count) = registry::busy_and_count();
+    assert!(
+        busy <= count,
+        "an exited thread still counted: {busy} > {count}"
+    );
+}
+
+/// Locks spin for rptest's shape (two busy workers and a sleeping main
+/// thread on two CPUs), not for xmalloc-test's (two producers, two
+/// consumers that only free, and main) nor for more busy threads than CPUs.
+#[test]
+fn locks_spin_with_one_idle_thread_beside_busy_ones_but_not_more() {
+    assert!(registry::spin_rule(1, 1, 2), "one thread");
+    assert!(registry::spin_rule(2, 3, 2), "rptest: 2 busy + main");
+    assert!(!registry::spin_rule(2, 5, 2), "xmalloc-test: 2 busy of 5");
+    assert!(!registry::spin_rule(3, 3, 2), "3 busy threads on 2 CPUs");
+    assert!(!registry::spin_rule(16, 17, 2), "larson, 16 threads");
+    assert!(registry::spin_rule(8, 9, 16));
+}
