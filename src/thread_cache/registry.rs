@@ -92,10 +92,11 @@ pub(super) fn current_or_create() -> Option<*mut ThreadCache> {
     Some(tc)
 }
 
-/// The number of threads with caches changed to `count`.
-fn threads_changed(count: usize) {
-    crate::central::set_sharing(count > 1);
-    crate::cpu_cache::set_active(count);
+/// `Registry::count` changed (and with an exit, `Registry::busy`).
+fn threads_changed(reg: &Registry) {
+    crate::central::set_sharing(reg.count > 1);
+    crate::cpu_cache::set_active(reg.count);
+    spinning_changed(reg);
 }
 
 /// `Registry::busy` or `Registry::count` changed: tell the locks whether
@@ -175,8 +176,7 @@ fn create() -> *mut ThreadCache {
         }
         reg.head = tc;
         reg.count += 1;
-        threads_changed(reg.count);
-        spinning_changed(&reg);
+        threads_changed(&reg);
         tc
     };
     // Publish before arming the exit hook: pthread_setspecific may call
@@ -212,12 +212,11 @@ fn unregister(reg: &mut Registry, tc: *mut ThreadCache) {
             member(m.next).prev = m.prev;
         }
         reg.count -= 1;
-        threads_changed(reg.count);
         let sz = &mut (*tc).cold().sizing;
         if core::mem::take(&mut sz.counted_busy) {
             reg.busy -= 1;
         }
-        spinning_changed(reg);
+        threads_changed(reg);
         reg.pool.give(tc);
     }
 }
